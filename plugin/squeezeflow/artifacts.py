@@ -1,0 +1,72 @@
+"""The on-disk contract of a model directory: model file + manifest.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from squeezeflow.errors import ModelError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"
+
+
+def write_manifest(model_dir: Path, manifest: dict[str, Any]) -> Path:
+    """Write manifest.json deterministically (sorted keys, no clock), so equal inputs give equal bytes."""
+    path = model_dir / MANIFEST
+    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, **manifest}, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """Read a model directory's manifest.json, checking the model file's sha256.
+
+    Raises:
+        ModelError: no manifest, an unknown schema, or a model file whose digest does not match.
+    """
+    from squeezeflow.data import digest
+
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST
+    if not path.is_file():
+        raise ModelError(f"{path}: not found. Run the stage that writes {model_dir} (`dvc repro`).")
+    manifest = json.loads(path.read_text())
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ModelError(f"{path}: schema_version {manifest.get('schema_version')} is not supported (expected {SCHEMA_VERSION}).")
+    model = model_dir / manifest["files"]["model"]
+    if not model.is_file() or digest(model) != manifest["sha256"]:
+        raise ModelError(f"{model}: missing or changed since its manifest was written (sha256 mismatch). Re-run `dvc repro`.")
+    return manifest
+
+
+def manifest_digest(model_dir: str | Path) -> str:
+    """sha256 of the manifest file: the parent link of derived models."""
+    return hashlib.sha256((Path(model_dir) / MANIFEST).read_bytes()).hexdigest()
+
+
+def model_path(model_dir: str | Path) -> Path:
+    """The model file of a model directory."""
+    return Path(model_dir) / MODEL_FILE
+
+
+def staging(final: str | Path) -> Path:
+    """A fresh sibling folder to build `final` in, so a failed stage never leaves half a model."""
+    import shutil
+
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit(tmp: Path, final: str | Path) -> None:
+    """Replace `final` with the finished `tmp` folder."""
+    import shutil
+
+    final = Path(final)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)

@@ -1,0 +1,210 @@
+"""params.yaml as typed, frozen config; every error names its YAML path and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+
+from squeezeflow.errors import ConfigError
+from squeezeflow.steps import StepConfig, config_class
+
+METRIC_DIRECTIONS = {  # objective -> True when larger is better
+    "accuracy": True,
+    "accuracy_drop": False,
+    "agreement": True,
+    "latency_p50_ms": False,
+    "latency_p95_ms": False,
+    "latency_p99_ms": False,
+    "throughput_per_s": True,
+    "speedup": True,
+    "size_mb": False,
+    "size_gzip_mb": False,
+    "compression_ratio": True,
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Model):
+    model_uri: str = Field(
+        pattern=r"^models:/[^/@]+(@[^/@]+|/(\d+|latest))$",
+        description="Registered model to compress: models:/NAME@ALIAS, models:/NAME/VERSION or models:/NAME/latest.",
+    )
+
+
+class Data(_Model):
+    task: Literal["classification"] = Field("classification", description="What the model predicts; sets the metrics.")
+    eval: Path = Field(description="npz with one array per model input plus `labels`, for accuracy and latency.")
+    calibration: Path | None = Field(None, description="npz of representative inputs for static quantization.")
+    train: Path | None = Field(None, description="npz of training inputs (and labels) for steps that train.")
+
+
+class Target(_Model):
+    name: str = Field("cpu-x86", description="Label of the deployment target, recorded in the metrics.")
+    providers: tuple[str, ...] = Field(("CPUExecutionProvider",), min_length=1, description="ONNX Runtime execution providers, in order of preference.")
+    threads: int = Field(1, ge=1, le=256, description="Intra-op threads of the ONNX Runtime session.")
+    batch_size: int = Field(1, ge=1, description="Batch size of the latency measurement.")
+    warmup: int = Field(20, ge=0, description="Untimed runs before the latency measurement.")
+    repeats: int = Field(200, ge=5, description="Timed runs per model; baseline and candidate alternate.")
+
+
+class Budgets(_Model):
+    max_accuracy_drop: float | None = Field(None, ge=0, description="Largest allowed baseline-minus-candidate accuracy (absolute, 0.01 = 1 point).")
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="Smallest allowed candidate accuracy.")
+    max_latency_p95_ms: float | None = Field(None, gt=0, description="Largest allowed p95 latency in milliseconds on the target.")
+    min_speedup: float | None = Field(None, gt=0, description="Smallest allowed baseline p50 / candidate p50.")
+    max_size_mb: float | None = Field(None, gt=0, description="Largest allowed model file size in MB (1e6 bytes).")
+    min_compression_ratio: float | None = Field(None, gt=0, description="Smallest allowed baseline bytes / candidate bytes.")
+
+
+BUDGET_METRICS = {  # budget -> (metric key, bound kind)
+    "max_accuracy_drop": ("accuracy_drop", "max"),
+    "min_accuracy": ("accuracy", "min"),
+    "max_latency_p95_ms": ("latency_p95_ms", "max"),
+    "min_speedup": ("speedup", "min"),
+    "max_size_mb": ("size_mb", "max"),
+    "min_compression_ratio": ("compression_ratio", "min"),
+}
+
+
+class Selection(_Model):
+    objective: Literal[tuple(METRIC_DIRECTIONS)] = Field("latency_p95_ms", description="Metric that ranks passing candidates; its direction is known.")
+
+
+class Promote(_Model):
+    registered_model: str = Field(min_length=1, description="Registered model that receives the selected candidate.")
+    alias: str = Field("candidate", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", description="Alias moved to the promoted version.")
+    experiment: str = Field("squeezeflow", min_length=1, description="MLflow experiment of promotion and audit runs.")
+
+
+class Demo(_Model):
+    dataset: Literal["digits", "mnist"] = Field("digits", description="Dataset `squeezeflow demo` trains the source model on.")
+    epochs: int = Field(8, ge=1, description="Training epochs of the demo source model.")
+
+
+class Params(_Model):
+    source: Source
+    data: Data
+    recipes: dict[str, list[SerializeAsAny[StepConfig]]] = Field(min_length=1, description="Candidates: name -> ordered list of steps.")
+    budgets: Budgets = Budgets()
+    target: Target = Target()
+    selection: Selection = Selection()
+    promote: Promote
+    demo: Demo = Demo()
+    seed: int = Field(0, ge=0, description="Seed of every random choice in the stages.")
+
+    @field_validator("recipes", mode="before")
+    @classmethod
+    def _parse_recipes(cls, value: Any, info) -> Any:
+        return parse_recipes(value, (info.context or {}).get("file", "params.yaml"))
+
+
+def parse_recipes(raw: Any, file: str) -> dict[str, list[StepConfig]]:
+    """Turn `{name: [{kind: {...}}, ...]}` into step configs, failing on the first bad entry."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: recipes must be a mapping of recipe name to a list of steps. Got {_show(raw)}.")
+    recipes = {}
+    for name, steps in raw.items():
+        if not isinstance(steps, list) or not steps:
+            raise ConfigError(f"{file}: recipes.{name} must be a non-empty list of steps such as [{{quantize: {{mode: static}}}}]. Got {_show(steps)}.")
+        parsed = []
+        for i, step in enumerate(steps):
+            where = f"recipes.{name}.{i}"
+            if not isinstance(step, dict) or len(step) != 1:
+                raise ConfigError(f"{file}: {where} must be a mapping with exactly one step name, such as {{quantize: {{mode: dynamic}}}}. Got {_show(step)}.")
+            (kind, body), = step.items()
+            try:
+                step_cls = config_class(kind)
+            except ConfigError as e:
+                raise ConfigError(f"{file}: {where}: {e}") from None
+            try:
+                parsed.append(step_cls.model_validate(body or {}))
+            except ValidationError as e:
+                raise ConfigError(describe_validation_error(e, file, f"{where}.{kind}", step_cls)) from None
+        recipes[str(name)] = parsed
+    return recipes
+
+
+def describe_validation_error(err: ValidationError, file: str, prefix: str, model: type[BaseModel]) -> str:
+    """One sentence for the first error: where, what was expected, what was received."""
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    path = ".".join([prefix, *loc] if prefix else loc)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(model, first["loc"][:-1])
+        hint = f" Known keys: {', '.join(known)}." if known else ""
+        return f"{file}: {path} is not a known key.{hint}"
+    if kind == "missing":
+        return f"{file}: {path} is required."
+    msg = first["msg"].replace("Input should be", "must be").replace("Value error, ", "")
+    more = len(err.errors()) - 1
+    tail = f" ({more} more error{'s' if more > 1 else ''} after this one)" if more else ""
+    return f"{file}: {path} {msg[0].lower() + msg[1:]}. Got {_show(first['input'])}.{tail}"
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the model found at `loc` (best effort, for the hint)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(model.model_fields)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate params.yaml.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The validated, frozen `Params`.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, unknown key, wrong type or impossible value.
+
+    Example:
+        >>> load_params("params.yaml").promote.alias  # doctest: +SKIP
+        'candidate'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found. Run from the pipeline folder or pass --params PATH.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}).") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping with keys source, data, recipes, promote. Got {_show(raw)}.")
+    try:
+        return Params.model_validate(raw, context={"file": str(path)})
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(e, str(path), "", Params)) from None
+
+
+def step_params(config: StepConfig) -> dict[str, Any]:
+    """The resolved parameters of a step (defaults filled in), as recorded in manifests."""
+    return {"kind": config.kind, **config.model_dump(mode="json")}
+
+
+def recipe_digest(steps: list[StepConfig]) -> str:
+    """sha256 of the recipe's resolved steps: equal recipes have equal digests."""
+    import hashlib
+
+    blob = json.dumps([step_params(s) for s in steps], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+

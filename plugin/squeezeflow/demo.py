@@ -1,0 +1,86 @@
+"""`squeezeflow demo`: bootstrap data and a registered source model if missing, then `dvc repro`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from squeezeflow import registry, report
+from squeezeflow.config import Params
+from squeezeflow.errors import NotFoundError
+from squeezeflow.stages import REPORTS_DIR
+
+
+def ensure_data(params: Params) -> None:
+    """Write the demo dataset's npz splits when any of them is missing."""
+    from squeezeflow import datasets
+
+    paths = {"eval": params.data.eval, "calibration": params.data.calibration, "train": params.data.train}
+    if all(p is not None and Path(p).is_file() for p in paths.values()):
+        return
+    if any(p is None for p in paths.values()):
+        from squeezeflow.errors import ConfigError
+
+        raise ConfigError("params.yaml: the demo needs data.eval, data.calibration and data.train paths to write its data to.")
+    counts = datasets.write_splits(params.demo.dataset, paths, seed=params.seed)
+    print(f"demo: wrote {params.demo.dataset} splits {counts}")
+
+
+def ensure_source(params: Params) -> str:
+    """Train, register and alias the demo source model unless the reference already resolves."""
+    try:
+        return registry.resolve(params.source.model_uri).uri
+    except NotFoundError:
+        pass
+    return register_demo_model(params)
+
+
+def register_demo_model(params: Params) -> str:
+    """Train the small CNN on the train split and register it (pt2 format) under the source name/alias."""
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+
+    from squeezeflow import data, train, zoo
+
+    name, alias, _ = registry.parse_uri(params.source.model_uri)
+    arrays = data.load(params.data.train, "train")
+    x, y = arrays["input"], arrays["labels"]
+    model = train.fit(zoo.small_cnn(x.shape[-1]), x, y, epochs=params.demo.epochs, seed=params.seed, desc=f"train {name}")
+    c = registry.client()
+    exp = c.get_experiment_by_name("squeezeflow-demo") or c.get_experiment(c.create_experiment("squeezeflow-demo"))
+    with registry.errors(f"registering the demo model {name}"):
+        with mlflow.start_run(experiment_id=exp.experiment_id, run_name=f"train-{name}"):
+            info = mlflow.pytorch.log_model(model, name="model", input_example=np.ascontiguousarray(x[:4]), pip_requirements=["torch"])
+        mv = mlflow.register_model(info.model_uri, name)
+        if alias:
+            c.set_registered_model_alias(name, alias, mv.version)
+    print(f"demo: registered models:/{name}/{mv.version}" + (f" as @{alias}" if alias else ""))
+    return f"models:/{name}/{mv.version}"
+
+
+def run(params: Params, params_path: Path) -> int:
+    """Bootstrap, run `dvc repro` on the pipeline beside params.yaml, print the outcome."""
+    ensure_data(params)
+    source = ensure_source(params)
+    print(f"demo: source model {params.source.model_uri} -> {source}")
+    folder = params_path.resolve().parent
+    rc = subprocess.run(["dvc", "repro", str(folder / "dvc.yaml")], cwd=folder).returncode
+    gate_file, promo_file = folder / REPORTS_DIR / "gate.json", folder / REPORTS_DIR / "promotion.json"
+    if gate_file.is_file():
+        verdict = json.loads(gate_file.read_text())
+        print("\n" + report.text_table(verdict))
+        print("\nbudgets: " + ", ".join(f"{k}={v:g}" for k, v in verdict["budgets"].items()))
+        for line in report.missed_lines(verdict):
+            print("  " + line)
+        print(f"verdict: {verdict['verdict'].upper()}" + (f", selected {verdict['selected']}" if verdict["selected"] else ""))
+        if rc == 0 and promo_file.is_file():
+            promo = json.loads(promo_file.read_text())
+            print(f"promoted: {promo['model_uri']} ({promo['alias_uri']})")
+        print(f"report: {folder / REPORTS_DIR / 'gate.md'}")
+    if rc != 0:
+        print(f"demo: dvc repro exited with {rc}", file=sys.stderr)
+        return 1 if gate_file.is_file() and json.loads(gate_file.read_text())["verdict"] == "fail" else rc
+    return 0

@@ -1,0 +1,184 @@
+"""Load, export and inspect models: torch -> ONNX, ONNX Runtime sessions, graph statistics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from squeezeflow.errors import ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Read and check an ONNX file.
+
+    Raises:
+        ModelError: the file is missing, not ONNX, or fails the ONNX checker.
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found. Run the stage that writes it (`dvc repro`).")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # onnx raises DecodeError, ValidationError, OSError...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{path}: not a valid ONNX model ({first}). Re-create it with `dvc repro --force` of the stage that wrote it.") from None
+    return model
+
+
+def session(path: str | Path, threads: int = 1, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session with a fixed thread count (sequential execution, no spinning)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    available = set(ort.get_available_providers())
+    unknown = [p for p in providers if p not in available]
+    if unknown:
+        raise ModelError(f"execution provider {unknown[0]} is not available in this onnxruntime (available: {sorted(available)}). Change target.providers.")
+    try:
+        return ort.InferenceSession(str(path), opts, providers=list(providers))
+    except Exception as e:
+        load_onnx(path)  # gives the clearer message when the file itself is bad
+        raise ModelError(f"{path}: ONNX Runtime cannot load the model ({str(e).splitlines()[0]}).") from None
+
+
+def run(sess: onnxruntime.InferenceSession, arrays: dict[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """The first output of `sess` over all samples, in batches, checked to be finite."""
+    import numpy as np
+
+    from squeezeflow import data
+
+    outs = [sess.run(None, batch)[0] for batch in data.batches(arrays, batch_size)]
+    result = np.concatenate(outs)
+    check_finite(result, "ONNX Runtime outputs")
+    return result
+
+
+def check_finite(values: np.ndarray, what: str) -> None:
+    """Fail when model outputs hold NaN or inf (a broken model must never pass as a candidate)."""
+    import numpy as np
+
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ModelError(f"{what} contain {int(bad.sum())} NaN or inf values out of {values.size}. The model is numerically broken; fix or retrain it before compressing.")
+
+
+def op_counts(path: str | Path) -> Counter:
+    """How many nodes of each operator type the graph has."""
+    import onnx
+
+    return Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def weight_stats(path: str | Path) -> dict[str, Any]:
+    """Parameter count and sparsity (fraction of exact zeros) over initializers of rank >= 2 and biases."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    total = zeros = 0
+    for init in onnx.load(str(path)).graph.initializer:
+        if init.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) or not init.dims:
+            continue  # shapes and scalars (scales, zero points) are not weights
+        arr = numpy_helper.to_array(init)
+        if arr.size < 2:
+            continue
+        total += arr.size
+        zeros += int(np.count_nonzero(arr == 0))
+    return {"params": total, "sparsity": round(zeros / total, 6) if total else 0.0}
+
+
+def set_metadata(path: str | Path, props: dict[str, str]) -> None:
+    """Write `props` into the model's metadata_props (replacing keys of the same name), in place."""
+    import onnx
+
+    model = onnx.load(str(path))
+    keep = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in sorted(props.items()):
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def metadata(path: str | Path) -> dict[str, str]:
+    """The model's metadata_props as a dict."""
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def load_torch(model_dir: str | Path) -> Any:
+    """Load an MLflow pytorch-flavor model directory into an eval-mode module."""
+    import mlflow.pytorch
+
+    try:
+        model = mlflow.pytorch.load_model(str(model_dir), map_location="cpu")
+    except Exception as e:
+        raise ModelError(f"{model_dir}: cannot load the PyTorch model ({str(e).splitlines()[0]}).") from None
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass  # pt2 (torch.export) modules are captured in eval mode already and refuse .eval()
+    return model
+
+
+def export_onnx(model: Any, example: dict[str, np.ndarray], path: str | Path, output_name: str = "output", atol: float = 1e-4) -> None:
+    """Export a torch module to a single ONNX file with a dynamic batch axis, and check it.
+
+    The example arrays are passed positionally in their order; their names become the ONNX input
+    names. The export is checked against torch on the example (max abs difference <= atol scaled
+    by the output magnitude) and both outputs must be finite.
+
+    Raises:
+        ModelError: the export fails, the outputs differ, or contain NaN/inf.
+    """
+    import logging
+    import warnings
+
+    import numpy as np
+    import torch
+
+    names = list(example)
+    tensors = tuple(torch.from_numpy(np.ascontiguousarray(example[n][:2])) for n in names)
+    if tensors[0].shape[0] < 2:
+        raise ModelError("the export example needs at least 2 samples (a batch of 1 fixes the batch axis).")
+    with torch.no_grad():
+        expected = model(*[torch.from_numpy(example[n]) for n in names])
+    expected = (expected[0] if isinstance(expected, (tuple, list)) else expected).numpy()
+    check_finite(expected, "PyTorch outputs of the source model")
+    batch = torch.export.Dim("batch")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                model,
+                tensors,
+                str(path),
+                input_names=names,
+                output_names=[output_name],
+                dynamic_shapes=tuple({0: batch} for _ in names),
+                external_data=False,
+                verbose=False,
+                report=False,
+            )
+        except Exception as e:
+            raise ModelError(f"torch.onnx.export failed ({str(e).strip().splitlines()[0]}). The model must be exportable with torch.export.") from None
+    got = run(session(path), example)
+    err = float(np.max(np.abs(got - expected)))
+    if err > atol * max(1.0, float(np.max(np.abs(expected)))):
+        raise ModelError(f"the ONNX export differs from PyTorch by {err:.3g} (tolerance {atol:g}); the export is not faithful.")

@@ -1,0 +1,65 @@
+"""Human-readable renderings of a gate verdict: markdown for PRs, a plain table for terminals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from squeezeflow.config import BUDGET_METRICS
+
+COLUMNS = ("accuracy", "accuracy_drop", "latency_p50_ms", "latency_p95_ms", "speedup", "size_mb", "compression_ratio")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def rows(verdict: dict[str, Any]) -> list[list[str]]:
+    """Table rows: baseline first, then every candidate with its status."""
+    failed_cells = {name: {v["metric"] for v in c["violations"]} for name, c in verdict["candidates"].items()}
+    out = [["baseline (fp32)", *(_fmt(verdict["baseline"].get(k, "")) for k in COLUMNS), "reference"]]
+    for name, cand in verdict["candidates"].items():
+        cells = [(_fmt(cand["metrics"].get(k, "")) + (" ✗" if k in failed_cells[name] else "")) for k in COLUMNS]
+        status = "selected" if name == verdict["selected"] else ("pass" if cand["passed"] else "fail")
+        out.append([name, *cells, status])
+    return out
+
+
+def missed_lines(verdict: dict[str, Any]) -> list[str]:
+    """One sentence per missed budget: candidate, budget, measured value, threshold, margin."""
+    lines = []
+    for name, cand in verdict["candidates"].items():
+        for v in cand["violations"]:
+            word = "above" if v["bound"] == "max" else "below"
+            lines.append(f"{name}: {v['budget']} missed: {v['metric']} = {v['measured']:.4g}, {word} the threshold {v['threshold']:.4g} by {v['by']:.4g}")
+    return lines
+
+
+def markdown(verdict: dict[str, Any]) -> str:
+    """reports/gate.md: verdict, budgets, the candidates table and each missed budget."""
+    head = ["candidate", *COLUMNS, "status"]
+    lines = [
+        f"## squeezeflow gate: {'PASS' if verdict['verdict'] == 'pass' else 'FAIL'}",
+        "",
+        f"Selected: **{verdict['selected']}** (best {verdict['objective']})" if verdict["selected"] else "No candidate met every budget; nothing is promoted.",
+        "",
+        "Budgets: " + (", ".join(f"`{k}` {'≤' if BUDGET_METRICS[k][1] == 'max' else '≥'} {v:g}" for k, v in verdict["budgets"].items()) or "none"),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(r) + " |" for r in rows(verdict)),
+    ]
+    missed = missed_lines(verdict)
+    if missed:
+        lines += ["", "Missed budgets:", "", *(f"- {m}" for m in missed)]
+    return "\n".join(lines) + "\n"
+
+
+def text_table(verdict: dict[str, Any]) -> str:
+    """A fixed-width table for the terminal."""
+    head = ["candidate", *COLUMNS, "status"]
+    body = rows(verdict)
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)])

@@ -1,0 +1,9 @@
+"""DVC stages: one module each, composing the library; paths are relative to the pipeline folder."""
+
+from pathlib import Path
+
+SOURCE_DIR = Path("artifacts/source")
+CANDIDATES_DIR = Path("artifacts/candidates")
+METRICS_DIR = Path("metrics")
+REPORTS_DIR = Path("reports")
+BASELINE = "baseline"

@@ -1,0 +1,68 @@
+"""gate: check every candidate against the budgets, select the best, write the reports."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from squeezeflow import github, report
+from squeezeflow.config import Params
+from squeezeflow.errors import DataError, GateFailedError, SqueezeflowError
+from squeezeflow.gate import decide
+from squeezeflow.stages import BASELINE, METRICS_DIR, REPORTS_DIR
+
+
+def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = REPORTS_DIR, audit: bool = True) -> dict[str, Any]:
+    """Write reports/gate.json and reports/gate.md; fail when no candidate passes.
+
+    A failed gate still writes its reports first and records the attempt as a FAILED MLflow run
+    (best effort: a registry outage must not hide the verdict).
+
+    Returns:
+        The verdict.
+
+    Raises:
+        GateFailedError: no candidate met every budget (exit 1).
+        DataError: a metrics file is missing.
+    """
+    baseline = _read(metrics_dir / f"{BASELINE}.json")
+    rows = {name: _read(metrics_dir / f"{name}.json") for name in sorted(params.recipes)}
+    verdict = decide(baseline, rows, params.budgets, params.selection.objective)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    (reports_dir / "gate.json").write_text(json.dumps(verdict, indent=2, sort_keys=True) + "\n")
+    md = report.markdown(verdict)
+    (reports_dir / "gate.md").write_text(md)
+    github.summary(md)
+    github.output("verdict", verdict["verdict"])
+    print(report.text_table(verdict))
+    if verdict["verdict"] == "pass":
+        print(f"gate: PASS, selected {verdict['selected']} (best {verdict['objective']})")
+        return verdict
+    missed = report.missed_lines(verdict)
+    for line in missed:
+        github.annotate("error", line, "budget missed")
+    if audit:
+        _record_failure(params, verdict, reports_dir)
+    raise GateFailedError(f"gate failed: no candidate met every budget; {missed[0]}" + (f" (and {len(missed) - 1} more, see {reports_dir / 'gate.md'})" if len(missed) > 1 else "."))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"{path}: metrics not found. Run the evaluate stages first (`dvc repro`).")
+    return json.loads(path.read_text())
+
+
+def _record_failure(params: Params, verdict: dict[str, Any], reports_dir: Path) -> None:
+    """Log the failed attempt as a FAILED run for audit; warn (never fail) if MLflow is down."""
+    from squeezeflow.stages.promote import record_attempt
+
+    try:
+        run_id = record_attempt(params, verdict, [reports_dir / "gate.json", reports_dir / "gate.md"], run_name="gate-failed", tags={"squeezeflow.gate.verdict": "fail"})
+        from squeezeflow import registry
+
+        registry.end_run(run_id, "FAILED")
+        print(f"gate: the failed attempt is recorded as MLflow run {run_id}", file=sys.stderr)
+    except SqueezeflowError as e:
+        print(f"warning: could not record the failed attempt in MLflow: {e}", file=sys.stderr)

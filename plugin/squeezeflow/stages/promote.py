@@ -1,0 +1,99 @@
+"""promote: register the selected candidate with its lineage and move the alias (idempotent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from squeezeflow import artifacts, data, lineage, registry
+from squeezeflow.config import Params
+from squeezeflow.errors import ConfigError, GateFailedError
+from squeezeflow.stages import CANDIDATES_DIR, REPORTS_DIR
+
+DVC_LOCK = Path("dvc.lock")
+
+
+def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_DIR, candidates_dir: Path = CANDIDATES_DIR) -> dict[str, Any]:
+    """Promote the gate's selected candidate and write reports/promotion.json.
+
+    The same artifact sha256 never makes a second version: when it is already registered only
+    the alias moves. With `dry_run`, the registry is read but never written.
+
+    Returns:
+        What was (or would be) done: version, URIs, action (register, move-alias, none).
+
+    Raises:
+        GateFailedError: the verdict is fail. ConfigError: no gate report.
+        RegistryUnreachableError: the registry does not answer.
+    """
+    gate_file = reports_dir / "gate.json"
+    if not gate_file.is_file():
+        raise ConfigError(f"{gate_file}: not found. Run the gate stage first (`dvc repro gate`).")
+    verdict = json.loads(gate_file.read_text())
+    if verdict["verdict"] != "pass":
+        raise GateFailedError(f"{gate_file}: verdict is {verdict['verdict']}; nothing is promoted.")
+    selected = verdict["selected"]
+    cand_dir = candidates_dir / selected
+    manifest = artifacts.read_manifest(cand_dir)
+    name, alias = params.promote.registered_model, params.promote.alias
+    existing = registry.find_by_sha(name, manifest["sha256"])
+    pointed = registry.alias_version(name, alias)
+    run_id = existing.run_id if existing else None
+    if existing:
+        version = existing.version
+        action = "none" if pointed == version else "move-alias"
+        if action == "move-alias" and not dry_run:
+            registry.set_alias(name, alias, version)
+    elif dry_run:
+        version, action = None, "register"
+    else:
+        action = "register"
+        tags = lineage.version_tags(manifest, verdict, _data_digests(params), data.digest(DVC_LOCK) if DVC_LOCK.is_file() else "")
+        files = [gate_file, reports_dir / "gate.md", DVC_LOCK, cand_dir / artifacts.MANIFEST]
+        run_id = record_attempt(params, verdict, files, run_name=f"promote-{selected}", tags=tags, parent_model_id=manifest["root"].get("model_id"))
+        try:
+            version = registry.publish(name, alias, artifacts.model_path(cand_dir), run_id, tags)
+        except BaseException:
+            registry.end_run(run_id, "FAILED")
+            raise
+        registry.end_run(run_id, "FINISHED")
+    result = {
+        "action": action,
+        "dry_run": dry_run,
+        "registered_model": name,
+        "alias": alias,
+        "version": version,
+        "model_uri": f"models:/{name}/{version}" if version else None,
+        "alias_uri": f"models:/{name}@{alias}",
+        "selected": selected,
+        "sha256": manifest["sha256"],
+        "run_id": run_id,
+        "source": manifest["root"]["name"] + "/" + manifest["root"]["version"],
+    }
+    (reports_dir / "promotion.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    done = {"register": "registered", "move-alias": "moved the alias to", "none": "already promoted:"}[action]
+    print(f"promote{' (dry run, registry untouched)' if dry_run else ''}: {done} {result['model_uri'] or name + ' (new version)'} as {result['alias_uri']}")
+    return result
+
+
+def _data_digests(params: Params) -> dict[str, str]:
+    files = {"eval": params.data.eval, "calibration": params.data.calibration, "train": params.data.train}
+    return {role: data.digest(p) for role, p in files.items() if p is not None and Path(p).is_file()}
+
+
+def record_attempt(params: Params, verdict: dict[str, Any], files: list[Path], run_name: str, tags: dict[str, str], parent_model_id: str | None = None) -> str:
+    """Create an MLflow run holding the params, every candidate's metrics and the reports."""
+    run_id = registry.start_run(params.promote.experiment, run_name, tags)
+    flat_params = {
+        "source.model_uri": params.source.model_uri,
+        "selection.objective": params.selection.objective,
+        **{f"budgets.{k}": v for k, v in verdict["budgets"].items()},
+        **{f"target.{k}": v for k, v in params.target.model_dump().items()},
+        **{f"recipes.{n}": json.dumps([s.kind for s in steps]) for n, steps in params.recipes.items()},
+    }
+    metrics = {f"baseline.{k}": v for k, v in verdict["baseline"].items() if isinstance(v, (int, float))}
+    for name, cand in verdict["candidates"].items():
+        metrics.update({f"{name}.{k}": v for k, v in cand["metrics"].items() if isinstance(v, (int, float))})
+    registry.log_run(run_id, flat_params, metrics, files, parent_model_id)
+    return run_id

@@ -1,0 +1,102 @@
+"""Compression steps: one module per technique, looked up by config type in one guarded table.
+
+A step is a function `handler(model_path, config, ctx) -> StepResult`. Third-party steps register
+through the `squeezeflow.steps` entry point group (the entry point imports a module that uses
+`@register_step`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from squeezeflow.errors import ConfigError
+
+ENTRY_POINT_GROUP = "squeezeflow.steps"
+_BUILTIN = ("squeezeflow.steps.quantize",)
+
+
+class StepConfig(BaseModel):
+    """Base of every step's config; `kind` is the key the step has in a recipe."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+    """What a step may use besides the model: a scratch folder, data files and a seed."""
+
+    workdir: Path
+    calibration: Path | None = None
+    train: Path | None = None
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    """A step's output model file and the statistics it records in the manifest."""
+
+    model: Path
+    stats: dict[str, Any]
+
+
+Handler = Callable[[Path, Any, StepContext], StepResult]
+_STEPS: dict[str, tuple[type[StepConfig], Handler]] = {}
+_loaded = False
+
+
+def register_step(config_cls: type[StepConfig]) -> Callable[[Handler], Handler]:
+    """Register `handler` as the step for `config_cls` (keyed by `config_cls.kind`)."""
+
+    def decorate(handler: Handler) -> Handler:
+        _STEPS[config_cls.kind] = (config_cls, handler)
+        return handler
+
+    return decorate
+
+
+def _load() -> None:
+    """Import the built-in steps and those of installed plugins, once."""
+    global _loaded
+    if _loaded:
+        return
+    import importlib
+    from importlib.metadata import entry_points
+
+    for module in _BUILTIN:
+        importlib.import_module(module)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+    _loaded = True
+
+
+def known_steps() -> list[str]:
+    """Names of all registered steps, sorted."""
+    _load()
+    return sorted(_STEPS)
+
+
+def config_class(kind: str) -> type[StepConfig]:
+    """The config class of step `kind`.
+
+    Raises:
+        ConfigError: when no step has that name; the message lists the known ones.
+    """
+    _load()
+    if kind not in _STEPS:
+        raise ConfigError(f"Unknown step '{kind}'. Known steps: {', '.join(known_steps())}.")
+    return _STEPS[kind][0]
+
+
+def get_step(config: StepConfig) -> Handler:
+    """The handler registered for `config`'s type."""
+    _load()
+    cls, handler = _STEPS.get(config.kind, (None, None))
+    if cls is not type(config):
+        raise ConfigError(f"Unknown step '{config.kind}'. Known steps: {', '.join(known_steps())}.")
+    return handler
