@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,21 +55,20 @@ def model_path(model_dir: str | Path) -> Path:
     return Path(model_dir) / MODEL_FILE
 
 
-def staging(final: str | Path) -> Path:
-    """A fresh sibling folder to build `final` in, so a failed stage never leaves half a model."""
-    import shutil
+@contextlib.contextmanager
+def staged(final: str | Path) -> Iterator[Path]:
+    """Build a model directory in a sibling folder; it replaces `final` only if the block succeeds.
 
+    A failing stage therefore leaves the previous output (or nothing) and never half a model.
+    """
     final = Path(final)
     tmp = final.with_name(f".{final.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    return tmp
-
-
-def commit(tmp: Path, final: str | Path) -> None:
-    """Replace `final` with the finished `tmp` folder."""
-    import shutil
-
-    final = Path(final)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)

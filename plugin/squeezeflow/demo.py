@@ -38,27 +38,16 @@ def ensure_source(params: Params) -> str:
 
 
 def register_demo_model(params: Params) -> str:
-    """Train the small CNN on the train split and register it (pt2 format) under the source name/alias."""
-    import mlflow
-    import mlflow.pytorch
-    import numpy as np
-
+    """Train the small CNN on the train split and register it under the source name and alias."""
     from squeezeflow import data, train, zoo
 
     name, alias, _ = registry.parse_uri(params.source.model_uri)
     arrays = data.load(params.data.train, "train")
     x, y = arrays["input"], arrays["labels"]
     model = train.fit(zoo.small_cnn(x.shape[-1]), x, y, epochs=params.demo.epochs, seed=params.seed, desc=f"train {name}")
-    c = registry.client()
-    exp = c.get_experiment_by_name("squeezeflow-demo") or c.get_experiment(c.create_experiment("squeezeflow-demo"))
-    with registry.errors(f"registering the demo model {name}"):
-        with mlflow.start_run(experiment_id=exp.experiment_id, run_name=f"train-{name}"):
-            info = mlflow.pytorch.log_model(model, name="model", input_example=np.ascontiguousarray(x[:4]), pip_requirements=["torch"])
-        mv = mlflow.register_model(info.model_uri, name)
-        if alias:
-            c.set_registered_model_alias(name, alias, mv.version)
-    print(f"demo: registered models:/{name}/{mv.version}" + (f" as @{alias}" if alias else ""))
-    return f"models:/{name}/{mv.version}"
+    uri = registry.register_torch(model, name, x[:4], alias=alias, experiment="squeezeflow-demo")
+    print(f"demo: registered {uri}" + (f" as @{alias}" if alias else ""))
+    return uri
 
 
 def run(params: Params, params_path: Path) -> int:

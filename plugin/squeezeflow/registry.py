@@ -185,7 +185,8 @@ def alias_version(name: str, alias: str) -> str | None:
     c = client()
     with errors(f"reading aliases of {name}"):
         try:
-            return dict(c.get_registered_model(name).aliases or {}).get(alias)
+            version = dict(c.get_registered_model(name).aliases or {}).get(alias)
+            return None if version is None else str(version)  # MLflow returns ints here
         except Exception as e:
             if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
                 return None
@@ -225,6 +226,30 @@ def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str,
                 c.delete_model_version(name, mv.version)
             raise
     return str(mv.version)
+
+
+def register_torch(model: Any, name: str, example: Any, alias: str | None = None, experiment: str = "squeezeflow") -> str:
+    """Log a torch module (pt2 format, batch axis dynamic) in a new run, register it, set `alias`.
+
+    Used by the demo and the tests to create source models; `example` needs >= 2 samples.
+
+    Returns:
+        models:/NAME/VERSION of the new version.
+    """
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+
+    c = client()
+    with errors(f"registering {name}"):
+        exp = c.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else c.create_experiment(experiment)
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{name}"):
+            info = mlflow.pytorch.log_model(model, name="model", input_example=np.ascontiguousarray(example), pip_requirements=["torch"])
+        mv = mlflow.register_model(info.model_uri, name)
+        if alias:
+            c.set_registered_model_alias(name, alias, mv.version)
+    return f"models:/{name}/{mv.version}"
 
 
 def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:

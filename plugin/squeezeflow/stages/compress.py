@@ -31,7 +31,7 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
     steps = params.recipes[recipe]
     out_dir = out_root / recipe
     applied = []
-    with tempfile.TemporaryDirectory(prefix=f"squeezeflow-{recipe}-") as work:
+    with tempfile.TemporaryDirectory(prefix=f"squeezeflow-{recipe}-") as work, artifacts.staged(out_dir) as tmp:
         current = artifacts.model_path(source_dir)
         for i, config in enumerate(tqdm(steps, desc=f"compress {recipe}", unit="step")):
             ctx = StepContext(workdir=Path(work) / f"{i}-{config.kind}", calibration=params.data.calibration, train=params.data.train, seed=params.seed)
@@ -39,21 +39,19 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
             result = get_step(config)(current, config, ctx)
             applied.append({**step_params(config), "stats": result.stats})
             current = result.model
-        tmp = artifacts.staging(out_dir)
         model = artifacts.model_path(tmp)
         shutil.copyfile(current, model)
-    manifest = {
-        "format": "onnx",
-        "files": {"model": artifacts.MODEL_FILE},
-        "parent_digest": artifacts.manifest_digest(source_dir),
-        "steps": source["steps"] + applied,
-        "root": source["root"],
-        "recipe": {"name": recipe, "digest": recipe_digest(steps)},
-        "inputs": source["inputs"],
-    }
-    modelio.set_metadata(model, lineage.onnx_props(manifest))
-    modelio.load_onnx(model)
-    manifest["sha256"] = data.digest(model)
-    artifacts.write_manifest(tmp, manifest)
-    artifacts.commit(tmp, out_dir)
+        manifest = {
+            "format": "onnx",
+            "files": {"model": artifacts.MODEL_FILE},
+            "parent_digest": artifacts.manifest_digest(source_dir),
+            "steps": source["steps"] + applied,
+            "root": source["root"],
+            "recipe": {"name": recipe, "digest": recipe_digest(steps)},
+            "inputs": source["inputs"],
+        }
+        modelio.set_metadata(model, lineage.onnx_props(manifest))
+        modelio.load_onnx(model)
+        manifest["sha256"] = data.digest(model)
+        artifacts.write_manifest(tmp, manifest)
     return manifest

@@ -34,46 +34,45 @@ def pull(params: Params, out_dir: Path = SOURCE_DIR) -> dict[str, Any]:
     current = _current(out_dir, ref)
     if current is not None:
         return current
-    tmp = artifacts.staging(out_dir)
-    mlflow_dir = registry.download(ref, tmp / "mlflow_model")
-    kind, rel = registry.flavor(mlflow_dir)
-    onnx_file = artifacts.model_path(tmp)
-    eval_arrays = data.load(params.data.eval, "eval")
-    example = {k: v[:EXAMPLE_SAMPLES] for k, v in data.inputs_of(eval_arrays).items()}
-    files = {"model": artifacts.MODEL_FILE}
-    if kind == "onnx":
-        shutil.copyfile(mlflow_dir / rel, onnx_file)
-        modelio.load_onnx(onnx_file)
-        primary = mlflow_dir / rel
-        shutil.rmtree(mlflow_dir)  # the ONNX file is all later stages need
-    else:
-        modelio.export_onnx(modelio.load_torch(mlflow_dir), example, onnx_file)
-        primary = mlflow_dir / rel
-        files["torch"] = mlflow_dir.name
-    sess = modelio.session(onnx_file)
-    data.check_inputs(eval_arrays, sess.get_inputs(), params.data.eval)
-    modelio.run(sess, example)
-    root = {
-        "name": ref.name,
-        "version": ref.version,
-        "requested": ref.requested,
-        "source": ref.source,
-        "model_id": ref.model_id,
-        "run_id": ref.run_id,
-        "flavor": kind,
-        "artifact_sha256": _tree_digest(primary),
-    }
-    manifest = {
-        "format": "onnx",
-        "files": files,
-        "sha256": data.digest(onnx_file),
-        "parent_digest": None,
-        "steps": [],
-        "root": root,
-        "inputs": [{"name": i.name, "shape": [d if isinstance(d, int) else str(d) for d in i.shape], "type": i.type} for i in sess.get_inputs()],
-    }
-    artifacts.write_manifest(tmp, manifest)
-    artifacts.commit(tmp, out_dir)
+    with artifacts.staged(out_dir) as tmp:
+        mlflow_dir = registry.download(ref, tmp / "mlflow_model")
+        kind, rel = registry.flavor(mlflow_dir)
+        onnx_file = artifacts.model_path(tmp)
+        eval_arrays = data.load(params.data.eval, "eval")
+        example = {k: v[:EXAMPLE_SAMPLES] for k, v in data.inputs_of(eval_arrays).items()}
+        files = {"model": artifacts.MODEL_FILE}
+        if kind == "onnx":
+            shutil.copyfile(mlflow_dir / rel, onnx_file)
+            modelio.load_onnx(onnx_file)
+            artifact_sha256 = data.digest(onnx_file)
+            shutil.rmtree(mlflow_dir)  # the ONNX file is all later stages need
+        else:
+            modelio.export_onnx(modelio.load_torch(mlflow_dir), example, onnx_file)
+            artifact_sha256 = _tree_digest(mlflow_dir / rel)
+            files["torch"] = mlflow_dir.name
+        sess = modelio.session(onnx_file)
+        data.check_inputs(eval_arrays, sess.get_inputs(), params.data.eval)
+        modelio.run(sess, example)
+        root = {
+            "name": ref.name,
+            "version": ref.version,
+            "requested": ref.requested,
+            "source": ref.source,
+            "model_id": ref.model_id,
+            "run_id": ref.run_id,
+            "flavor": kind,
+            "artifact_sha256": artifact_sha256,
+        }
+        manifest = {
+            "format": "onnx",
+            "files": files,
+            "sha256": data.digest(onnx_file),
+            "parent_digest": None,
+            "steps": [],
+            "root": root,
+            "inputs": [{"name": i.name, "shape": [d if isinstance(d, int) else str(d) for d in i.shape], "type": i.type} for i in sess.get_inputs()],
+        }
+        artifacts.write_manifest(tmp, manifest)
     return manifest
 
 

@@ -90,9 +90,11 @@ def _calibration_reader(model: Path, config: QuantizeConfig, ctx: StepContext):
     pick = np.sort(np.random.default_rng(ctx.seed).permutation(n)[: config.num_samples])
     subset = {k: v[pick] for k, v in inputs.items()}
 
+    batch = 32 if config.calibration == "minmax" else 1  # ORT's histogram collector cannot take a ragged last batch
+
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self._it = data.batches(subset, 32)
+            self._it = data.batches(subset, batch)
             self.count = len(pick)
 
         def get_next(self):

@@ -1,0 +1,204 @@
+"""Real parts only: sqlite registries in tmp, real `mlflow server` processes, real DVC repos."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+os.environ.update(MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("SQUEEZEFLOW_DRY_RUN", None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sh(*cmd, cwd=None, check=True, env=None) -> subprocess.CompletedProcess:
+    """Run a command, capturing output; on unexpected failure show it."""
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one `squeezeflow: error:` line of a failed command (there must be exactly one)."""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("squeezeflow: error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """The digits train/calibration/eval npz files, written once."""
+    from squeezeflow import datasets
+
+    folder = tmp_path_factory.mktemp("digits")
+    datasets.write_splits("digits", {s: folder / f"{s}.npz" for s in ("train", "calibration", "eval")})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(digits_dir):
+    """A small CNN trained for a few epochs on the digits train split."""
+    import numpy as np
+
+    from squeezeflow import train, zoo
+
+    arrays = np.load(digits_dir / "train.npz")
+    return train.fit(zoo.small_cnn(8), arrays["input"], arrays["labels"], epochs=3, seed=0, desc="fixture")
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(digits_cnn, digits_dir, tmp_path_factory) -> Path:
+    """digits_cnn exported to ONNX (FP32)."""
+    import numpy as np
+
+    from squeezeflow import modelio
+
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    modelio.export_onnx(digits_cnn, {"input": np.load(digits_dir / "eval.npz")["input"][:16]}, path)
+    return path
+
+
+@pytest.fixture
+def local_registry(tmp_path, monkeypatch) -> str:
+    """A fresh sqlite registry in tmp_path (artifacts under tmp_path/mlruns), cwd = tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def register_onnx(path: Path, name: str, alias: str | None = None) -> str:
+    """Register an ONNX file as an mlflow.onnx model version; returns its version."""
+    import mlflow
+    import mlflow.onnx
+    import onnx
+
+    from squeezeflow import registry
+
+    c = registry.client()
+    with mlflow.start_run():
+        info = mlflow.onnx.log_model(onnx.load(str(path)), name="model", pip_requirements=["onnxruntime"], save_as_external_data=False)
+    mv = mlflow.register_model(info.model_uri, name)
+    if alias:
+        c.set_registered_model_alias(name, alias, mv.version)
+    return str(mv.version)
+
+
+def write_params(folder: Path, data_dir: Path, **overrides) -> Path:
+    """A params.yaml in `folder` based on the repository's, with data paths and overrides."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(eval=str(data_dir / "eval.npz"), calibration=str(data_dir / "calibration.npz"), train=str(data_dir / "train.npz"))
+    params["target"].update(warmup=3, repeats=20)
+    for dotted, value in overrides.items():
+        node = params
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"mlflow server did not answer within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def start_mlflow_server(backend: str, folder: Path) -> tuple[str, subprocess.Popen]:
+    """Start `mlflow server` on 127.0.0.1 with its own artifact store; stop it by PID."""
+    port = free_port()
+    log = folder / "server.log"
+    proc = subprocess.Popen(
+        [BIN / "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    _wait_http(f"http://127.0.0.1:{port}/health", proc, log)
+    return f"http://127.0.0.1:{port}", proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server and its workers by process group id."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a sqlite backend, for the HTTP path."""
+    folder = tmp_path_factory.mktemp("server")
+    url, proc = start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder)
+    yield url
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A real `mlflow server` on a fresh PostgreSQL database (the production setup)."""
+    try:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+    except Exception as e:  # no server, no driver
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 (user postgres) does not answer: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    db = f"squeezeflow_test_{os.getpid()}_{int(time.time())}"
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE DATABASE "{db}"')
+    folder = tmp_path_factory.mktemp("pgserver")
+    url, proc = start_mlflow_server(f"postgresql://postgres@127.0.0.1:5432/{db}", folder)
+    yield url
+    stop(proc)
+    conn.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture
+def pipeline_repo(tmp_path, digits_dir, monkeypatch) -> Path:
+    """A git + DVC repository holding the real dvc.yaml and a params.yaml pointing at the digits data."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
+    data = repo / "data"
+    shutil.copytree(digits_dir, data)
+    write_params(repo, Path("data"), demo__epochs=3)
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    sh("git", "init", "-q", "-b", "main", cwd=repo)
+    sh(*git, "add", "-A", cwd=repo)
+    sh(*git, "commit", "-qm", "pipeline", cwd=repo)
+    return repo

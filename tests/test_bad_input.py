@@ -1,0 +1,105 @@
+"""Bad input: one line naming the problem and the fix, exit code 2, nothing written."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import BIN, error_line, register_onnx, sh, write_params
+from squeezeflow import registry
+
+
+@pytest.fixture
+def pulled(local_registry, digits_onnx, digits_dir, tmp_path):
+    """A registry with the digits model and a pulled + compressed pipeline folder in tmp_path."""
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    path = write_params(tmp_path, digits_dir)
+    sh(BIN / "squeezeflow", "pull")
+    sh(BIN / "squeezeflow", "compress", "int8-static")
+    return path
+
+
+def _eval_file(tmp_path, digits_dir, **change):
+    arrays = dict(np.load(digits_dir / "eval.npz"))
+    for key, value in change.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    path = tmp_path / "bad_eval.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+CASES = [
+    ("renamed input", lambda a: {"input": None, "pixels": a["input"]}, "has no array named 'input'"),
+    ("wrong shape", lambda a: {"input": a["input"].reshape(len(a["input"]), 64)}, "has shape [540, 64], the model expects"),
+    ("wrong dtype", lambda a: {"input": a["input"].astype(np.float64)}, "has dtype float64, the model expects float32"),
+    ("labels out of range", lambda a: {"labels": a["labels"] + 5}, "is outside the model's 10 classes"),
+    ("no labels", lambda a: {"labels": None}, "has no `labels` array"),
+]
+
+
+@pytest.mark.parametrize("case,change,message", CASES, ids=[c[0] for c in CASES])
+def test_eval_data_that_does_not_fit(pulled, digits_dir, tmp_path, case, change, message):
+    bad = _eval_file(tmp_path, digits_dir, **change(dict(np.load(digits_dir / "eval.npz"))))
+    path = write_params(tmp_path, digits_dir, data__eval=str(bad))
+    proc = sh(BIN / "squeezeflow", "--params", path, "evaluate", "int8-static", check=False)
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert str(bad) in line and message in line
+    assert not (tmp_path / "metrics" / "int8-static.json").exists()
+
+
+def test_corrupt_onnx_candidate(pulled, tmp_path):
+    model = tmp_path / "artifacts/candidates/int8-static/model.onnx"
+    model.write_bytes(b"\x08\x07garbage" * 100)
+    manifest = tmp_path / "artifacts/candidates/int8-static/manifest.json"
+    m = json.loads(manifest.read_text())
+    from squeezeflow.data import digest
+
+    m["sha256"] = digest(model)  # a consistent manifest, so the ONNX parser is what objects
+    manifest.write_text(json.dumps(m))
+    proc = sh(BIN / "squeezeflow", "evaluate", "int8-static", check=False)
+    assert proc.returncode == 2
+    assert "not a valid ONNX model" in error_line(proc)
+
+
+def test_tampered_model_is_detected_by_its_digest(pulled, tmp_path):
+    model = tmp_path / "artifacts/candidates/int8-static/model.onnx"
+    model.write_bytes(model.read_bytes() + b"\0")
+    proc = sh(BIN / "squeezeflow", "evaluate", "int8-static", check=False)
+    assert proc.returncode == 2 and "sha256 mismatch" in error_line(proc)
+
+
+def test_model_with_nan_outputs_is_refused_at_pull(local_registry, digits_cnn, digits_dir, tmp_path):
+    import copy
+
+    import torch
+
+    broken = copy.deepcopy(digits_cnn)
+    with torch.no_grad():
+        broken[-1].bias[3] = float("nan")
+    registry.register_torch(broken, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion")
+    write_params(tmp_path, digits_dir)
+    proc = sh(BIN / "squeezeflow", "pull", check=False)
+    assert proc.returncode == 2
+    assert "NaN or inf" in error_line(proc)
+    assert not (tmp_path / "artifacts/source").exists()
+    assert not any(p.name.endswith(".partial") for p in (tmp_path / "artifacts").iterdir())
+
+
+def test_unknown_recipe_on_the_command_line(pulled):
+    proc = sh(BIN / "squeezeflow", "compress", "int9", check=False)
+    assert proc.returncode == 2
+    assert "Unknown recipe 'int9'. Recipes in params.yaml: int8-dynamic, int8-static." in proc.stderr
+
+
+def test_missing_data_file(local_registry, digits_dir, tmp_path):
+    shutil.copytree(digits_dir, tmp_path / "d")
+    (tmp_path / "d" / "eval.npz").unlink()
+    write_params(tmp_path, tmp_path / "d")
+    register_onnx  # noqa: B018
+    proc = sh(BIN / "squeezeflow", "evaluate", "baseline", check=False)
+    assert proc.returncode == 2

@@ -1,0 +1,158 @@
+"""Pull and promote against a real sqlite MLflow registry."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BIN, error_line, register_onnx, sh, write_params
+from helpers import run_until_gate
+from squeezeflow import registry
+from squeezeflow.config import load_params
+from squeezeflow.errors import GateFailedError, NotFoundError
+from squeezeflow.stages.gate import gate
+from squeezeflow.stages.promote import promote
+from squeezeflow.stages.pull import pull
+
+
+def _example(digits_dir):
+    return np.load(digits_dir / "eval.npz")["input"][:4]
+
+
+def test_pull_resolves_alias_version_and_latest(local_registry, digits_cnn, digits_dir, tmp_path):
+    registry.register_torch(digits_cnn, "digits-cnn", _example(digits_dir), alias="champion")
+    registry.register_torch(digits_cnn, "digits-cnn", _example(digits_dir))
+    for folder, uri, version in [("a", "models:/digits-cnn@champion", "1"), ("v", "models:/digits-cnn/2", "2"), ("l", "models:/digits-cnn/latest", "2")]:
+        params = load_params(write_params(tmp_path, digits_dir, source__model_uri=uri))
+        manifest = pull(params, out_dir=tmp_path / folder)
+        assert manifest["root"]["version"] == version and manifest["root"]["requested"] == uri
+        assert manifest["root"]["flavor"] == "pytorch" and manifest["root"]["model_id"].startswith("m-")
+        on_disk = json.loads((tmp_path / folder / "manifest.json").read_text())
+        assert on_disk["sha256"] == manifest["sha256"]
+    # same version twice, into fresh folders: byte-identical outputs (what lets DVC skip downstream)
+    params = load_params(write_params(tmp_path, digits_dir, source__model_uri="models:/digits-cnn/2"))
+    pull(params, out_dir=tmp_path / "again")
+    for name in ("manifest.json", "model.onnx"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "v" / name).read_bytes()
+
+
+def test_pull_onnx_flavor_keeps_the_file(local_registry, digits_onnx, digits_dir, tmp_path):
+    register_onnx(digits_onnx, "digits-onnx", alias="prod")
+    params = load_params(write_params(tmp_path, digits_dir, source__model_uri="models:/digits-onnx@prod"))
+    manifest = pull(params, out_dir=tmp_path / "src")
+    assert manifest["root"]["flavor"] == "onnx"
+    assert manifest["files"] == {"model": "model.onnx"}
+    assert manifest["root"]["artifact_sha256"] == manifest["sha256"]
+
+
+@pytest.mark.parametrize("uri,message", [
+    ("models:/nope@champion", "registered model 'nope' does not exist"),
+    ("models:/digits-onnx@gold", "has no alias 'gold'. Its aliases: prod"),
+    ("models:/digits-onnx/7", "has no version 7"),
+])
+def test_missing_model_alias_or_version(local_registry, digits_onnx, digits_dir, tmp_path, uri, message):
+    register_onnx(digits_onnx, "digits-onnx", alias="prod")
+    path = write_params(tmp_path, digits_dir, source__model_uri=uri)
+    with pytest.raises(NotFoundError, match=message):
+        pull(load_params(path), out_dir=tmp_path / "src")
+    proc = sh(BIN / "squeezeflow", "--params", path, "pull", check=False)
+    assert proc.returncode == 2 and message in error_line(proc)
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_unreachable_registry_exits_3(tmp_path, digits_dir, monkeypatch):
+    from conftest import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:s3cret@127.0.0.1:{free_port()}")
+    monkeypatch.chdir(tmp_path)
+    path = write_params(tmp_path, digits_dir)
+    proc = sh(BIN / "squeezeflow", "--params", path, "pull", check=False)
+    assert proc.returncode == 3, proc.stderr
+    line = error_line(proc)
+    assert "does not answer" in line and "MLFLOW_TRACKING_URI" in line
+    assert "s3cret" not in proc.stderr and "***@127.0.0.1" in line
+
+
+def _promotable(local_registry, digits_onnx, digits_dir, tmp_path, **overrides):
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    path = write_params(tmp_path, digits_dir, **overrides)
+    params = run_until_gate(path)
+    return params
+
+
+def test_promote_registers_once_with_lineage(local_registry, digits_onnx, digits_dir, tmp_path):
+    params = _promotable(local_registry, digits_onnx, digits_dir, tmp_path)
+    verdict = gate(params)
+    first = promote(params)
+    assert first["action"] == "register" and first["version"] == "1"
+    c = registry.client()
+    mv = c.get_model_version("digits-cnn-edge", "1")
+    assert mv.tags["squeezeflow.source.name"] == "digits-cnn" and mv.tags["squeezeflow.source.version"] == "1"
+    assert mv.tags["squeezeflow.recipe.name"] == verdict["selected"]
+    assert mv.tags["squeezeflow.artifact_sha256"] == first["sha256"]
+    assert len(mv.tags["squeezeflow.data.eval_sha256"]) == 64
+    assert registry.alias_version("digits-cnn-edge", "candidate") == "1"
+    run = c.get_run(first["run_id"])
+    assert run.info.status == "FINISHED"
+    source_model_id = registry.resolve("models:/digits-cnn/1").model_id
+    assert [m.model_id for m in run.inputs.model_inputs] == [source_model_id]
+    assert "budgets.max_accuracy_drop" in run.data.params and f"{verdict['selected']}.accuracy" in run.data.metrics
+    # the compressed ONNX file carries its lineage too
+    from squeezeflow import modelio
+
+    props = modelio.metadata(Path("artifacts/candidates") / verdict["selected"] / "model.onnx")
+    assert json.loads(props["squeezeflow.root"])["name"] == "digits-cnn"
+
+    # same artifact again: no new version; a moved alias is moved back
+    assert promote(params)["action"] == "none"
+    assert len(c.search_model_versions("name='digits-cnn-edge'")) == 1
+
+    chain = [v["uri"] for v in registry_walk("models:/digits-cnn-edge@candidate")]
+    assert chain == ["models:/digits-cnn-edge/1", "models:/digits-cnn/1"]
+
+
+def registry_walk(uri):
+    from squeezeflow.lineage import walk
+
+    return walk(uri)
+
+
+def test_promote_moves_alias_back_without_new_version(local_registry, digits_onnx, digits_dir, tmp_path):
+    params = _promotable(local_registry, digits_onnx, digits_dir, tmp_path)
+    gate(params)
+    promote(params)
+    c = registry.client()
+    register_onnx(digits_onnx, "digits-cnn-edge", alias="candidate")  # someone else moved the alias to v2
+    again = promote(params)
+    assert again["action"] == "move-alias" and again["version"] == "1"
+    assert registry.alias_version("digits-cnn-edge", "candidate") == "1"
+    assert len(c.search_model_versions("name='digits-cnn-edge'")) == 2
+
+
+def test_dry_run_writes_nothing(local_registry, digits_onnx, digits_dir, tmp_path):
+    params = _promotable(local_registry, digits_onnx, digits_dir, tmp_path)
+    gate(params)
+    result = promote(params, dry_run=True)
+    assert result["action"] == "register" and result["dry_run"] and result["version"] is None
+    assert registry.find_by_sha("digits-cnn-edge", result["sha256"]) is None
+    assert registry.alias_version("digits-cnn-edge", "candidate") is None
+
+
+def test_failed_gate_registers_nothing_and_leaves_a_failed_run(local_registry, digits_onnx, digits_dir, tmp_path):
+    params = _promotable(local_registry, digits_onnx, digits_dir, tmp_path, budgets__max_size_mb=0.0001)
+    with pytest.raises(GateFailedError, match="gate failed: no candidate met every budget; .* missed"):
+        gate(params)
+    verdict = json.loads(Path("reports/gate.json").read_text())
+    assert verdict["verdict"] == "fail" and verdict["selected"] is None
+    for name, cand in verdict["candidates"].items():
+        (miss,) = [v for v in cand["violations"] if v["budget"] == "max_size_mb"]
+        assert miss["threshold"] == 0.0001 and miss["measured"] == cand["metrics"]["size_mb"]
+    assert "max_size_mb missed" in Path("reports/gate.md").read_text()
+    with pytest.raises(GateFailedError):
+        promote(params)
+    c = registry.client()
+    assert c.search_registered_models(filter_string="name='digits-cnn-edge'") == []
+    exp = c.get_experiment_by_name("squeezeflow")
+    runs = c.search_runs([exp.experiment_id])
+    assert [(r.info.run_name, r.info.status) for r in runs] == [("gate-failed", "FAILED")]

@@ -1,0 +1,81 @@
+"""The same checks over every registered step, plus what each quantize mode does to the graph."""
+
+import numpy as np
+import pytest
+import yaml
+
+from squeezeflow import modelio
+from squeezeflow.config import parse_recipes, step_params
+from squeezeflow.steps import StepContext, config_class, get_step, known_steps
+
+
+@pytest.mark.parametrize("kind", known_steps())
+def test_defaults_and_yaml_round_trip(kind):
+    cls = config_class(kind)
+    config = cls()
+    text = yaml.safe_dump({"r": [{kind: config.model_dump(mode="json")}]})
+    (again,) = parse_recipes(yaml.safe_load(text), "params.yaml")["r"]
+    assert again == config and step_params(again)["kind"] == kind
+
+
+@pytest.mark.parametrize("kind", known_steps())
+def test_every_field_is_documented(kind):
+    cls = config_class(kind)
+    assert cls.__doc__
+    assert all(field.description for field in cls.model_fields.values())
+
+
+@pytest.mark.parametrize("kind", known_steps())
+def test_unknown_key_is_rejected(kind):
+    from squeezeflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"recipes\.r\.0\.{kind}\.no_such_option is not a known key"):
+        parse_recipes({"r": [{kind: {"no_such_option": 1}}]}, "params.yaml")
+
+
+@pytest.mark.parametrize("kind", known_steps())
+def test_runs_on_tiny_model_and_exports_for_ort(kind, digits_onnx, digits_dir, tmp_path):
+    config = config_class(kind)()
+    ctx = StepContext(workdir=tmp_path, calibration=digits_dir / "calibration.npz", train=digits_dir / "train.npz")
+    result = get_step(config)(digits_onnx, config, ctx)
+    eval_set = np.load(digits_dir / "eval.npz")
+    logits = modelio.run(modelio.session(result.model), {"input": eval_set["input"]})
+    assert logits.shape == (len(eval_set["labels"]), 10)
+    assert result.stats
+
+
+MODES = [
+    ({"mode": "static", "per_channel": True}, {"QuantizeLinear", "DequantizeLinear"}, {"ConvInteger", "MatMulInteger"}),
+    ({"mode": "static", "calibration": "percentile", "per_channel": False}, {"QuantizeLinear", "DequantizeLinear"}, {"ConvInteger"}),
+    ({"mode": "dynamic", "per_channel": True}, {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}, {"QuantizeLinear"}),
+    ({"mode": "dynamic", "op_types": ["MatMul", "Gemm"]}, {"DynamicQuantizeLinear", "MatMulInteger"}, {"ConvInteger"}),
+]
+
+
+@pytest.mark.parametrize("options,present,absent", MODES, ids=lambda v: str(v) if isinstance(v, dict) else None)
+def test_quantize_modes(options, present, absent, digits_onnx, digits_dir, tmp_path):
+    from squeezeflow.steps.quantize import QuantizeConfig, quantize
+
+    config = QuantizeConfig(**options)
+    result = quantize(digits_onnx, config, StepContext(workdir=tmp_path, calibration=digits_dir / "calibration.npz"))
+    ops = modelio.op_counts(result.model)
+    assert present <= set(ops), ops
+    assert not absent & set(ops), ops
+    assert result.stats["mode"] == options["mode"] and result.stats["bits"] == 8
+    if options["mode"] == "static":
+        assert result.stats["calibration_samples"] == 179  # the whole calibration split (< num_samples)
+    eval_set = np.load(digits_dir / "eval.npz")
+    fp32 = modelio.run(modelio.session(digits_onnx), {"input": eval_set["input"]})
+    int8 = modelio.run(modelio.session(result.model), {"input": eval_set["input"]})
+    agreement = float((fp32.argmax(1) == int8.argmax(1)).mean())
+    assert agreement >= 0.97
+    if not options.get("op_types"):  # every weight quantized: about 4x smaller
+        assert result.model.stat().st_size < 0.35 * digits_onnx.stat().st_size
+
+
+def test_static_without_calibration_data_is_a_config_error(digits_onnx, tmp_path):
+    from squeezeflow.errors import ConfigError
+    from squeezeflow.steps.quantize import QuantizeConfig, quantize
+
+    with pytest.raises(ConfigError, match="set data.calibration"):
+        quantize(digits_onnx, QuantizeConfig(mode="static"), StepContext(workdir=tmp_path))
