@@ -168,19 +168,18 @@ def mlflow_server(tmp_path_factory):
 def postgres_server(tmp_path_factory):
     """A real `mlflow server` on a fresh PostgreSQL database (the production setup)."""
     try:
-        import psycopg2
+        import psycopg
 
-        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+        conn = psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3, autocommit=True)
     except Exception as e:  # no server, no driver
         pytest.skip(f"PostgreSQL on 127.0.0.1:5432 (user postgres) does not answer: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     db = f"squeezeflow_test_{os.getpid()}_{int(time.time())}"
-    conn.autocommit = True
-    conn.cursor().execute(f'CREATE DATABASE "{db}"')
+    conn.execute(f'CREATE DATABASE "{db}"')
     folder = tmp_path_factory.mktemp("pgserver")
     url, proc = start_mlflow_server(f"postgresql://postgres@127.0.0.1:5432/{db}", folder)
     yield url
     stop(proc)
-    conn.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     conn.close()
 
 

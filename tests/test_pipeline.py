@@ -1,0 +1,126 @@
+"""The real dvc.yaml under `dvc repro` / `dvc exp run` in a temp git repo, against a real registry."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, sh
+from squeezeflow import registry
+
+pytestmark = pytest.mark.slow
+
+
+def _ran(proc) -> set[str]:
+    """Names of the stages DVC actually ran."""
+    return {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage '")}
+
+
+def _versions(name: str) -> list[str]:
+    c = registry.client()
+    if not c.search_registered_models(filter_string=f"name='{name}'"):
+        return []
+    return sorted(str(v.version) for v in c.search_model_versions(f"name='{name}'"))
+
+
+def test_demo_then_noop_then_alias_move_then_recipe_edit(pipeline_repo: Path):
+    # 1. demo: bootstraps data + source model, runs every stage, promotes
+    demo = sh(BIN / "squeezeflow", "demo")
+    assert "demo: registered models:/digits-cnn/1 as @champion" in demo.stdout
+    assert {"pull", "compress@int8-static", "compress@int8-dynamic", "evaluate-baseline", "evaluate@int8-static", "evaluate@int8-dynamic", "gate", "promote"} <= _ran(demo)
+    promotion = json.loads(Path("reports/promotion.json").read_text())
+    assert f"promoted: {promotion['model_uri']}" in demo.stdout and "verdict: PASS" in demo.stdout
+    assert _versions("digits-cnn-edge") == ["1"]
+    for name in ("baseline", "int8-static", "int8-dynamic"):
+        metrics = json.loads(Path(f"metrics/{name}.json").read_text())
+        assert {"accuracy", "accuracy_drop", "agreement", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_per_s", "speedup", "size_mb", "size_gzip_mb", "compression_ratio", "params", "sparsity"} <= set(metrics)
+    assert json.loads(Path("metrics/int8-static.json").read_text())["compression_ratio"] > 3
+
+    # 2. again: only pull runs (always_changed), nothing downstream, no new version
+    again = sh(BIN / "squeezeflow", "demo")
+    assert _ran(again) == {"pull"}
+    assert _versions("digits-cnn-edge") == ["1"]
+
+    # 3. the source alias moves to a new version: everything downstream of pull runs again
+    c = registry.client()
+    src = registry.resolve("models:/digits-cnn@champion")
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+
+    model = mlflow.pytorch.load_model(f"models:/digits-cnn/{src.version}")
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd[[k for k in sd if k.endswith("bias")][-1]] += 0.01  # a different (still good) model
+    model.load_state_dict(sd)
+    registry.register_torch(model, "digits-cnn", np.load("data/eval.npz")["input"][:4], alias="champion")
+    moved = sh(BIN / "dvc", "repro")
+    assert {"pull", "compress@int8-static", "compress@int8-dynamic", "evaluate-baseline", "evaluate@int8-static", "evaluate@int8-dynamic", "gate"} <= _ran(moved)
+    manifest = json.loads(Path("artifacts/source/manifest.json").read_text())
+    assert manifest["root"]["version"] == "2"
+    assert len(_versions("digits-cnn-edge")) == 2
+    assert torch  # imported for load_model's sake
+
+    # 4. edit one recipe: only that candidate is recomputed
+    import yaml
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["recipes"]["int8-dynamic"][0]["quantize"]["per_channel"] = False
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edited = sh(BIN / "dvc", "repro")
+    ran = _ran(edited)
+    assert {"compress@int8-dynamic", "evaluate@int8-dynamic"} <= ran
+    assert not ran & {"pull", "compress@int8-static", "evaluate@int8-static", "evaluate-baseline"} - {"pull"}
+    assert "compress@int8-static" not in ran and "evaluate@int8-static" not in ran
+    assert c.get_registered_model("digits-cnn-edge")
+
+
+def test_impossible_budget_fails_the_experiment_and_registers_nothing(pipeline_repo: Path):
+    sh(BIN / "squeezeflow", "demo")
+    before = _versions("digits-cnn-edge")
+    alias_before = registry.alias_version("digits-cnn-edge", "candidate")
+    sh("git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A")
+    sh("git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "demo ran", "--allow-empty")
+
+    proc = sh(BIN / "dvc", "exp", "run", "-S", "budgets.max_size_mb=0.000001", check=False)
+    assert proc.returncode != 0
+    assert "gate failed: no candidate met every budget" in proc.stderr + proc.stdout
+
+    verdict = json.loads(Path("reports/gate.json").read_text())
+    assert verdict["verdict"] == "fail" and verdict["selected"] is None
+    for cand in verdict["candidates"].values():
+        (miss,) = [v for v in cand["violations"] if v["budget"] == "max_size_mb"]
+        assert miss["threshold"] == 0.000001 and miss["measured"] > miss["threshold"]
+    md = Path("reports/gate.md").read_text()
+    assert "## squeezeflow gate: FAIL" in md and "int8-static: max_size_mb missed: size_mb = " in md
+
+    assert _versions("digits-cnn-edge") == before
+    assert registry.alias_version("digits-cnn-edge", "candidate") == alias_before
+    c = registry.client()
+    runs = c.search_runs([c.get_experiment_by_name("squeezeflow").experiment_id], filter_string="attributes.run_name = 'gate-failed'")
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert runs[0].data.params["budgets.max_size_mb"] == "1e-06"
+
+
+def test_mnist_variant_runs_from_its_folder(tmp_path, monkeypatch):
+    """pipelines/mnist-cnn is runnable with `dvc repro pipelines/mnist-cnn/dvc.yaml`."""
+    import shutil
+
+    from conftest import ROOT
+
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", ".git", "artifacts", "metrics", "reports", "mlflow.db", "mlruns", "data", "*.egg-info", "__pycache__", "dvc.lock", "tmp", "cache"))
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sh("git", "init", "-q", "-b", "main")
+    folder = repo / "pipelines/mnist-cnn"
+    import yaml
+
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["target"].update(warmup=3, repeats=20)
+    params["demo"]["epochs"] = 1
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    demo = sh(BIN / "squeezeflow", "demo", cwd=folder)
+    assert "verdict:" in demo.stdout
+    assert (folder / "mlflow.db").is_file() and (folder / "reports/gate.json").is_file()
+    noop = sh(BIN / "dvc", "repro", "pipelines/mnist-cnn/dvc.yaml", cwd=repo)
+    assert _ran(noop) == {"pipelines/mnist-cnn/dvc.yaml:pull"} or _ran(noop) == {"pull"}
