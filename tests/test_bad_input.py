@@ -1,7 +1,6 @@
 """Bad input: one line naming the problem and the fix, exit code 2, nothing written."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -96,10 +95,8 @@ def test_unknown_recipe_on_the_command_line(pulled):
     assert "Unknown recipe 'int9'. Recipes in params.yaml: int8-dynamic, int8-static." in proc.stderr
 
 
-def test_missing_data_file(local_registry, digits_dir, tmp_path):
-    shutil.copytree(digits_dir, tmp_path / "d")
-    (tmp_path / "d" / "eval.npz").unlink()
-    write_params(tmp_path, tmp_path / "d")
-    register_onnx  # noqa: B018
-    proc = sh(BIN / "squeezeflow", "evaluate", "baseline", check=False)
+def test_missing_data_file(pulled, digits_dir, tmp_path):
+    path = write_params(tmp_path, digits_dir, data__eval=str(tmp_path / "nowhere.npz"))
+    proc = sh(BIN / "squeezeflow", "--params", path, "evaluate", "baseline", check=False)
     assert proc.returncode == 2
+    assert "nowhere.npz: eval data file not found" in error_line(proc)

@@ -42,11 +42,9 @@ def test_demo_then_noop_then_alias_move_then_recipe_edit(pipeline_repo: Path):
     assert _versions("digits-cnn-edge") == ["1"]
 
     # 3. the source alias moves to a new version: everything downstream of pull runs again
-    c = registry.client()
     src = registry.resolve("models:/digits-cnn@champion")
     import mlflow.pytorch
     import numpy as np
-    import torch
 
     model = mlflow.pytorch.load_model(f"models:/digits-cnn/{src.version}")
     sd = {k: v.clone() for k, v in model.state_dict().items()}
@@ -58,7 +56,6 @@ def test_demo_then_noop_then_alias_move_then_recipe_edit(pipeline_repo: Path):
     manifest = json.loads(Path("artifacts/source/manifest.json").read_text())
     assert manifest["root"]["version"] == "2"
     assert len(_versions("digits-cnn-edge")) == 2
-    assert torch  # imported for load_model's sake
 
     # 4. edit one recipe: only that candidate is recomputed
     import yaml
@@ -69,9 +66,7 @@ def test_demo_then_noop_then_alias_move_then_recipe_edit(pipeline_repo: Path):
     edited = sh(BIN / "dvc", "repro")
     ran = _ran(edited)
     assert {"compress@int8-dynamic", "evaluate@int8-dynamic"} <= ran
-    assert not ran & {"pull", "compress@int8-static", "evaluate@int8-static", "evaluate-baseline"} - {"pull"}
-    assert "compress@int8-static" not in ran and "evaluate@int8-static" not in ran
-    assert c.get_registered_model("digits-cnn-edge")
+    assert not ran & {"compress@int8-static", "evaluate@int8-static", "evaluate-baseline"}
 
 
 def test_impossible_budget_fails_the_experiment_and_registers_nothing(pipeline_repo: Path):

@@ -11,6 +11,7 @@ from helpers import run_until_gate
 from squeezeflow import registry
 from squeezeflow.config import load_params
 from squeezeflow.errors import GateFailedError, NotFoundError
+from squeezeflow.lineage import walk
 from squeezeflow.stages.gate import gate
 from squeezeflow.stages.promote import promote
 from squeezeflow.stages.pull import pull
@@ -108,14 +109,8 @@ def test_promote_registers_once_with_lineage(local_registry, digits_onnx, digits
     assert promote(params)["action"] == "none"
     assert len(c.search_model_versions("name='digits-cnn-edge'")) == 1
 
-    chain = [v["uri"] for v in registry_walk("models:/digits-cnn-edge@candidate")]
+    chain = [v["uri"] for v in walk("models:/digits-cnn-edge@candidate")]
     assert chain == ["models:/digits-cnn-edge/1", "models:/digits-cnn/1"]
-
-
-def registry_walk(uri):
-    from squeezeflow.lineage import walk
-
-    return walk(uri)
 
 
 def test_promote_moves_alias_back_without_new_version(local_registry, digits_onnx, digits_dir, tmp_path):
@@ -145,7 +140,7 @@ def test_failed_gate_registers_nothing_and_leaves_a_failed_run(local_registry, d
         gate(params)
     verdict = json.loads(Path("reports/gate.json").read_text())
     assert verdict["verdict"] == "fail" and verdict["selected"] is None
-    for name, cand in verdict["candidates"].items():
+    for cand in verdict["candidates"].values():
         (miss,) = [v for v in cand["violations"] if v["budget"] == "max_size_mb"]
         assert miss["threshold"] == 0.0001 and miss["measured"] == cand["metrics"]["size_mb"]
     assert "max_size_mb missed" in Path("reports/gate.md").read_text()

@@ -75,7 +75,11 @@ def walk(uri: str, max_depth: int = 20) -> list[dict[str, Any]]:
     chain = []
     ref = registry.resolve(uri)
     while ref is not None and len(chain) < max_depth:
-        tag = lambda k: ref.tags.get(PREFIX + k, "")  # noqa: E731
+        tags = ref.tags
+
+        def tag(key: str, tags: dict[str, str] = tags) -> str:
+            return tags.get(PREFIX + key, "")
+
         chain.append({
             "uri": ref.uri,
             "source": ref.source,

@@ -254,7 +254,6 @@ def register_torch(model: Any, name: str, example: Any, alias: str | None = None
 
 def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
     """Create a run (not active) and return its id."""
-    import mlflow
 
     c = client()
     with errors(f"creating a run in experiment {experiment}"):

@@ -56,12 +56,11 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _record_failure(params: Params, verdict: dict[str, Any], reports_dir: Path) -> None:
     """Log the failed attempt as a FAILED run for audit; warn (never fail) if MLflow is down."""
-    from squeezeflow.stages.promote import record_attempt
+    from squeezeflow import registry
+    from squeezeflow.attempts import record_attempt
 
     try:
         run_id = record_attempt(params, verdict, [reports_dir / "gate.json", reports_dir / "gate.md"], run_name="gate-failed", tags={"squeezeflow.gate.verdict": "fail"})
-        from squeezeflow import registry
-
         registry.end_run(run_id, "FAILED")
         print(f"gate: the failed attempt is recorded as MLflow run {run_id}", file=sys.stderr)
     except SqueezeflowError as e:

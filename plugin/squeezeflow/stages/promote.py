@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezeflow import artifacts, data, lineage, registry
+from squeezeflow.attempts import record_attempt
 from squeezeflow.config import Params
 from squeezeflow.errors import ConfigError, GateFailedError
 from squeezeflow.stages import CANDIDATES_DIR, REPORTS_DIR
@@ -80,20 +81,3 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
 def _data_digests(params: Params) -> dict[str, str]:
     files = {"eval": params.data.eval, "calibration": params.data.calibration, "train": params.data.train}
     return {role: data.digest(p) for role, p in files.items() if p is not None and Path(p).is_file()}
-
-
-def record_attempt(params: Params, verdict: dict[str, Any], files: list[Path], run_name: str, tags: dict[str, str], parent_model_id: str | None = None) -> str:
-    """Create an MLflow run holding the params, every candidate's metrics and the reports."""
-    run_id = registry.start_run(params.promote.experiment, run_name, tags)
-    flat_params = {
-        "source.model_uri": params.source.model_uri,
-        "selection.objective": params.selection.objective,
-        **{f"budgets.{k}": v for k, v in verdict["budgets"].items()},
-        **{f"target.{k}": v for k, v in params.target.model_dump().items()},
-        **{f"recipes.{n}": json.dumps([s.kind for s in steps]) for n, steps in params.recipes.items()},
-    }
-    metrics = {f"baseline.{k}": v for k, v in verdict["baseline"].items() if isinstance(v, (int, float))}
-    for name, cand in verdict["candidates"].items():
-        metrics.update({f"{name}.{k}": v for k, v in cand["metrics"].items() if isinstance(v, (int, float))})
-    registry.log_run(run_id, flat_params, metrics, files, parent_model_id)
-    return run_id
