@@ -44,7 +44,7 @@ def register_demo_model(params: Params) -> str:
     name, alias, _ = registry.parse_uri(params.source.model_uri)
     arrays = data.load(params.data.train, "train")
     x, y = arrays["input"], arrays["labels"]
-    model = train.fit(zoo.small_cnn(x.shape[-1]), x, y, epochs=params.demo.epochs, seed=params.seed, desc=f"train {name}")
+    model = train.fit(zoo.small_cnn(x.shape[-1], seed=params.seed), x, y, epochs=params.demo.epochs, seed=params.seed, desc=f"train {name}")
     uri = registry.register_torch(model, name, x[:4], alias=alias, experiment="squeezeflow-demo")
     print(f"demo: registered {uri}" + (f" as @{alias}" if alias else ""))
     return uri
