@@ -34,7 +34,15 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
     with tempfile.TemporaryDirectory(prefix=f"squeezeflow-{recipe}-") as work, artifacts.staged(out_dir) as tmp:
         current = artifacts.model_path(source_dir)
         for i, config in enumerate(tqdm(steps, desc=f"compress {recipe}", unit="step")):
-            ctx = StepContext(workdir=Path(work) / f"{i}-{config.kind}", calibration=params.data.calibration, train=params.data.train, seed=params.seed)
+            ctx = StepContext(
+                workdir=Path(work) / f"{i}-{config.kind}",
+                calibration=params.data.calibration,
+                train=params.data.train,
+                seed=params.seed,
+                threads=params.target.threads,
+                batch_size=params.target.batch_size,
+                providers=params.target.providers,
+            )
             ctx.workdir.mkdir()
             result = get_step(config)(current, config, ctx)
             applied.append({**step_params(config), "stats": result.stats})

@@ -29,12 +29,15 @@ class StepConfig(BaseModel):
 
 @dataclasses.dataclass(frozen=True)
 class StepContext:
-    """What a step may use besides the model: a scratch folder, data files and a seed."""
+    """What a step may use besides the model: a scratch folder, data files, a seed, the target."""
 
     workdir: Path
     calibration: Path | None = None
     train: Path | None = None
     seed: int = 0
+    threads: int = 1
+    batch_size: int = 1
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,104 +1,249 @@
-"""Post-training INT8 quantization with ONNX Runtime: static QDQ and dynamic."""
+"""Quantization with ONNX Runtime: static QDQ, dynamic, auto, int4 weight-only, fp16, and an
+accuracy-aware fallback that keeps the most sensitive layers in float."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from squeezeflow.steps import StepConfig, StepContext, StepResult, register_step
 
 QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
+WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
+_INT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulNBits"}
+
+
+class Fallback(BaseModel):
+    """Keep the most sensitive layers in float until the accuracy drop fits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_accuracy_drop: float = Field(ge=0, description="Largest allowed accuracy drop on the labelled calibration data (absolute).")
+    max_float_layers: int = Field(8, ge=1, description="Most layers kept in float before giving up (the gate then fails the candidate).")
 
 
 class QuantizeConfig(StepConfig):
-    """INT8 quantization of an ONNX model with onnxruntime.quantization."""
+    """Quantization of an ONNX model with onnxruntime.quantization."""
 
     kind: ClassVar[str] = "quantize"
-    mode: Literal["static", "dynamic"] = Field("static", description="static: QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: weights INT8, activations quantized at run time (matmul-heavy models).")
-    per_channel: bool = Field(True, description="One scale per output channel of each weight instead of one per tensor.")
-    calibration: Literal["minmax", "percentile"] = Field("minmax", description="static only: how activation ranges are taken from the calibration data.")
-    percentile: float = Field(99.999, gt=90, le=100, description="static, calibration=percentile: the kept percentile of absolute activations.")
-    num_samples: int = Field(256, ge=1, description="static only: calibration samples used (a seeded subset of data.calibration).")
-    activation_type: Literal["uint8", "int8"] = Field("uint8", description="static only: activation integer type (uint8 suits x86 CPUs).")
-    weight_type: Literal["int8", "uint8"] = Field("int8", description="Weight integer type.")
-    reduce_range: bool = Field(False, description="Quantize weights to 7 bits (for x86 CPUs without VNNI).")
-    op_types: tuple[str, ...] | None = Field(None, description="Operator types to quantize, e.g. [MatMul, Gemm]; default: every supported type.")
+    mode: Literal["static", "dynamic", "auto", "int4", "fp16"] = Field("static", description="static: INT8 QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: INT8 weights, activations quantized at run time (matmul-heavy models); auto: builds both, times them against FP32 on the target and keeps the fastest, never one slower than FP32; int4: weight-only 4-bit MatMul (MatMulNBits); fp16: half-precision floats (for GPU providers; no CPU speedup).")
+    per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight instead of one per tensor.")
+    calibration: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="static: how activation ranges are taken from the calibration data.")
+    num_bins: int = Field(2048, ge=128, description="static, entropy/percentile: histogram bins (ORT's default of 128 makes entropy equal minmax).")
+    percentile: float = Field(99.999, gt=90, le=100, description="static, percentile: the kept percentile of absolute activations.")
+    num_samples: int = Field(256, ge=1, description="static: calibration samples used (a seeded subset of data.calibration).")
+    activation_type: Literal["uint8", "int8"] = Field("uint8", description="static: activation integer type (uint8 suits x86 CPUs).")
+    weight_type: Literal["int8", "uint8"] = Field("int8", description="INT8: weight integer type.")
+    reduce_range: bool = Field(False, description="INT8: quantize weights to 7 bits (for x86 CPUs without VNNI).")
+    op_types: tuple[str, ...] | None = Field(None, description="INT8: operator types to quantize, e.g. [MatMul, Gemm]; default: every supported type.")
+    block_size: int = Field(32, ge=16, le=256, description="int4: weights per quantization block (a power of two).")
+    fallback: Fallback | None = Field(None, description="static/dynamic: accuracy-aware fallback, e.g. {max_accuracy_drop: 0.005}; needs labels in data.calibration.")
 
 
 @register_step(QuantizeConfig)
 def quantize(model: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
-    """Quantize `model` to INT8; statistics: mode, bits, quantized op counts, calibration samples."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_dynamic, quantize_static
-
-    from squeezeflow import modelio
-
+    """Quantize `model`; statistics: mode, bits, quantized op counts, and per mode what was chosen."""
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    prepared = ctx.workdir / "prepared.onnx"
-    try:  # symbolic shape inference repairs value_info that the dynamo exporter leaves inconsistent
+    prepared = _prepare(model, ctx.workdir)
+    if config.mode == "auto":
+        return _auto(model, prepared, config, ctx)
+    return {"int4": _int4, "fp16": _fp16}.get(config.mode, _int8)(prepared, config, ctx)
+
+
+def _prepare(model: Path, workdir: Path) -> Path:
+    """ORT's pre-processing: symbolic shape inference repairs value_info the dynamo exporter leaves inconsistent."""
+    from onnxruntime.quantization import quant_pre_process
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
+    prepared = workdir / "prepared.onnx"
+    try:
         quant_pre_process(str(model), str(prepared))
     except Exception:
         quant_pre_process(str(model), str(prepared), skip_optimization=True)
-    out = ctx.workdir / f"quantized-{config.mode}.onnx"
-    common = dict(
-        per_channel=config.per_channel,
-        reduce_range=config.reduce_range,
-        weight_type=getattr(QuantType, QUANT_TYPES[config.weight_type]),
-        op_types_to_quantize=list(config.op_types) if config.op_types else None,
-    )
-    stats = {"mode": config.mode, "bits": 8}
-    if config.mode == "dynamic":
-        quantize_dynamic(str(prepared), str(out), **common)
-    else:
-        reader = _calibration_reader(prepared, config, ctx)
-        method = CalibrationMethod.Percentile if config.calibration == "percentile" else CalibrationMethod.MinMax
-        quantize_static(
-            str(prepared),
-            str(out),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            activation_type=getattr(QuantType, QUANT_TYPES[config.activation_type]),
-            calibrate_method=method,
-            extra_options={"CalibPercentile": config.percentile} if config.calibration == "percentile" else None,
-            **common,
-        )
-        stats["calibration_samples"] = reader.count
-    ops = modelio.op_counts(out)
-    stats["quantized_ops"] = {k: v for k, v in sorted(ops.items()) if k in _INT_OPS}
-    return StepResult(out, stats)
+    return prepared
 
 
-_INT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul"}
+def _ops(path: Path) -> dict[str, int]:
+    from squeezeflow import modelio
+
+    return {k: v for k, v in sorted(modelio.op_counts(path).items()) if k in _INT_OPS}
 
 
-def _calibration_reader(model: Path, config: QuantizeConfig, ctx: StepContext):
-    """A CalibrationDataReader over a seeded subset of the calibration file."""
-    import numpy as np
-    from onnxruntime.quantization import CalibrationDataReader
-
-    from squeezeflow import data, modelio
+def _calibration(ctx: StepContext, count: int, labels: bool = False) -> dict:
+    """A seeded subset of the calibration file (checked against nothing yet: ORT reports shape errors)."""
+    from squeezeflow import calibration, data
     from squeezeflow.errors import ConfigError
 
     if ctx.calibration is None:
-        raise ConfigError("quantize mode=static needs calibration data: set data.calibration in params.yaml (or use mode: dynamic).")
+        raise ConfigError("quantize needs calibration data here: set data.calibration in params.yaml (or use mode: dynamic).")
     arrays = data.load(ctx.calibration, "calibration")
-    data.check_inputs(arrays, modelio.session(model).get_inputs(), ctx.calibration)
-    inputs = data.inputs_of(arrays)
-    n = len(next(iter(inputs.values())))
-    pick = np.sort(np.random.default_rng(ctx.seed).permutation(n)[: config.num_samples])
-    subset = {k: v[pick] for k, v in inputs.items()}
+    if labels and data.LABELS not in arrays:
+        raise ConfigError(f"{ctx.calibration}: quantize fallback measures accuracy and needs a `labels` array in the calibration data.")
+    return calibration.subset(arrays, count, ctx.seed)
 
-    batch = 32 if config.calibration == "minmax" else 1  # ORT's histogram collector cannot take a ragged last batch
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = data.batches(subset, batch)
-            self.count = len(pick)
+def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str) -> Callable[..., Path]:
+    """A function (exclude=(), only=None, tag) -> INT8 model path; static ranges are calibrated once."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-        def get_next(self):
-            return next(self._it, None)
+    from squeezeflow import calibration, data, modelio
 
-    return Reader()
+    cache = None
+    if mode == "static":
+        arrays = _calibration(ctx, config.num_samples)
+        data.check_inputs(arrays, modelio.session(prepared).get_inputs(), ctx.calibration)
+        cache = calibration.ranges(prepared, data.inputs_of(arrays), config.calibration, ctx.workdir, config.num_bins, config.percentile)
 
+    def run(exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None, tag: str = "all") -> Path:
+        out = ctx.workdir / f"int8-{mode}-{tag}.onnx"
+        common = dict(
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            weight_type=getattr(QuantType, QUANT_TYPES[config.weight_type]),
+            op_types_to_quantize=list(config.op_types) if config.op_types else None,
+            nodes_to_exclude=list(exclude),
+            nodes_to_quantize=list(only) if only else None,
+        )
+        if mode == "dynamic":
+            quantize_dynamic(str(prepared), str(out), **common)
+        else:
+            quantize_static(
+                str(prepared), str(out), None,
+                quant_format=QuantFormat.QDQ,
+                activation_type=getattr(QuantType, QUANT_TYPES[config.activation_type]),
+                calibrate_method=getattr(CalibrationMethod, calibration.METHODS[config.calibration]),
+                calibration_cache_path=str(cache),
+                **common,
+            )
+        return out
+
+    return run
+
+
+def _int8(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str | None = None) -> StepResult:
+    mode = mode or config.mode
+    run = _int8_quantizer(prepared, config, ctx, mode)
+    out = run()
+    stats = {"mode": mode, "bits": 8}
+    if mode == "static":
+        stats["calibration"] = config.calibration
+        stats["calibration_samples"] = len(next(iter(_calibration(ctx, config.num_samples).values())))
+    if config.fallback:
+        out, stats["fallback"] = _fallback(prepared, out, run, config, ctx)
+    stats["quantized_ops"] = _ops(out)
+    return StepResult(out, stats)
+
+
+def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config: QuantizeConfig, ctx: StepContext) -> tuple[Path, dict]:
+    """Rank layers by the error each adds when quantized alone; keep the worst in float, one at a time."""
+    import numpy as np
+
+    from squeezeflow import data, graph, modelio
+    from squeezeflow.evaluate.classification import accuracy
+
+    budget = config.fallback
+    arrays = _calibration(ctx, 10**9, labels=True)
+    inputs, labels = data.inputs_of(arrays), arrays[data.LABELS]
+    reference = modelio.run(modelio.session(prepared), inputs)
+    base = accuracy(reference, labels)
+    drop = base - accuracy(modelio.run(modelio.session(quantized), inputs), labels)
+    stats = {"max_accuracy_drop": budget.max_accuracy_drop, "baseline_accuracy": round(base, 6), "drop_all_quantized": round(drop, 6), "kept_float": []}
+    if drop <= budget.max_accuracy_drop:
+        return quantized, {**stats, "met": True, "drop": round(drop, 6)}
+    layers = graph.nodes_of(prepared, tuple(config.op_types or WEIGHT_OPS))
+    sensitivity = {}
+    for i, name in enumerate(layers):
+        alone = modelio.run(modelio.session(run(only=(name,), tag=f"only-{i}")), inputs)
+        sensitivity[name] = float(np.mean((alone - reference) ** 2))
+    ranked = sorted(layers, key=lambda n: -sensitivity[n])
+    best, tried = quantized, []
+    for k in range(1, min(budget.max_float_layers, len(ranked) - 1) + 1):
+        best = run(exclude=tuple(ranked[:k]), tag=f"float-{k}")
+        drop = base - accuracy(modelio.run(modelio.session(best), inputs), labels)
+        tried.append({"float_layers": k, "drop": round(drop, 6)})
+        stats["kept_float"] = ranked[:k]
+        if drop <= budget.max_accuracy_drop:
+            break
+    return best, {**stats, "met": drop <= budget.max_accuracy_drop, "drop": round(drop, 6), "tried": tried, "sensitivity": {n: round(sensitivity[n], 8) for n in ranked}}
+
+
+def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
+    """Build dynamic (and static, with calibration data) INT8, time them against FP32, keep the fastest."""
+    import numpy as np
+
+    from squeezeflow import modelio
+    from squeezeflow.evaluate import latency
+
+    ops = modelio.op_counts(prepared)
+    prior = "static" if ops.get("Conv", 0) >= ops.get("MatMul", 0) + ops.get("Gemm", 0) else "dynamic"
+    tried = {"dynamic": _int8(prepared, config, ctx, "dynamic")}
+    if ctx.calibration is not None:
+        tried["static"] = _int8(prepared, config, ctx, "static")
+    sessions = {"fp32": modelio.session(model, ctx.threads, ctx.providers)}
+    sessions.update({k: modelio.session(r.model, ctx.threads, ctx.providers) for k, r in tried.items()})
+    feed = _timing_feed(sessions["fp32"], ctx)
+    times = latency.measure(sessions, feed, warmup=10, repeats=100, progress=False)
+    p50 = {k: float(np.median(v)) for k, v in times.items()}
+    fastest = min(tried, key=p50.get)
+    chosen = fastest if p50[fastest] < p50["fp32"] else "fp32"
+    stats = {
+        "mode": "auto",
+        "prior": prior,
+        "chosen": chosen,
+        "p50_ms": {k: round(v, 5) for k, v in p50.items()},
+        "speedup_vs_fp32": {k: round(p50["fp32"] / p50[k], 3) for k in tried},
+    }
+    if chosen == "fp32":
+        return StepResult(model, {**stats, "bits": 32, "note": "no INT8 variant was faster than FP32 on this target; the model is left in FP32"})
+    return StepResult(tried[chosen].model, {**tried[chosen].stats, **stats})
+
+
+def _timing_feed(sess, ctx: StepContext) -> dict:
+    """One batch for timing: calibration samples when present, else zeros of the input shapes."""
+    import numpy as np
+
+    from squeezeflow import data
+
+    if ctx.calibration is not None:
+        return next(data.batches(data.load(ctx.calibration, "calibration"), ctx.batch_size))
+    kinds = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+    return {i.name: np.zeros([ctx.batch_size] + [d if isinstance(d, int) else 1 for d in i.shape[1:]], kinds.get(i.type, np.float32)) for i in sess.get_inputs()}
+
+
+def _int4(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
+    """Weight-only 4-bit MatMul weights in blocks (MatMulNBits); Gemm is rewritten to MatMul first."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from squeezeflow import graph
+    from squeezeflow.errors import ConfigError
+
+    if config.block_size & (config.block_size - 1):
+        raise ConfigError(f"quantize.block_size must be a power of two. Got {config.block_size}.")
+    matmul = ctx.workdir / "matmul.onnx"
+    rewritten = graph.gemm_to_matmul(prepared, matmul)
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(matmul)), block_size=config.block_size, is_symmetric=True, op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    out = ctx.workdir / "int4.onnx"
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+    ops = _ops(out)
+    if not ops.get("MatMulNBits"):
+        raise ConfigError("quantize mode=int4 found no MatMul or Gemm weight to quantize in this model; use mode static or dynamic.")
+    return StepResult(out, {"mode": "int4", "bits": 4, "block_size": config.block_size, "gemm_rewritten": rewritten, "quantized_ops": ops})
+
+
+def _fp16(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
+    """Half-precision weights and activations, float32 inputs and outputs."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    out = ctx.workdir / "fp16.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True), str(out))
+    stats = {"mode": "fp16", "bits": 16}
+    if all(p == "CPUExecutionProvider" for p in ctx.providers):
+        stats["note"] = "fp16 gives no speedup on CPU execution providers; use it for GPU targets"
+    return StepResult(out, stats)

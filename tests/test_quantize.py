@@ -1,0 +1,125 @@
+"""Quantization modes beyond plain INT8: entropy calibration, auto, int4, fp16, accuracy fallback."""
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from squeezeflow import graph, modelio
+from squeezeflow.steps import StepContext
+from squeezeflow.steps.quantize import QuantizeConfig, quantize
+
+
+def _ctx(tmp_path, digits_dir, name="w"):
+    work = tmp_path / name
+    work.mkdir()
+    return StepContext(workdir=work, calibration=digits_dir / "calibration.npz")
+
+
+def _scales(path):
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [float(inits[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear" and inits.get(n.input[1]) is not None and inits[n.input[1]].size == 1]
+
+
+def test_entropy_calibration_differs_from_minmax(digits_onnx, digits_dir, tmp_path):
+    minmax = quantize(digits_onnx, QuantizeConfig(calibration="minmax"), _ctx(tmp_path, digits_dir, "a"))
+    entropy = quantize(digits_onnx, QuantizeConfig(calibration="entropy"), _ctx(tmp_path, digits_dir, "b"))
+    a, b = _scales(minmax.model), _scales(entropy.model)
+    assert len(a) == len(b) > 0
+    assert any(abs(x - y) > 1e-6 * max(x, y) for x, y in zip(a, b))  # ORT's default 128 bins would give equal scales
+    assert entropy.stats["calibration"] == "entropy"
+
+
+def test_int4_rewrites_gemm_and_packs_weights(digits_onnx, digits_dir, tmp_path):
+    result = quantize(digits_onnx, QuantizeConfig(mode="int4", block_size=32), _ctx(tmp_path, digits_dir))
+    ops = modelio.op_counts(result.model)
+    assert ops["MatMulNBits"] == 2 and "Gemm" not in ops
+    assert result.stats == {"mode": "int4", "bits": 4, "block_size": 32, "gemm_rewritten": 2, "quantized_ops": {"MatMulNBits": 2}}
+    ev = np.load(digits_dir / "eval.npz")
+    fp32 = modelio.run(modelio.session(digits_onnx), {"input": ev["input"]})
+    int4 = modelio.run(modelio.session(result.model), {"input": ev["input"]})
+    assert (fp32.argmax(1) == int4.argmax(1)).mean() >= 0.95
+
+
+def test_gemm_rewrite_is_exact(digits_onnx, digits_dir, tmp_path):
+    out = tmp_path / "mm.onnx"
+    assert graph.gemm_to_matmul(digits_onnx, out) == 2
+    x = {"input": np.load(digits_dir / "eval.npz")["input"][:64]}
+    np.testing.assert_allclose(modelio.run(modelio.session(out), x), modelio.run(modelio.session(digits_onnx), x), rtol=1e-5, atol=1e-5)
+
+
+def test_fp16_runs_and_says_there_is_no_cpu_speedup(digits_onnx, digits_dir, tmp_path):
+    result = quantize(digits_onnx, QuantizeConfig(mode="fp16"), _ctx(tmp_path, digits_dir))
+    weights = [i for i in onnx.load(str(result.model)).graph.initializer if len(i.dims) >= 2]
+    assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
+    assert "no speedup on CPU" in result.stats["note"]
+    x = {"input": np.load(digits_dir / "eval.npz")["input"][:64]}
+    assert modelio.run(modelio.session(result.model), x).dtype == np.float32
+
+
+def test_auto_never_keeps_a_variant_slower_than_fp32(digits_onnx, digits_dir, tmp_path):
+    result = quantize(digits_onnx, QuantizeConfig(mode="auto"), _ctx(tmp_path, digits_dir))
+    stats = result.stats
+    assert stats["prior"] == "static"  # two convs, two linear layers: treated as convolutional
+    assert set(stats["p50_ms"]) == {"fp32", "static", "dynamic"}
+    if stats["chosen"] == "fp32":
+        assert result.model == digits_onnx and all(s <= 1 for s in stats["speedup_vs_fp32"].values())
+    else:
+        assert stats["speedup_vs_fp32"][stats["chosen"]] > 1
+        assert stats["speedup_vs_fp32"][stats["chosen"]] == max(stats["speedup_vs_fp32"].values())
+
+
+@pytest.fixture(scope="module")
+def fragile_onnx(digits_cnn, digits_dir, tmp_path_factory):
+    """The digits CNN with hidden unit 0 of the first linear layer scaled x1000 (and its outgoing
+    weights /1000): the same function, but per-tensor INT8 of that layer wipes out the other units."""
+    import torch
+
+    model = copy.deepcopy(digits_cnn)
+    first, last = model[-3], model[-1]
+    with torch.no_grad():
+        first.weight[0] *= 1000.0
+        first.bias[0] *= 1000.0
+        last.weight[:, 0] /= 1000.0
+    path = tmp_path_factory.mktemp("fragile") / "model.onnx"
+    modelio.export_onnx(model, {"input": np.load(digits_dir / "eval.npz")["input"][:16]}, path)
+    return path
+
+
+def test_fallback_keeps_the_sensitive_layer_in_float(fragile_onnx, digits_dir, tmp_path):
+    plain = quantize(fragile_onnx, QuantizeConfig(per_channel=False, fallback={"max_accuracy_drop": 1.0}), _ctx(tmp_path, digits_dir, "a"))
+    assert plain.stats["fallback"]["met"] and plain.stats["fallback"]["kept_float"] == []
+    missed_by = plain.stats["fallback"]["drop_all_quantized"]
+    assert missed_by > 0.02  # full per-tensor INT8 clearly misses a 1-point budget
+
+    fixed = quantize(fragile_onnx, QuantizeConfig(per_channel=False, fallback={"max_accuracy_drop": 0.01}), _ctx(tmp_path, digits_dir, "b"))
+    fb = fixed.stats["fallback"]
+    assert fb["met"] and fb["drop"] <= 0.01
+    ranked = sorted(fb["sensitivity"], key=fb["sensitivity"].get, reverse=True)
+    assert fb["kept_float"] == ranked[: len(fb["kept_float"])]  # most sensitive first
+    # the fewest float layers: every shorter prefix of the ranking missed the budget
+    assert [t["float_layers"] for t in fb["tried"]] == list(range(1, len(fb["kept_float"]) + 1))
+    assert all(t["drop"] > 0.01 for t in fb["tried"][:-1]) and fb["tried"][-1]["drop"] <= 0.01
+    # the rescaled linear layers are what it keeps; the convolutions stay INT8
+    assert set(fb["kept_float"]) <= set(graph.nodes_of(fragile_onnx, ("Gemm",)))
+    kept = onnx.load(str(fixed.model))
+    inits = {i.name for i in kept.graph.initializer}
+    for node in kept.graph.node:
+        if node.name in fb["kept_float"]:
+            assert node.input[1] in inits  # a float weight initializer, not a DequantizeLinear output
+        if node.op_type == "Conv":
+            assert node.input[1] not in inits  # still fed by DequantizeLinear
+
+
+def test_fallback_needs_labels(digits_onnx, digits_dir, tmp_path):
+    from squeezeflow.errors import ConfigError
+
+    arrays = dict(np.load(digits_dir / "calibration.npz"))
+    arrays.pop("labels")
+    np.savez(tmp_path / "cal.npz", **arrays)
+    ctx = StepContext(workdir=tmp_path, calibration=tmp_path / "cal.npz")
+    with pytest.raises(ConfigError, match="needs a `labels` array"):
+        quantize(digits_onnx, QuantizeConfig(fallback={"max_accuracy_drop": 0.0}), ctx)
