@@ -123,3 +123,23 @@ def test_fallback_needs_labels(digits_onnx, digits_dir, tmp_path):
     ctx = StepContext(workdir=tmp_path, calibration=tmp_path / "cal.npz")
     with pytest.raises(ConfigError, match="needs a `labels` array"):
         quantize(digits_onnx, QuantizeConfig(fallback={"max_accuracy_drop": 0.0}), ctx)
+
+
+def test_qat_exports_a_qdq_graph_that_keeps_accuracy(digits_cnn, digits_dir, tmp_path):
+    from squeezeflow.evaluate.classification import accuracy
+    from squeezeflow.steps.qat import QatConfig, qat
+
+    result = qat(copy.deepcopy(digits_cnn), QatConfig(epochs=1), StepContext(workdir=tmp_path, train=digits_dir / "train.npz"))
+    ops = modelio.op_counts(result.model)
+    assert ops["QuantizeLinear"] >= 4 and ops["DequantizeLinear"] >= 6
+    assert result.stats["mode"] == "qat" and result.stats["train_samples"] == 1078
+    ev = np.load(digits_dir / "eval.npz")
+    assert accuracy(modelio.run(modelio.session(result.model), {"input": ev["input"]}), ev["labels"]) >= 0.9
+
+
+def test_qat_needs_labelled_train_data(digits_cnn, tmp_path):
+    from squeezeflow.errors import ConfigError
+    from squeezeflow.steps.qat import QatConfig, qat
+
+    with pytest.raises(ConfigError, match="set data.train"):
+        qat(digits_cnn, QatConfig(), StepContext(workdir=tmp_path))

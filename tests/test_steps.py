@@ -34,10 +34,18 @@ def test_unknown_key_is_rejected(kind):
 
 
 @pytest.mark.parametrize("kind", known_steps())
-def test_runs_on_tiny_model_and_exports_for_ort(kind, digits_onnx, digits_dir, tmp_path):
-    config = config_class(kind)()
+def test_runs_on_tiny_model_and_exports_for_ort(kind, digits_onnx, digits_cnn, digits_dir, tmp_path):
+    import copy
+
+    cls = config_class(kind)
+    config = cls(epochs=1) if "epochs" in cls.model_fields else cls()
     ctx = StepContext(workdir=tmp_path, calibration=digits_dir / "calibration.npz", train=digits_dir / "train.npz")
-    result = get_step(config)(digits_onnx, config, ctx)
+    model = copy.deepcopy(digits_cnn) if cls.input_format == "torch" else digits_onnx
+    result = get_step(config)(model, config, ctx)
+    if not isinstance(result.model, type(digits_onnx)):
+        result_path = tmp_path / "exported.onnx"
+        modelio.export_onnx(result.model, {"input": np.load(digits_dir / "eval.npz")["input"][:8]}, result_path)
+        result = type(result)(result_path, result.stats)
     eval_set = np.load(digits_dir / "eval.npz")
     logits = modelio.run(modelio.session(result.model), {"input": eval_set["input"]})
     assert logits.shape == (len(eval_set["labels"]), 10)

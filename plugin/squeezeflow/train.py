@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
 
 
-def fit(model: Any, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 1e-3, batch_size: int = 64, seed: int = 0, device: str = "cpu", desc: str = "train") -> Any:
+def fit(model: Any, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 1e-3, batch_size: int = 64, seed: int = 0, device: str = "cpu", desc: str = "train", set_mode: Callable[[Any, bool], None] | None = None) -> Any:
     """Train a classifier with Adam and cross-entropy, seeded, with a progress bar.
+
+    Args:
+        set_mode: switches the model between training (True) and eval (False); default
+            `model.train(flag)`. Exported graphs (torch.export, PT2E) need their own.
 
     Returns:
         The model, in eval mode.
@@ -17,8 +22,10 @@ def fit(model: Any, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 1e-3,
     import torch
     from tqdm import tqdm
 
+    set_mode = set_mode or (lambda m, training: m.train(training))
     torch.manual_seed(seed)
-    model.to(device).train()
+    model.to(device)
+    set_mode(model, True)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
     gen = torch.Generator().manual_seed(seed)
@@ -29,4 +36,5 @@ def fit(model: Any, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 1e-3,
             loss = loss_fn(model(xs[idx].to(device)), ys[idx].to(device))
             loss.backward()
             opt.step()
-    return model.eval()
+    set_mode(model, False)
+    return model

@@ -32,8 +32,9 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
     out_dir = out_root / recipe
     applied = []
     with tempfile.TemporaryDirectory(prefix=f"squeezeflow-{recipe}-") as work, artifacts.staged(out_dir) as tmp:
-        current = artifacts.model_path(source_dir)
+        current: Any = artifacts.model_path(source_dir)
         for i, config in enumerate(tqdm(steps, desc=f"compress {recipe}", unit="step")):
+            current = _as_format(current, config, source, source_dir, params, Path(work) / f"{i}-export.onnx", recipe)
             ctx = StepContext(
                 workdir=Path(work) / f"{i}-{config.kind}",
                 calibration=params.data.calibration,
@@ -47,6 +48,8 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
             result = get_step(config)(current, config, ctx)
             applied.append({**step_params(config), "stats": result.stats})
             current = result.model
+        if not isinstance(current, Path):
+            current = _export(current, params, Path(work) / "final-export.onnx")
         model = artifacts.model_path(tmp)
         shutil.copyfile(current, model)
         manifest = {
@@ -63,3 +66,25 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
         manifest["sha256"] = data.digest(model)
         artifacts.write_manifest(tmp, manifest)
     return manifest
+
+
+def _as_format(current: Any, config: Any, source: dict[str, Any], source_dir: Path, params: Params, export_to: Path, recipe: str) -> Any:
+    """Give the step the format it takes: the source's torch model, or an ONNX export of a module."""
+    want = type(config).input_format
+    if want == "onnx" and not isinstance(current, Path):
+        return _export(current, params, export_to)
+    if want == "torch" and isinstance(current, Path):
+        if current != artifacts.model_path(source_dir):
+            raise ConfigError(f"recipes.{recipe}: step '{config.kind}' needs a PyTorch model but follows an ONNX step. Put PyTorch steps before ONNX steps such as quantize.")
+        torch_dir = source["files"].get("torch")
+        if not torch_dir:
+            raise ConfigError(f"recipes.{recipe}: step '{config.kind}' needs a PyTorch model, but the source {source['root']['name']}/{source['root']['version']} is registered as ONNX. Register the PyTorch model (mlflow.pytorch) to use it.")
+        return modelio.load_torch(source_dir / torch_dir)
+    return current
+
+
+def _export(module: Any, params: Params, path: Path) -> Path:
+    """Export a torch module produced by a step, with eval samples as the example."""
+    arrays = data.load(params.data.eval, "eval")
+    modelio.export_onnx(module, {k: v[:32] for k, v in data.inputs_of(arrays).items()}, path)
+    return path

@@ -17,14 +17,19 @@ from pydantic import BaseModel, ConfigDict
 from squeezeflow.errors import ConfigError
 
 ENTRY_POINT_GROUP = "squeezeflow.steps"
-_BUILTIN = ("squeezeflow.steps.quantize",)
+_BUILTIN = ("squeezeflow.steps.quantize", "squeezeflow.steps.qat")
 
 
 class StepConfig(BaseModel):
-    """Base of every step's config; `kind` is the key the step has in a recipe."""
+    """Base of every step's config; `kind` is the key the step has in a recipe.
+
+    `input_format` says what the handler receives: "onnx" (a Path) or "torch" (an nn.Module).
+    The compress stage converts between them; a handler may return either.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: ClassVar[str]
+    input_format: ClassVar[str] = "onnx"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +47,9 @@ class StepContext:
 
 @dataclasses.dataclass(frozen=True)
 class StepResult:
-    """A step's output model file and the statistics it records in the manifest."""
+    """A step's output model (an ONNX Path or a torch module) and the statistics for the manifest."""
 
-    model: Path
+    model: Any
     stats: dict[str, Any]
 
 

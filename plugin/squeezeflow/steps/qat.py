@@ -1,0 +1,55 @@
+"""Quantization-aware training with torchao's PT2E flow, exported to an ONNX QDQ graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from squeezeflow.steps import StepConfig, StepContext, StepResult, register_step
+
+
+class QatConfig(StepConfig):
+    """INT8 quantization-aware training (fake quantization while fine-tuning on data.train)."""
+
+    kind: ClassVar[str] = "qat"
+    input_format: ClassVar[str] = "torch"
+    epochs: int = Field(3, ge=1, description="Fine-tuning epochs with fake quantization.")
+    lr: float = Field(1e-4, gt=0, lt=1, description="Adam learning rate (small: the model is already trained).")
+    batch_size: int = Field(64, ge=1, description="Training batch size.")
+
+
+@register_step(QatConfig)
+def qat(model: Any, config: QatConfig, ctx: StepContext) -> StepResult:
+    """Insert fake quantizers (X86InductorQuantizer: per-channel weights), fine-tune, convert, export."""
+    import torch
+    import torchao.quantization.pt2e as pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer, get_default_x86_inductor_quantization_config
+
+    from squeezeflow import data, modelio, train
+    from squeezeflow.errors import ConfigError
+
+    if ctx.train is None:
+        raise ConfigError("step qat trains: set data.train in params.yaml to an npz with inputs and `labels`.")
+    arrays = data.load(ctx.train, "train")
+    if data.LABELS not in arrays:
+        raise ConfigError(f"{ctx.train}: step qat needs a `labels` array in the training data.")
+    inputs = data.inputs_of(arrays)
+    if len(inputs) != 1:
+        raise ConfigError(f"step qat supports single-input models for now; {ctx.train} has inputs {sorted(inputs)}.")
+    (name, x), = inputs.items()
+    example = (torch.from_numpy(x[:8]),)
+    graph = torch.export.export(model, example, dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
+    prepared = prepare_qat_pt2e(graph, quantizer)
+    set_mode = lambda m, training: (pt2e.move_exported_model_to_train if training else pt2e.move_exported_model_to_eval)(m)  # noqa: E731
+    train.fit(prepared, x, arrays[data.LABELS], epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=ctx.seed, desc="qat", set_mode=set_mode)
+    converted = convert_pt2e(prepared)
+    pt2e.move_exported_model_to_eval(converted)
+    out = Path(ctx.workdir) / "qat.onnx"
+    # torch simulates the integer arithmetic in float: allow rounding-level differences from ORT
+    modelio.export_onnx(converted, {name: x[:32]}, out, atol=0.05)
+    ops = modelio.op_counts(out)
+    return StepResult(out, {"mode": "qat", "bits": 8, "epochs": config.epochs, "train_samples": int(len(x)), "quantized_ops": {k: v for k, v in sorted(ops.items()) if k.endswith("QuantizeLinear")}})
