@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, from the CPU build: anything that depends on torch would otherwise pull a CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,mnist]'
+	$(BIN)/python -m pip install -q -e '.[test,mnist,text]'
 	touch $@
 
 demo: $(STAMP)  ## train+register the digits CNN if missing, then dvc repro the root pipeline

@@ -14,9 +14,10 @@ def test_repository_params_load():
     assert params.promote.alias == "candidate"
 
 
-def test_pipeline_variant_params_load():
-    params = load_params(ROOT / "pipelines/mnist-cnn/params.yaml")
-    assert params.demo.dataset == "mnist"
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in (ROOT / "pipelines").glob("*/params.yaml")))
+def test_pipeline_variant_params_load(folder):
+    params = load_params(ROOT / "pipelines" / folder / "params.yaml")
+    assert params.recipes and (ROOT / "pipelines" / folder / "dvc.yaml").is_file()
 
 
 def _edit(tmp_path, edit):
@@ -33,7 +34,7 @@ BAD = [
     ("wrong type", lambda p: p["target"].update(threads="two"), "target.threads must be a valid integer"),
     ("impossible value", lambda p: p["target"].update(threads=0), "target.threads"),
     ("negative budget", lambda p: p["budgets"].update(max_accuracy_drop=-1), "budgets.max_accuracy_drop"),
-    ("unknown step", lambda p: p["recipes"].update(x=[{"quantise": {}}]), "recipes.x.0: Unknown step 'quantise'. Known steps: quantize."),
+    ("unknown step", lambda p: p["recipes"].update(x=[{"quantise": {}}]), "recipes.x.0: Unknown step 'quantise'. Known steps: qat, quantize."),
     ("unknown step key", lambda p: p["recipes"].update(x=[{"quantize": {"bits": 4}}]), "recipes.x.0.quantize.bits is not a known key"),
     ("wrong step value", lambda p: p["recipes"].update(x=[{"quantize": {"per_channel": "yes please"}}]), "recipes.x.0.quantize.per_channel must be a valid boolean"),
     ("two steps in one item", lambda p: p["recipes"].update(x=[{"quantize": {}, "prune": {}}]), "recipes.x.0 must be a mapping with exactly one step name"),

@@ -84,8 +84,10 @@ class Promote(_Model):
 
 
 class Demo(_Model):
-    dataset: Literal["digits", "mnist"] = Field("digits", description="Dataset `squeezeflow demo` trains the source model on.")
+    dataset: Literal["digits", "mnist", "tweets"] = Field("digits", description="Dataset `squeezeflow demo` writes and trains the source model on.")
+    model: Literal["cnn", "mlp", "transformer"] = Field("cnn", description="Model family of the demo source model.")
     epochs: int = Field(8, ge=1, description="Training epochs of the demo source model.")
+    lr: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate of the demo source model.")
 
 
 class Params(_Model):

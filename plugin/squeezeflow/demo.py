@@ -43,9 +43,11 @@ def register_demo_model(params: Params) -> str:
 
     name, alias, _ = registry.parse_uri(params.source.model_uri)
     arrays = data.load(params.data.train, "train")
-    x, y = arrays["input"], arrays["labels"]
-    model = train.fit(zoo.small_cnn(x.shape[-1], seed=params.seed), x, y, epochs=params.demo.epochs, seed=params.seed, desc=f"train {name}")
-    uri = registry.register_torch(model, name, x[:4], alias=alias, experiment="squeezeflow-demo")
+    inputs, y = data.inputs_of(arrays), arrays[data.LABELS]
+    model = zoo.for_data(params.demo.model, inputs, int(y.max()) + 1, seed=params.seed)
+    model = train.fit(model, inputs, y, epochs=params.demo.epochs, lr=params.demo.lr, seed=params.seed, desc=f"train {name}")
+    example = tuple(v[:4] for v in inputs.values())
+    uri = registry.register_torch(model, name, example if len(example) > 1 else example[0], alias=alias, experiment="squeezeflow-demo")
     print(f"demo: registered {uri}" + (f" as @{alias}" if alias else ""))
     return uri
 

@@ -231,7 +231,8 @@ def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str,
 def register_torch(model: Any, name: str, example: Any, alias: str | None = None, experiment: str = "squeezeflow") -> str:
     """Log a torch module (pt2 format, batch axis dynamic) in a new run, register it, set `alias`.
 
-    Used by the demo and the tests to create source models; `example` needs >= 2 samples.
+    Used by the demo and the tests to create source models; `example` (an array, or a tuple of
+    arrays for several inputs) needs >= 2 samples.
 
     Returns:
         models:/NAME/VERSION of the new version.
@@ -245,7 +246,8 @@ def register_torch(model: Any, name: str, example: Any, alias: str | None = None
         exp = c.get_experiment_by_name(experiment)
         exp_id = exp.experiment_id if exp else c.create_experiment(experiment)
         with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{name}"):
-            info = mlflow.pytorch.log_model(model, name="model", input_example=np.ascontiguousarray(example), pip_requirements=["torch"])
+            sample = tuple(np.ascontiguousarray(e) for e in example) if isinstance(example, tuple) else np.ascontiguousarray(example)
+            info = mlflow.pytorch.log_model(model, name="model", input_example=sample, pip_requirements=["torch"])
         mv = mlflow.register_model(info.model_uri, name)
         if alias:
             c.set_registered_model_alias(name, alias, mv.version)

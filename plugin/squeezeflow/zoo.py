@@ -2,29 +2,120 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 
-def small_cnn(side: int, classes: int = 10, width: float = 1.0, seed: int = 0) -> Any:
-    """Two 3x3 conv blocks (three from 16x16 up) and a two-layer head, for 1-channel square images.
-
-    The initial weights depend only on `seed` (the global torch RNG is left untouched).
-    """
+def seeded(seed: int, build: Callable[[], Any]) -> Any:
+    """Build a model whose initial weights depend only on `seed` (the global RNG is left alone)."""
     import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def small_cnn(side: int, classes: int = 10, width: float = 1.0, seed: int = 0) -> Any:
+    """Two 3x3 conv blocks (three from 16x16 up) and a two-layer head, for 1-channel square images."""
     import torch.nn as nn
 
     c1, c2, hidden = max(1, int(32 * width)), max(1, int(64 * width)), max(1, int(128 * width))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _build(nn, side, classes, c1, c2, hidden)
+    deep = side >= 16
+
+    def build():
+        return nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),
+            *([nn.Conv2d(c2, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2)] if deep else []),
+            nn.Flatten(),
+            nn.Linear(c2 * (side // (4 if deep else 2)) ** 2, hidden), nn.ReLU(),
+            nn.Linear(hidden, classes),
+        )
+
+    return seeded(seed, build)
 
 
-def _build(nn: Any, side: int, classes: int, c1: int, c2: int, hidden: int) -> Any:
-    return nn.Sequential(
-        nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
-        nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),
-        *([nn.Conv2d(c2, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2)] if side >= 16 else []),
-        nn.Flatten(),
-        nn.Linear(c2 * (side // (4 if side >= 16 else 2)) ** 2, hidden), nn.ReLU(),
-        nn.Linear(hidden, classes),
-    )
+def mlp(in_features: int, hidden: tuple[int, ...] = (1024, 1024), classes: int = 10, seed: int = 0) -> Any:
+    """A linear-heavy multilayer perceptron over flattened inputs."""
+    import torch.nn as nn
+
+    def build():
+        layers, width = [nn.Flatten()], in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        return nn.Sequential(*layers, nn.Linear(width, classes))
+
+    return seeded(seed, build)
+
+
+def text_transformer(vocab: int, seq_len: int, classes: int, dim: int = 64, heads: int = 4, layers: int = 2, ff: int = 128, seed: int = 0) -> Any:
+    """A small pre-norm transformer encoder over (input_ids, attention_mask), mean-pooled.
+
+    Attention is written with plain Linear/MatMul/Softmax so it exports to ONNX as MatMuls, which
+    is what dynamic INT8 quantizes.
+    """
+    return seeded(seed, lambda: _TextTransformer(vocab, seq_len, classes, dim, heads, layers, ff))
+
+
+def _modules():
+    import torch
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self, dim: int, heads: int, ff: int):
+            super().__init__()
+            self.heads = heads
+            self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+            self.ff = nn.Sequential(nn.Linear(dim, ff), nn.GELU(), nn.Linear(ff, dim))
+
+        def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+            b, t, d = x.shape
+            q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d // self.heads)) + bias
+            y = (att.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
+            x = x + self.proj(y)
+            return x + self.ff(self.norm2(x))
+
+    class TextTransformer(nn.Module):
+        def __init__(self, vocab, seq_len, classes, dim, heads, layers, ff):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, dim)
+            self.pos = nn.Parameter(torch.randn(seq_len, dim) * 0.02)
+            self.blocks = nn.ModuleList(Block(dim, heads, ff) for _ in range(layers))
+            self.norm = nn.LayerNorm(dim)
+            self.head = nn.Linear(dim, classes)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            x = self.embed(input_ids) + self.pos[: input_ids.shape[1]]
+            mask = attention_mask.to(x.dtype)
+            bias = (1.0 - mask[:, None, None, :]) * -1e4
+            for block in self.blocks:
+                x = block(x, bias)
+            x = self.norm(x)
+            pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+            return self.head(pooled)
+
+    return TextTransformer
+
+
+def _TextTransformer(*args):  # noqa: N802  (built lazily: torch is imported only when used)
+    return _modules()(*args)
+
+
+def for_data(family: str, inputs: dict, classes: int, seed: int = 0) -> Any:
+    """The demo model of a family sized for the data: cnn, mlp or transformer."""
+    import numpy as np
+
+    first = next(iter(inputs.values()))
+    if family == "cnn":
+        return small_cnn(first.shape[-1], classes, seed=seed)
+    if family == "mlp":
+        return mlp(int(np.prod(first.shape[1:])), classes=classes, seed=seed)
+    if family == "transformer":
+        from squeezeflow.datasets import VOCAB
+
+        return text_transformer(VOCAB, first.shape[1], classes, seed=seed)
+    raise ValueError(f"unknown model family {family!r}")
