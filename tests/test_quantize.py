@@ -64,7 +64,9 @@ def test_auto_never_keeps_a_variant_slower_than_fp32(digits_onnx, digits_dir, tm
     result = quantize(digits_onnx, QuantizeConfig(mode="auto"), _ctx(tmp_path, digits_dir))
     stats = result.stats
     assert stats["prior"] == "static"  # two convs, two linear layers: treated as convolutional
-    assert set(stats["p50_ms"]) == {"fp32", "static", "dynamic"}
+    variants = {"static-per-channel", "static-per-tensor", "dynamic-per-channel", "dynamic-per-tensor"}
+    assert set(stats["agreement_with_fp32"]) == variants
+    assert set(stats["p50_ms"]) == {"fp32"} | (variants - set(stats["rejected_for_accuracy"]))
     if stats["chosen"] == "fp32":
         assert result.model == digits_onnx and all(s <= 1 for s in stats["speedup_vs_fp32"].values())
     else:
@@ -112,6 +114,15 @@ def test_fallback_keeps_the_sensitive_layer_in_float(fragile_onnx, digits_dir, t
             assert node.input[1] in inits  # a float weight initializer, not a DequantizeLinear output
         if node.op_type == "Conv":
             assert node.input[1] not in inits  # still fed by DequantizeLinear
+
+
+def test_auto_never_chooses_a_variant_that_changes_predictions(fragile_onnx, digits_dir, tmp_path):
+    result = quantize(fragile_onnx, QuantizeConfig(mode="auto", auto_tolerance=0.01), _ctx(tmp_path, digits_dir))
+    stats = result.stats
+    # per-tensor INT8 wrecks the rescaled layer: fast or not, it must be rejected
+    assert {"static-per-tensor", "dynamic-per-tensor"} <= set(stats["rejected_for_accuracy"])
+    assert all(stats["agreement_with_fp32"][k] < 0.99 for k in stats["rejected_for_accuracy"])
+    assert stats["chosen"] not in stats["rejected_for_accuracy"]
 
 
 def test_fallback_needs_labels(digits_onnx, digits_dir, tmp_path):

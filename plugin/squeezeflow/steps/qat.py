@@ -23,6 +23,9 @@ class QatConfig(StepConfig):
 @register_step(QatConfig)
 def qat(model: Any, config: QatConfig, ctx: StepContext) -> StepResult:
     """Insert fake quantizers (X86InductorQuantizer: per-channel weights), fine-tune, convert, export."""
+    import logging
+
+    logging.getLogger("torchao").setLevel(logging.ERROR)  # CUDA kernels it cannot load on a CPU build
     import torch
     import torchao.quantization.pt2e as pt2e
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e

@@ -29,7 +29,7 @@ class QuantizeConfig(StepConfig):
     """Quantization of an ONNX model with onnxruntime.quantization."""
 
     kind: ClassVar[str] = "quantize"
-    mode: Literal["static", "dynamic", "auto", "int4", "fp16"] = Field("static", description="static: INT8 QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: INT8 weights, activations quantized at run time (matmul-heavy models); auto: builds both, times them against FP32 on the target and keeps the fastest, never one slower than FP32; int4: weight-only 4-bit MatMul (MatMulNBits); fp16: half-precision floats (for GPU providers; no CPU speedup).")
+    mode: Literal["static", "dynamic", "auto", "int4", "fp16"] = Field("static", description="static: INT8 QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: INT8 weights, activations quantized at run time (matmul-heavy models); auto: builds dynamic and static variants (per-channel and per-tensor), rejects those that change FP32's predictions (auto_tolerance), times the rest against FP32 on the target and keeps the fastest, never one slower than FP32; int4: weight-only 4-bit MatMul (MatMulNBits); fp16: half-precision floats (for GPU providers; no CPU speedup).")
     per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight instead of one per tensor.")
     calibration: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="static: how activation ranges are taken from the calibration data.")
     num_bins: int = Field(2048, ge=128, description="static, entropy/percentile: histogram bins (ORT's default of 128 makes entropy equal minmax).")
@@ -40,6 +40,7 @@ class QuantizeConfig(StepConfig):
     reduce_range: bool = Field(False, description="INT8: quantize weights to 7 bits (for x86 CPUs without VNNI).")
     op_types: tuple[str, ...] | None = Field(None, description="INT8: operator types to quantize, e.g. [MatMul, Gemm]; default: every supported type.")
     block_size: int = Field(32, ge=16, le=256, description="int4: weights per quantization block (a power of two).")
+    auto_tolerance: float = Field(0.01, ge=0, le=1, description="auto: a variant whose predictions differ from FP32 on more than this fraction of the calibration samples is never chosen, however fast.")
     fallback: Fallback | None = Field(None, description="static/dynamic: accuracy-aware fallback, e.g. {max_accuracy_drop: 0.005}; needs labels in data.calibration.")
 
 
@@ -85,15 +86,19 @@ def _calibration(ctx: StepContext, count: int, labels: bool = False) -> dict:
     return calibration.subset(arrays, count, ctx.seed)
 
 
-def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str) -> Callable[..., Path]:
-    """A function (exclude=(), only=None, tag) -> INT8 model path; static ranges are calibrated once."""
+def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str) -> tuple[Callable[..., Path], int]:
+    """A function (exclude=(), only=None, tag) -> INT8 model path, and the calibration sample count.
+
+    Static activation ranges are calibrated once and reused by every call (the fallback calls it
+    once per layer)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     from squeezeflow import calibration, data, modelio
 
-    cache = None
+    cache, samples = None, 0
     if mode == "static":
         arrays = _calibration(ctx, config.num_samples)
+        samples = len(arrays[next(iter(arrays))])
         data.check_inputs(arrays, modelio.session(prepared).get_inputs(), ctx.calibration)
         cache = calibration.ranges(prepared, data.inputs_of(arrays), config.calibration, ctx.workdir, config.num_bins, config.percentile)
 
@@ -120,17 +125,16 @@ def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mo
             )
         return out
 
-    return run
+    return run, samples
 
 
 def _int8(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str | None = None) -> StepResult:
     mode = mode or config.mode
-    run = _int8_quantizer(prepared, config, ctx, mode)
+    run, samples = _int8_quantizer(prepared, config, ctx, mode)
     out = run()
     stats = {"mode": mode, "bits": 8}
     if mode == "static":
-        stats["calibration"] = config.calibration
-        stats["calibration_samples"] = len(next(iter(_calibration(ctx, config.num_samples).values())))
+        stats.update(calibration=config.calibration, calibration_samples=samples)
     if config.fallback:
         out, stats["fallback"] = _fallback(prepared, out, run, config, ctx)
     stats["quantized_ops"] = _ops(out)
@@ -171,33 +175,45 @@ def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config:
 
 
 def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
-    """Build dynamic (and static, with calibration data) INT8, time them against FP32, keep the fastest."""
+    """Build INT8 variants (dynamic, and static with calibration data; per-channel and per-tensor),
+    drop those that change FP32's predictions, time the rest against FP32, keep the fastest."""
     import numpy as np
 
-    from squeezeflow import modelio
+    from squeezeflow import data, modelio
     from squeezeflow.evaluate import latency
+    from squeezeflow.evaluate.classification import agreement
 
     ops = modelio.op_counts(prepared)
     prior = "static" if ops.get("Conv", 0) >= ops.get("MatMul", 0) + ops.get("Gemm", 0) else "dynamic"
-    tried = {"dynamic": _int8(prepared, config, ctx, "dynamic")}
-    if ctx.calibration is not None:
-        tried["static"] = _int8(prepared, config, ctx, "static")
+    modes = ["dynamic", "static"] if ctx.calibration is not None else ["dynamic"]
+    tried = {}
+    for mode in modes:
+        for per_channel in (True, False):
+            variant = config.model_copy(update={"per_channel": per_channel})
+            tried[f"{mode}-{'per-channel' if per_channel else 'per-tensor'}"] = _int8(prepared, variant, ctx, mode)
     sessions = {"fp32": modelio.session(model, ctx.threads, ctx.providers)}
     sessions.update({k: modelio.session(r.model, ctx.threads, ctx.providers) for k, r in tried.items()})
-    feed = _timing_feed(sessions["fp32"], ctx)
-    times = latency.measure(sessions, feed, warmup=10, repeats=100, progress=False)
+    agree = {}
+    if ctx.calibration is not None:
+        inputs = data.inputs_of(_calibration(ctx, config.num_samples))
+        reference = modelio.run(sessions["fp32"], inputs)
+        agree = {k: agreement(modelio.run(sessions[k], inputs), reference) for k in tried}
+    eligible = [k for k in tried if agree.get(k, 1.0) >= 1.0 - config.auto_tolerance]
+    times = latency.measure({k: sessions[k] for k in ["fp32", *eligible]}, _timing_feed(sessions["fp32"], ctx), warmup=10, repeats=100, progress=False)
     p50 = {k: float(np.median(v)) for k, v in times.items()}
-    fastest = min(tried, key=p50.get)
-    chosen = fastest if p50[fastest] < p50["fp32"] else "fp32"
+    fastest = min(eligible, key=p50.get) if eligible else None
+    chosen = fastest if fastest and p50[fastest] < p50["fp32"] else "fp32"
     stats = {
         "mode": "auto",
         "prior": prior,
         "chosen": chosen,
+        "agreement_with_fp32": {k: round(v, 4) for k, v in agree.items()},
+        "rejected_for_accuracy": sorted(set(tried) - set(eligible)),
         "p50_ms": {k: round(v, 5) for k, v in p50.items()},
-        "speedup_vs_fp32": {k: round(p50["fp32"] / p50[k], 3) for k in tried},
+        "speedup_vs_fp32": {k: round(p50["fp32"] / p50[k], 3) for k in eligible},
     }
     if chosen == "fp32":
-        return StepResult(model, {**stats, "bits": 32, "note": "no INT8 variant was faster than FP32 on this target; the model is left in FP32"})
+        return StepResult(model, {**stats, "bits": 32, "note": "no INT8 variant was both faithful and faster than FP32 on this target; the model is left in FP32"})
     return StepResult(tried[chosen].model, {**tried[chosen].stats, **stats})
 
 

@@ -1,0 +1,194 @@
+"""Quantization benchmark: squeezeflow's modes against plain ONNX Runtime defaults, side by side.
+
+Every variant of a model is timed in one process, interleaved with its FP32 baseline (batch 1,
+one thread), so ratios are comparable on a noisy machine. Writes bench/results/quantization.json.
+
+    python bench/quantization.py            # all models (several minutes)
+    python bench/quantization.py --smoke    # digits CNN only, few repeats (what the tests run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from squeezeflow import data, datasets, modelio, train, zoo
+from squeezeflow.evaluate import latency
+from squeezeflow.evaluate.classification import accuracy
+from squeezeflow.steps import StepContext
+from squeezeflow.steps.qat import QatConfig, qat
+from squeezeflow.steps.quantize import QuantizeConfig, quantize
+
+MODELS = {  # name: dataset, family, epochs, squeezeflow variants
+    "digits-cnn": ("digits", "cnn", 8, ("static", "dynamic", "auto")),
+    "mnist-cnn": ("mnist", "cnn", 4, ("static", "dynamic", "auto")),
+    "tweets-transformer": ("tweets", "transformer", 3, ("static", "dynamic", "auto", "int4")),
+    "mnist-mlp": ("mnist", "mlp", 5, ("static", "dynamic", "auto", "int4")),
+}
+
+
+def build(name: str, work: Path, epochs: int | None = None):
+    """Write the data splits, train the model, export FP32 ONNX; returns (module, onnx, split files)."""
+    dataset, family, default_epochs, _ = MODELS[name]
+    files = {s: work / f"{s}.npz" for s in ("train", "calibration", "eval")}
+    datasets.write_splits(dataset, files)
+    tr = np.load(files["train"])
+    inputs = data.inputs_of(dict(tr))
+    model = train.fit(zoo.for_data(family, inputs, int(tr["labels"].max()) + 1), inputs, tr["labels"], epochs=epochs or default_epochs, desc=name)
+    fp32 = work / "fp32.onnx"
+    modelio.export_onnx(model, {k: v[:32] for k, v in inputs.items()}, fp32)
+    return model, fp32, files
+
+
+def ort_defaults(fp32: Path, files: dict, work: Path) -> dict[str, Path]:
+    """What a user does by hand: ORT's pre-processing, then quantize_dynamic / quantize_static with default arguments."""
+    from onnxruntime.quantization import quant_pre_process, quantize_dynamic, quantize_static
+
+    from squeezeflow import calibration
+
+    pre = work / "ort-pre.onnx"
+    quant_pre_process(str(fp32), str(pre))
+    out = {"ort-dynamic-default": work / "ort-dynamic.onnx", "ort-static-default": work / "ort-static.onnx"}
+    quantize_dynamic(str(pre), str(out["ort-dynamic-default"]))
+    cal = data.inputs_of(dict(np.load(files["calibration"])))
+    quantize_static(str(pre), str(out["ort-static-default"]), calibration.reader(calibration.subset(cal, 256, 0), 1))
+    return out
+
+
+def squeezeflow_variants(fp32: Path, files: dict, work: Path, modes: tuple[str, ...]) -> tuple[dict[str, Path], dict]:
+    out, stats = {}, {}
+    for mode in modes:
+        folder = work / f"sf-{mode}"
+        folder.mkdir()
+        result = quantize(fp32, QuantizeConfig(mode=mode), StepContext(workdir=folder, calibration=files["calibration"]))
+        out[f"squeezeflow-{mode}"], stats[f"squeezeflow-{mode}"] = result.model, result.stats
+    return out, stats
+
+
+def measure(fp32: Path, variants: dict[str, Path], files: dict, repeats: int) -> dict:
+    """Accuracy, size and interleaved batch-1 single-thread latency of FP32 and every variant."""
+    ev = dict(np.load(files["eval"]))
+    inputs, labels = data.inputs_of(ev), ev[data.LABELS]
+    models = {"fp32": fp32, **variants}
+    sessions = {k: modelio.session(p, threads=1) for k, p in models.items()}
+    acc = {k: accuracy(modelio.run(s, inputs), labels) for k, s in sessions.items()}
+    times = latency.measure(sessions, next(data.batches(ev, 1)), warmup=max(10, repeats // 10), repeats=repeats, progress=False)
+    p50 = {k: float(np.median(v)) for k, v in times.items()}
+    size = {k: Path(p).stat().st_size for k, p in models.items()}
+    return {
+        k: {
+            "accuracy": round(acc[k], 5),
+            "accuracy_drop_points": round(100 * (acc["fp32"] - acc[k]), 3),
+            "size_bytes": size[k],
+            "size_ratio": round(size["fp32"] / size[k], 3),
+            "latency_p50_ms": round(p50[k], 5),
+            "speedup": round(p50["fp32"] / p50[k], 3),
+        }
+        for k in models
+    }
+
+
+def weight_bytes(path: Path) -> int:
+    """Bytes of the weight initializers (what int4 shrinks), excluding graph structure."""
+    import onnx
+
+    return sum(len(i.raw_data) or 4 * int(np.prod(i.dims)) for i in onnx.load(str(path)).graph.initializer)
+
+
+def fragile(model, files: dict, work: Path) -> Path:
+    """A function-preserving rescale (hidden unit x1000 in, /1000 out) that breaks per-tensor INT8."""
+    import torch
+
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model[-3].weight[0] *= 1000.0
+        model[-3].bias[0] *= 1000.0
+        model[-1].weight[:, 0] /= 1000.0
+    path = work / "fragile.onnx"
+    inputs = data.inputs_of(dict(np.load(files["eval"])))
+    modelio.export_onnx(model, {k: v[:32] for k, v in inputs.items()}, path)
+    return path, model
+
+
+def hard_cases(model, files: dict, work: Path, budget: float = 0.01) -> dict:
+    """QAT against static PTQ, and the accuracy fallback, on the fragile CNN (strict budget)."""
+    path, fragile_model = fragile(model, files, work)
+    ev = dict(np.load(files["eval"]))
+    inputs, labels = data.inputs_of(ev), ev[data.LABELS]
+    base = accuracy(modelio.run(modelio.session(path), inputs), labels)
+
+    def drop(p):
+        return round(base - accuracy(modelio.run(modelio.session(p), inputs), labels), 5)
+
+    results = {"budget_max_accuracy_drop": budget, "fp32_accuracy": round(base, 5)}
+    for name, config in {"ptq-static-per-tensor": QuantizeConfig(per_channel=False), "ptq-static-per-channel": QuantizeConfig()}.items():
+        folder = work / name
+        folder.mkdir()
+        results[name] = {"drop": drop(quantize(path, config, StepContext(workdir=folder, calibration=files["calibration"])).model)}
+    folder = work / "qat"
+    folder.mkdir()
+    t = time.perf_counter()
+    q = qat(fragile_model, QatConfig(epochs=2), StepContext(workdir=folder, train=files["train"]))
+    results["qat"] = {"drop": drop(q.model), "seconds": round(time.perf_counter() - t, 1)}
+    folder = work / "fallback"
+    folder.mkdir()
+    fb = quantize(path, QuantizeConfig(per_channel=False, fallback={"max_accuracy_drop": budget}), StepContext(workdir=folder, calibration=files["calibration"]))
+    results["fallback"] = {"drop": drop(fb.model), "kept_float": fb.stats["fallback"]["kept_float"], "tried": fb.stats["fallback"]["tried"], "met_on_calibration": fb.stats["fallback"]["met"]}
+    for key in ("ptq-static-per-tensor", "ptq-static-per-channel", "qat", "fallback"):
+        results[key]["meets_budget"] = results[key]["drop"] <= budget
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="digits CNN only, 2 epochs, few repeats")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quantization.json")
+    parser.add_argument("--repeats", type=int, default=300)
+    args = parser.parse_args(argv)
+    names = ["digits-cnn"] if args.smoke else list(MODELS)
+    repeats = 20 if args.smoke else args.repeats
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version.split()[0]},
+        "versions": _versions(),
+        "method": f"batch 1, 1 thread, median of {repeats} interleaved runs per variant; accuracy on the eval split",
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="sf-bench-") as tmp:
+        for name in names:
+            work = Path(tmp) / name
+            work.mkdir()
+            model, fp32, files = build(name, work, epochs=2 if args.smoke else None)
+            variants = ort_defaults(fp32, files, work)
+            sf, stats = squeezeflow_variants(fp32, files, work, MODELS[name][3])
+            row = {"variants": measure(fp32, {**variants, **sf}, files, repeats), "auto": {k: stats["squeezeflow-auto"][k] for k in ("prior", "chosen", "speedup_vs_fp32")}}
+            if "squeezeflow-int4" in sf:
+                row["int4_weight_ratio"] = round(weight_bytes(fp32) / weight_bytes(sf["squeezeflow-int4"]), 3)
+            report["models"][name] = row
+            print(name, json.dumps(row["variants"], indent=None)[:2000], flush=True)
+            if name == ("digits-cnn" if args.smoke else "mnist-cnn"):
+                report["hard_cases"] = {"model": name, **hard_cases(model, files, work)}
+                print("hard cases", json.dumps(report["hard_cases"]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("torch", "onnx", "onnxruntime", "torchao", "mlflow", "squeezeflow")}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

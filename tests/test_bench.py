@@ -1,0 +1,25 @@
+"""The benchmarks run (smoke mode) so they never rot; their figures are not asserted as timings."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_quantization_bench_smoke(tmp_path):
+    out = tmp_path / "quantization.json"
+    proc = subprocess.run([sys.executable, ROOT / "bench/quantization.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    variants = report["models"]["digits-cnn"]["variants"]
+    assert set(variants) == {"fp32", "ort-dynamic-default", "ort-static-default", "squeezeflow-static", "squeezeflow-dynamic", "squeezeflow-auto"}
+    assert all(v["size_ratio"] > 3 for k, v in variants.items() if k != "fp32")
+    assert report["models"]["digits-cnn"]["auto"]["chosen"] in {"static", "dynamic", "fp32"}
+    hard = report["hard_cases"]
+    assert not hard["ptq-static-per-tensor"]["meets_budget"]  # the constructed case really breaks per-tensor INT8
+    assert hard["fallback"]["kept_float"]
