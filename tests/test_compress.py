@@ -31,3 +31,25 @@ def test_torch_step_on_an_onnx_source_is_a_config_error(local_registry, digits_o
     pull(params)
     with pytest.raises(ConfigError, match="is registered as ONNX"):
         compress(params, "qat")
+
+
+def test_manifest_records_resolved_params_stats_and_lineage(local_registry, digits_onnx, digits_dir, tmp_path):
+    import json
+
+    from squeezeflow import artifacts
+
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    recipes = {"int8": [{"quantize": {"mode": "static", "calibration": "percentile"}}]}
+    params = load_params(write_params(tmp_path, digits_dir, recipes=recipes))
+    source = pull(params)
+    manifest = compress(params, "int8")
+    (step,) = manifest["steps"]
+    assert step["kind"] == "quantize" and step["mode"] == "static" and step["calibration"] == "percentile"
+    assert step["per_channel"] is True and step["num_bins"] == 2048  # defaults resolved, not just what was written
+    assert step["stats"]["calibration_samples"] == 179 and step["stats"]["quantized_ops"]["QuantizeLinear"] > 0
+    assert manifest["root"] == source["root"] and manifest["recipe"]["name"] == "int8" and len(manifest["recipe"]["digest"]) == 64
+    folder = tmp_path / "artifacts/candidates/int8"
+    assert manifest["parent_digest"] == artifacts.manifest_digest(tmp_path / "artifacts/source")
+    assert artifacts.read_manifest(folder)["sha256"] == manifest["sha256"]
+    props = modelio.metadata(folder / "model.onnx")
+    assert json.loads(props["squeezeflow.steps"])[0]["calibration"] == "percentile"

@@ -154,3 +154,23 @@ def test_qat_needs_labelled_train_data(digits_cnn, tmp_path):
 
     with pytest.raises(ConfigError, match="set data.train"):
         qat(digits_cnn, QatConfig(), StepContext(workdir=tmp_path))
+
+
+def test_report_names_the_float_layers_and_the_auto_choice():
+    from squeezeflow import report
+
+    manifest = {"steps": [
+        {"kind": "quantize", "stats": {"mode": "auto", "chosen": "static-per-channel", "speedup_vs_fp32": {"static-per-channel": 1.6}, "rejected_for_accuracy": ["static-per-tensor"]}},
+        {"kind": "quantize", "stats": {"fallback": {"kept_float": ["node_linear"], "met": True, "max_accuracy_drop": 0.005}}},
+        {"kind": "quantize", "stats": {"note": "fp16 gives no speedup on CPU execution providers; use it for GPU targets"}},
+    ]}
+    notes = report.step_notes(manifest)
+    assert notes == [
+        "quantize auto chose static-per-channel (1.6x FP32 when measured); rejected for accuracy: static-per-tensor",
+        "quantize fallback kept 1 layer(s) in float: node_linear (budget 0.005 met on calibration data)",
+        "quantize: fp16 gives no speedup on CPU execution providers; use it for GPU targets",
+    ]
+    verdict = {"verdict": "pass", "selected": "a", "objective": "latency_p95_ms", "budgets": {}, "baseline": {},
+               "candidates": {"a": {"passed": True, "violations": [], "metrics": {}, "notes": notes}}}
+    md = report.markdown(verdict)
+    assert "- a: quantize fallback kept 1 layer(s) in float: node_linear" in md

@@ -26,6 +26,23 @@ def rows(verdict: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def step_notes(manifest: dict[str, Any]) -> list[str]:
+    """What a reader of the report must know about how a candidate was made."""
+    notes = []
+    for step in manifest.get("steps", []):
+        stats = step.get("stats", {})
+        if stats.get("note"):
+            notes.append(f"{step['kind']}: {stats['note']}")
+        if stats.get("chosen"):
+            speed = stats.get("speedup_vs_fp32", {}).get(stats["chosen"])
+            notes.append(f"{step['kind']} auto chose {stats['chosen']}" + (f" ({speed}x FP32 when measured)" if speed else "") + (f"; rejected for accuracy: {', '.join(stats['rejected_for_accuracy'])}" if stats.get("rejected_for_accuracy") else ""))
+        fallback = stats.get("fallback")
+        if fallback and fallback.get("kept_float"):
+            state = "met" if fallback["met"] else "NOT met"
+            notes.append(f"{step['kind']} fallback kept {len(fallback['kept_float'])} layer(s) in float: {', '.join(fallback['kept_float'])} (budget {fallback['max_accuracy_drop']:g} {state} on calibration data)")
+    return notes
+
+
 def missed_lines(verdict: dict[str, Any]) -> list[str]:
     """One sentence per missed budget: candidate, budget, measured value, threshold, margin."""
     lines = []
@@ -53,6 +70,9 @@ def markdown(verdict: dict[str, Any]) -> str:
     missed = missed_lines(verdict)
     if missed:
         lines += ["", "Missed budgets:", "", *(f"- {m}" for m in missed)]
+    notes = [f"{name}: {note}" for name, cand in verdict["candidates"].items() for note in cand.get("notes", [])]
+    if notes:
+        lines += ["", "Notes:", "", *(f"- {n}" for n in notes)]
     return "\n".join(lines) + "\n"
 
 

@@ -50,7 +50,7 @@ def mlp(in_features: int, hidden: tuple[int, ...] = (1024, 1024), classes: int =
     return seeded(seed, build)
 
 
-def text_transformer(vocab: int, seq_len: int, classes: int, dim: int = 64, heads: int = 4, layers: int = 2, ff: int = 128, seed: int = 0) -> Any:
+def text_transformer(vocab: int, seq_len: int, classes: int, dim: int = 256, heads: int = 4, layers: int = 2, ff: int = 1024, seed: int = 0) -> Any:
     """A small pre-norm transformer encoder over (input_ids, attention_mask), mean-pooled.
 
     Attention is written with plain Linear/MatMul/Softmax so it exports to ONNX as MatMuls, which

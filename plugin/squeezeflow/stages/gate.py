@@ -11,10 +11,10 @@ from squeezeflow import github, report
 from squeezeflow.config import Params
 from squeezeflow.errors import DataError, GateFailedError, SqueezeflowError
 from squeezeflow.gate import decide
-from squeezeflow.stages import BASELINE, METRICS_DIR, REPORTS_DIR
+from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, REPORTS_DIR
 
 
-def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = REPORTS_DIR, audit: bool = True) -> dict[str, Any]:
+def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = REPORTS_DIR, audit: bool = True, candidates_dir: Path = CANDIDATES_DIR) -> dict[str, Any]:
     """Write reports/gate.json and reports/gate.md; fail when no candidate passes.
 
     A failed gate still writes its reports first and records the attempt as a FAILED MLflow run
@@ -30,6 +30,9 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
     baseline = _read(metrics_dir / f"{BASELINE}.json")
     rows = {name: _read(metrics_dir / f"{name}.json") for name in sorted(params.recipes)}
     verdict = decide(baseline, rows, params.budgets, params.selection.objective)
+    for name, cand in verdict["candidates"].items():
+        manifest = candidates_dir / name / "manifest.json"
+        cand["notes"] = report.step_notes(json.loads(manifest.read_text())) if manifest.is_file() else []
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "gate.json").write_text(json.dumps(verdict, indent=2, sort_keys=True) + "\n")
     md = report.markdown(verdict)
