@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo demo-mnist test test-fast bench clean
+.PHONY: demo demo-mnist test test-fast bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test-fast: $(STAMP)  ## skip the end-to-end tests
 
 bench: $(STAMP)
 	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
+
+docs: $(STAMP)  ## regenerate the params.yaml reference in README.md from the config models
+	$(BIN)/python -m squeezeflow.docs README.md
 
 clean:
 	rm -rf artifacts metrics reports mlflow.db mlruns data .dvc/cache .dvc/tmp

@@ -25,6 +25,12 @@ def test_every_step_parameter_is_documented(kind):
         assert f"`{name}`" in block
 
 
+def test_params_reference_is_generated_from_the_config_models():
+    from squeezeflow import docs
+
+    assert docs.render(README) == README, "README.md params reference is stale: run `make docs`"
+
+
 def test_commands_and_exit_codes_are_documented():
     for command in ("pull", "compress", "evaluate", "gate", "promote", "demo", "lineage", "steps"):
         assert f"`squeezeflow {command}" in README

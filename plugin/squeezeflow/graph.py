@@ -48,3 +48,47 @@ def nodes_of(path: Path, op_types: tuple[str, ...]) -> list[str]:
     import onnx
 
     return [n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type in op_types]
+
+
+def palettize(src: Path, dst: Path, max_values: int = 256, min_size: int = 1024) -> int:
+    """Store float weights with at most `max_values` distinct values as uint8 indices + a codebook.
+
+    Each such initializer W becomes W_indices (uint8) and W_codebook (float32), and the graph
+    recomputes W = Gather(W_codebook, Cast(W_indices)) under the same name, so the file shrinks
+    about 4x and ONNX Runtime runs it unchanged.
+
+    Returns:
+        How many initializers were palettized.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    new_nodes, count = [], 0
+    for init in list(graph.initializer):
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        arr = numpy_helper.to_array(init)
+        if arr.size < min_size:
+            continue
+        values, inverse = np.unique(arr, return_inverse=True)
+        if len(values) > min(max_values, 256):
+            continue
+        name = init.name
+        graph.initializer.remove(init)
+        graph.initializer.extend([
+            numpy_helper.from_array(values.astype(np.float32), f"{name}_codebook"),
+            numpy_helper.from_array(inverse.reshape(arr.shape).astype(np.uint8), f"{name}_indices"),
+        ])
+        new_nodes += [
+            helper.make_node("Cast", [f"{name}_indices"], [f"{name}_index32"], to=TensorProto.INT32, name=f"{name}_cast"),
+            helper.make_node("Gather", [f"{name}_codebook", f"{name}_index32"], [name], axis=0, name=f"{name}_palette"),
+        ]
+        count += 1
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(new_nodes + nodes)
+    onnx.save(model, str(dst))
+    return count

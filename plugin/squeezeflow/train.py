@@ -1,4 +1,4 @@
-"""The one training loop of the project (demo models, and fine-tuning steps later)."""
+"""The one training loop of the project: demo models, QAT, fine-tuning, gradual pruning, clustering."""
 
 from __future__ import annotations
 
@@ -8,35 +8,124 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
+AfterStep = Callable[[Any, int, int], None]  # (model, step, total_steps) after each optimizer step
 
-def fit(model: Any, x: np.ndarray | dict[str, np.ndarray], y: np.ndarray, epochs: int, lr: float = 1e-3, batch_size: int = 64, seed: int = 0, device: str = "cpu", desc: str = "train", set_mode: Callable[[Any, bool], None] | None = None) -> Any:
+
+def fit(
+    model: Any,
+    x: np.ndarray | dict[str, np.ndarray],
+    y: np.ndarray,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "cpu",
+    desc: str = "train",
+    set_mode: Callable[[Any, bool], None] | None = None,
+    after_step: AfterStep | None = None,
+    validation: tuple[Any, np.ndarray] | None = None,
+    patience: int = 0,
+) -> Any:
     """Train a classifier with Adam and cross-entropy, seeded, with a progress bar.
 
     Args:
         x: the input array, or one array per model input (passed positionally, in order).
         set_mode: switches the model between training (True) and eval (False); default
             `model.train(flag)`. Exported graphs (torch.export, PT2E) need their own.
+        after_step: called after every optimizer step (masks, sparsity schedules, centroids).
+        validation: (inputs, labels) scored after each epoch; the best epoch's weights are kept.
+        patience: with `validation`, stop after this many epochs without improvement (0: never).
 
     Returns:
         The model, in eval mode.
     """
+    import copy
+
     import torch
     from tqdm import tqdm
 
-    set_mode = set_mode or (lambda m, training: m.train(training))
+    set_mode = set_mode or switch_mode
     torch.manual_seed(seed)
     model.to(device)
-    set_mode(model, True)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    xs = [torch.from_numpy(a) for a in (x.values() if isinstance(x, dict) else [x])]
+    xs = _tensors(x)
     ys = torch.from_numpy(y)
     gen = torch.Generator().manual_seed(seed)
     loss_fn = torch.nn.CrossEntropyLoss()
-    for _ in tqdm(range(epochs), desc=desc, unit="epoch"):
+    steps_per_epoch = -(-len(ys) // batch_size)
+    total, step = epochs * steps_per_epoch, 0
+    best, best_state, stale = -1.0, None, 0
+    bar = tqdm(range(epochs), desc=desc, unit="epoch")
+    for _ in bar:
+        set_mode(model, True)
         for idx in torch.randperm(len(ys), generator=gen).split(batch_size):
             opt.zero_grad()
             loss = loss_fn(model(*(a[idx].to(device) for a in xs)), ys[idx].to(device))
             loss.backward()
             opt.step()
+            step += 1
+            if after_step:
+                with torch.no_grad():
+                    after_step(model, step, total)
+        if validation is not None:
+            score = accuracy(model, *validation, device=device, set_mode=set_mode)
+            bar.set_postfix(val_acc=f"{score:.4f}")
+            if score > best:
+                best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+                if patience and stale >= patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     set_mode(model, False)
     return model
+
+
+def accuracy(model: Any, x: Any, y: np.ndarray, device: str = "cpu", set_mode: Callable[[Any, bool], None] | None = None, batch_size: int = 512) -> float:
+    """Accuracy of a torch classifier (eval mode, no gradients)."""
+    import torch
+
+    (set_mode or switch_mode)(model, False)
+    xs = _tensors(x)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(y), batch_size):
+            out = model(*(a[start : start + batch_size].to(device) for a in xs))
+            correct += int((out.argmax(1).cpu().numpy() == y[start : start + batch_size]).sum())
+    return correct / len(y)
+
+
+def switch_mode(model: Any, training: bool) -> None:
+    """model.train(training); for exported graphs (MLflow's pt2 format) torchao's equivalent."""
+    try:
+        model.train(training)
+    except NotImplementedError:
+        import torchao.quantization.pt2e as pt2e
+
+        (pt2e.move_exported_model_to_train if training else pt2e.move_exported_model_to_eval)(model)
+
+
+def _tensors(x: Any) -> list:
+    import torch
+
+    return [torch.from_numpy(a) for a in (x.values() if isinstance(x, dict) else [x])]
+
+
+def weights(model: Any) -> dict[str, Any]:
+    """The prunable/clusterable weights: parameters of rank >= 2 (conv kernels, linear matrices)."""
+    return {name: p for name, p in model.named_parameters() if p.dim() >= 2}
+
+
+def keep_zeros(model: Any) -> AfterStep | None:
+    """An after_step hook holding today's exact zeros at zero (fine-tuning keeps the sparsity)."""
+    masks = {name: (p != 0) for name, p in weights(model).items() if bool((p == 0).any())}
+    if not masks:
+        return None
+    params = dict(model.named_parameters())
+
+    def hook(_model: Any, _step: int, _total: int) -> None:
+        for name, mask in masks.items():
+            params[name].mul_(mask)
+
+    return hook

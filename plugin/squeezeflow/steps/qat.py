@@ -31,15 +31,11 @@ def qat(model: Any, config: QatConfig, ctx: StepContext) -> StepResult:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer, get_default_x86_inductor_quantization_config
 
-    from squeezeflow import data, modelio, train
+    from squeezeflow import modelio, train
     from squeezeflow.errors import ConfigError
+    from squeezeflow.steps.finetune import training_data
 
-    if ctx.train is None:
-        raise ConfigError("step qat trains: set data.train in params.yaml to an npz with inputs and `labels`.")
-    arrays = data.load(ctx.train, "train")
-    if data.LABELS not in arrays:
-        raise ConfigError(f"{ctx.train}: step qat needs a `labels` array in the training data.")
-    inputs = data.inputs_of(arrays)
+    inputs, labels, _ = training_data(ctx, "qat")
     if len(inputs) != 1:
         raise ConfigError(f"step qat supports single-input models for now; {ctx.train} has inputs {sorted(inputs)}.")
     (name, x), = inputs.items()
@@ -48,7 +44,7 @@ def qat(model: Any, config: QatConfig, ctx: StepContext) -> StepResult:
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
     prepared = prepare_qat_pt2e(graph, quantizer)
     set_mode = lambda m, training: (pt2e.move_exported_model_to_train if training else pt2e.move_exported_model_to_eval)(m)  # noqa: E731
-    train.fit(prepared, x, arrays[data.LABELS], epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=ctx.seed, desc="qat", set_mode=set_mode)
+    train.fit(prepared, x, labels, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=ctx.seed, desc="qat", set_mode=set_mode)
     converted = convert_pt2e(prepared)
     pt2e.move_exported_model_to_eval(converted)
     out = Path(ctx.workdir) / "qat.onnx"

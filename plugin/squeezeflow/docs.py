@@ -1,0 +1,64 @@
+"""The params.yaml reference, rendered from the config models' field descriptions.
+
+README.md holds it between the markers below; `make docs` rewrites it and a test keeps it in sync.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+START, END = "<!-- params-reference:start (make docs) -->", "<!-- params-reference:end -->"
+
+
+def _default(field: Any) -> str:
+    from pydantic_core import PydanticUndefined
+
+    if field.default is PydanticUndefined:
+        return "*required*"
+    value = field.default
+    return str(list(value) if isinstance(value, tuple) else value)
+
+
+def _rows(prefix: str, model: Any) -> list[str]:
+    from pydantic import BaseModel
+
+    rows = []
+    for name, field in model.model_fields.items():
+        rows.append(f"| `{prefix}{name}` | {_default(field)} | {field.description} |")
+        nested = [a for a in getattr(field.annotation, "__args__", (field.annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        for sub in nested:
+            rows += _rows(f"{prefix}{name}.", sub)
+    return rows
+
+
+def params_reference() -> str:
+    """Markdown tables: every params.yaml key, then every step's parameters."""
+    from squeezeflow import config
+    from squeezeflow.steps import config_class, known_steps
+
+    head = ["| key | default | meaning |", "|---|---|---|"]
+    lines = list(head)
+    for section in ("source", "data", "target", "budgets", "selection", "promote", "demo"):
+        lines += _rows(f"{section}.", config.Params.model_fields[section].annotation)
+    lines += [f"| `recipes` | *required* | {config.Params.model_fields['recipes'].description} |",
+              f"| `seed` | {config.Params.model_fields['seed'].default} | {config.Params.model_fields['seed'].description} |"]
+    for kind in known_steps():
+        cls = config_class(kind)
+        takes = "a PyTorch model" if cls.input_format == "torch" else "an ONNX model"
+        lines += ["", f"#### `{kind}`", "", f"{(cls.__doc__ or '').strip()} Takes {takes}.", "", "| parameter | default | meaning |", "|---|---|---|", *_rows("", cls)]
+    return "\n".join(lines)
+
+
+def render(readme: str) -> str:
+    """README text with the generated block replaced."""
+    before, rest = readme.split(START, 1)
+    _, after = rest.split(END, 1)
+    return f"{before}{START}\n{params_reference()}\n{END}{after}"
+
+
+if __name__ == "__main__":
+    import pathlib
+    import sys
+
+    path = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    path.write_text(render(path.read_text()))

@@ -1,0 +1,149 @@
+"""Pruning, fine-tuning and clustering: what each does to the weights, the graph and the file."""
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from squeezeflow import graph, modelio, train
+from squeezeflow.errors import ConfigError
+from squeezeflow.steps import StepContext
+from squeezeflow.steps.cluster import ClusterConfig, cluster
+from squeezeflow.steps.finetune import FinetuneConfig, finetune
+from squeezeflow.steps.prune import PruneConfig, prune, schedule, sparsity
+
+
+@pytest.fixture
+def ctx(tmp_path, digits_dir):
+    return StepContext(workdir=tmp_path, train=digits_dir / "train.npz", calibration=digits_dir / "calibration.npz")
+
+
+def _eval(digits_dir, n=None):
+    ev = np.load(digits_dir / "eval.npz")
+    return ev["input"][:n], ev["labels"][:n]
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_unstructured_reaches_the_sparsity_and_finetune_keeps_it(digits_cnn, ctx, scope):
+    model = prune(copy.deepcopy(digits_cnn), PruneConfig(amount=0.8, scope=scope), ctx).model
+    assert sparsity(model) == pytest.approx(0.8, abs=0.005)
+    if scope == "layer":
+        for p in train.weights(model).values():
+            assert float((p == 0).float().mean()) == pytest.approx(0.8, abs=0.01)
+    tuned = finetune(model, FinetuneConfig(epochs=1, lr=1e-3, patience=0), ctx)
+    assert sparsity(tuned.model) == pytest.approx(0.8, abs=0.005)
+    assert tuned.stats["val_accuracy_after"] >= 0.9
+
+
+def test_gradual_schedule_and_result(digits_cnn, ctx):
+    values = [schedule(t, 100, 0.1, 0.8) for t in range(0, 101)]
+    assert values[0] == pytest.approx(0.1) and values[80] == pytest.approx(0.8) and values[100] == pytest.approx(0.8)
+    assert all(a <= b for a, b in zip(values, values[1:]))  # monotone
+    assert values[20] - values[0] > values[80] - values[60]  # prunes fast first, slowly at the end (cubic)
+    result = prune(copy.deepcopy(digits_cnn), PruneConfig(amount=0.7, schedule="gradual", epochs=1, frequency=5), ctx)
+    assert result.stats["sparsity"] == pytest.approx(0.7, abs=0.005)
+    x, y = _eval(ctx.train.parent)
+    assert train.accuracy(result.model, x, y) >= 0.85
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "bn_scale", "taylor"])
+def test_structured_removes_channels_and_exports_faithfully(digits_cnn, ctx, importance, tmp_path):
+    result = prune(copy.deepcopy(digits_cnn), PruneConfig(method="structured", amount=0.5, importance=importance), ctx)
+    assert result.stats["params_after"] < 0.75 * result.stats["params_before"]
+    assert result.model[-1].out_features == 10  # the classifier keeps its outputs
+    x, _ = _eval(ctx.train.parent, 64)
+    path = tmp_path / "pruned.onnx"
+    modelio.export_onnx(result.model, {"input": x}, path)  # checks ORT against torch
+    assert path.stat().st_size < 0.8 * sum(p.numel() for p in digits_cnn.parameters()) * 4
+
+
+class _Residual(torch.nn.Module):
+    """ResNet-style: a residual add, a concatenation, global average pooling, a linear head."""
+
+    def __init__(self, pool: bool = True):
+        super().__init__()
+        self.pool = pool
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU())
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16))
+        self.branch = torch.nn.Conv2d(16, 8, 1)
+        self.head = torch.nn.Linear(24 if pool else 24 * 64, 10)
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = torch.relu(h + self.body(h))  # residual add: both sides must keep the same channels
+        h = torch.cat([h, self.branch(h)], dim=1)  # concatenation
+        h = h.mean(dim=(2, 3)) if self.pool else h.flatten(1)
+        return self.head(h)
+
+
+def test_torch_pruning_keeps_a_residual_network_consistent(ctx, tmp_path):
+    x, _ = _eval(ctx.train.parent, 32)
+    pruned = prune(_Residual().eval(), PruneConfig(method="structured", amount=0.5), ctx).model
+    assert pruned.stem[0].out_channels == pruned.body[3].out_channels < 16  # residual partners pruned together
+    assert pruned.head.in_features == pruned.stem[0].out_channels + pruned.branch.out_channels
+    path = tmp_path / "resnet.onnx"
+    modelio.export_onnx(pruned, {"input": x}, path)
+    with torch.no_grad():
+        expected = pruned(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(modelio.run(modelio.session(path), {"input": x}), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_model_the_pruner_breaks_is_refused(ctx):
+    from squeezeflow.errors import ModelError
+
+    with pytest.raises(ModelError, match="structured pruning left the model inconsistent"):
+        prune(_Residual(pool=False).eval(), PruneConfig(method="structured", amount=0.5), ctx)
+
+
+def test_structured_on_a_traced_graph_says_how_to_register(digits_cnn, ctx):
+    x, _ = _eval(ctx.train.parent, 4)
+    traced = torch.export.export(copy.deepcopy(digits_cnn), (torch.from_numpy(x),)).module()
+    with pytest.raises(ConfigError, match="serialization_format='pickle'"):
+        prune(traced, PruneConfig(method="structured"), ctx)
+
+
+def test_cluster_palettizes_and_shrinks_the_file(digits_cnn, digits_onnx, ctx):
+    result = cluster(copy.deepcopy(digits_cnn), ClusterConfig(clusters=16), ctx)
+    model = onnx.load(str(result.model))
+    indices = [i for i in model.graph.initializer if i.name.endswith("_indices")]
+    assert len(indices) == result.stats["layers_palettized"] == result.stats["layers_clustered"] == 3 and all(i.data_type == onnx.TensorProto.UINT8 for i in indices)
+    for i in indices:
+        assert numpy_helper.to_array(i).max() < 16
+    assert "Gather" in modelio.op_counts(result.model)
+    assert result.model.stat().st_size * 3.5 <= digits_onnx.stat().st_size
+    x, y = _eval(ctx.train.parent)
+    fp32 = modelio.run(modelio.session(digits_onnx), {"input": x})
+    clustered = modelio.run(modelio.session(result.model), {"input": x})
+    assert (fp32.argmax(1) == clustered.argmax(1)).mean() >= 0.97
+
+
+def test_cluster_after_pruning_keeps_zeros_and_centroid_tuning_keeps_k(digits_cnn, ctx):
+    pruned = prune(copy.deepcopy(digits_cnn), PruneConfig(amount=0.8), ctx).model
+    result = cluster(pruned, ClusterConfig(clusters=8, epochs=1), ctx)
+    assert result.stats["centroid_epochs"] == 1 and result.stats["layers_palettized"] == result.stats["layers_clustered"] == 3
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(result.model)).graph.initializer}
+    zeros = total = 0
+    for name, codebook in inits.items():
+        if name.endswith("_codebook"):
+            assert len(codebook) <= 8 and 0.0 in codebook.tolist()  # pruned zeros stay an exact zero
+            indices = inits[name.replace("_codebook", "_indices")]
+            zeros += int((indices == codebook.tolist().index(0.0)).sum())
+            total += indices.size
+    assert zeros / total > 0.75  # global 80% sparsity survives clustering (small layers excluded)
+
+
+def test_palettize_is_exact(digits_onnx, tmp_path):
+    quantized = tmp_path / "q.onnx"
+    model = onnx.load(str(digits_onnx))
+    for init in model.graph.initializer:  # give every weight only 4 distinct values
+        arr = numpy_helper.to_array(init)
+        if arr.size >= 1024:
+            init.CopyFrom(numpy_helper.from_array((np.sign(arr) * 0.5).astype(np.float32), init.name))
+    onnx.save(model, str(quantized))
+    out = tmp_path / "p.onnx"
+    assert graph.palettize(quantized, out, max_values=256) >= 3
+    x = {"input": np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)}
+    np.testing.assert_array_equal(modelio.run(modelio.session(out), x), modelio.run(modelio.session(quantized), x))
