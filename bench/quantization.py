@@ -9,11 +9,8 @@ one thread), so ratios are comparable on a noisy machine. Writes bench/results/q
 
 from __future__ import annotations
 
-import argparse
 import copy
-import datetime
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -21,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import accuracy_and_speed, arguments, header, write  # noqa: E402
+
 from squeezeflow import data, datasets, modelio, train, zoo
-from squeezeflow.evaluate import latency
 from squeezeflow.evaluate.classification import accuracy
 from squeezeflow.steps import StepContext
 from squeezeflow.steps.qat import QatConfig, qat
@@ -76,25 +75,10 @@ def squeezeflow_variants(fp32: Path, files: dict, work: Path, modes: tuple[str, 
 
 def measure(fp32: Path, variants: dict[str, Path], files: dict, repeats: int) -> dict:
     """Accuracy, size and interleaved batch-1 single-thread latency of FP32 and every variant."""
-    ev = dict(np.load(files["eval"]))
-    inputs, labels = data.inputs_of(ev), ev[data.LABELS]
     models = {"fp32": fp32, **variants}
-    sessions = {k: modelio.session(p, threads=1) for k, p in models.items()}
-    acc = {k: accuracy(modelio.run(s, inputs), labels) for k, s in sessions.items()}
-    times = latency.measure(sessions, next(data.batches(ev, 1)), warmup=max(10, repeats // 10), repeats=repeats, progress=False)
-    p50 = {k: float(np.median(v)) for k, v in times.items()}
+    rows = accuracy_and_speed(models, files["eval"], repeats)
     size = {k: Path(p).stat().st_size for k, p in models.items()}
-    return {
-        k: {
-            "accuracy": round(acc[k], 5),
-            "accuracy_drop_points": round(100 * (acc["fp32"] - acc[k]), 3),
-            "size_bytes": size[k],
-            "size_ratio": round(size["fp32"] / size[k], 3),
-            "latency_p50_ms": round(p50[k], 5),
-            "speedup": round(p50["fp32"] / p50[k], 3),
-        }
-        for k in models
-    }
+    return {k: {**rows[k], "size_bytes": size[k], "size_ratio": round(size["fp32"] / size[k], 3)} for k in models}
 
 
 def weight_bytes(path: Path) -> int:
@@ -149,20 +133,9 @@ def hard_cases(model, files: dict, work: Path, budget: float = 0.01) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="digits CNN only, 2 epochs, few repeats")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quantization.json")
-    parser.add_argument("--repeats", type=int, default=300)
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, "quantization", argv)
     names = ["digits-cnn"] if args.smoke else list(MODELS)
-    repeats = 20 if args.smoke else args.repeats
-    report = {
-        "date": datetime.date.today().isoformat(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version.split()[0]},
-        "versions": _versions(),
-        "method": f"batch 1, 1 thread, median of {repeats} interleaved runs per variant; accuracy on the eval split",
-        "models": {},
-    }
+    report = header(f"batch 1, 1 thread, median of {args.repeats} interleaved runs per variant; accuracy on the eval split")
     with tempfile.TemporaryDirectory(prefix="sf-bench-") as tmp:
         for name in names:
             work = Path(tmp) / name
@@ -170,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             model, fp32, files = build(name, work, epochs=2 if args.smoke else None)
             variants = ort_defaults(fp32, files, work)
             sf, stats = squeezeflow_variants(fp32, files, work, MODELS[name][3])
-            row = {"variants": measure(fp32, {**variants, **sf}, files, repeats), "auto": {k: stats["squeezeflow-auto"][k] for k in ("prior", "chosen", "speedup_vs_fp32")}}
+            row = {"variants": measure(fp32, {**variants, **sf}, files, args.repeats), "auto": {k: stats["squeezeflow-auto"][k] for k in ("prior", "chosen", "speedup_vs_fp32")}}
             if "squeezeflow-int4" in sf:
                 row["int4_weight_ratio"] = round(weight_bytes(fp32) / weight_bytes(sf["squeezeflow-int4"]), 3)
             report["models"][name] = row
@@ -178,16 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             if name == ("digits-cnn" if args.smoke else "mnist-cnn"):
                 report["hard_cases"] = {"model": name, **hard_cases(model, files, work)}
                 print("hard cases", json.dumps(report["hard_cases"]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write(report, args.out)
     return 0
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {p: version(p) for p in ("torch", "onnx", "onnxruntime", "torchao", "mlflow", "squeezeflow")}
 
 
 if __name__ == "__main__":

@@ -23,3 +23,14 @@ def test_quantization_bench_smoke(tmp_path):
     hard = report["hard_cases"]
     assert not hard["ptq-static-per-tensor"]["meets_budget"]  # the constructed case really breaks per-tensor INT8
     assert hard["fallback"]["kept_float"]
+
+
+def test_pruning_bench_smoke(tmp_path):
+    out = tmp_path / "pruning.json"
+    proc = subprocess.run([sys.executable, ROOT / "bench/pruning.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["models"]["digits-cnn"]
+    assert set(rows) == {"fp32", "structured-50", "unstructured-80", "cluster-16", "prune-cluster-int8"}
+    assert rows["structured-50"]["params"] < 0.5 * rows["fp32"]["params"]
+    assert rows["unstructured-80"]["sparsity"] >= 0.79
+    assert rows["cluster-16"]["file_ratio"] > 3

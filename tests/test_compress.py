@@ -53,3 +53,29 @@ def test_manifest_records_resolved_params_stats_and_lineage(local_registry, digi
     assert artifacts.read_manifest(folder)["sha256"] == manifest["sha256"]
     props = modelio.metadata(folder / "model.onnx")
     assert json.loads(props["squeezeflow.steps"])[0]["calibration"] == "percentile"
+
+
+def test_deep_compression_recipe_on_a_registered_pt2_model(local_registry, digits_cnn, digits_dir, tmp_path):
+    """prune -> finetune -> cluster -> quantize in one recipe: torch steps, then the ONNX step."""
+    from squeezeflow.evaluate.size import sizes
+
+    registry.register_torch(digits_cnn, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion")
+    recipe = [
+        {"prune": {"method": "unstructured", "amount": 0.8}},
+        {"finetune": {"epochs": 1, "lr": 0.001}},
+        {"cluster": {"clusters": 16}},
+        {"quantize": {"mode": "static"}},
+    ]
+    params = load_params(write_params(tmp_path, digits_dir, recipes={"deep": recipe}))
+    pull(params)
+    manifest = compress(params, "deep")
+    assert [s["kind"] for s in manifest["steps"]] == ["prune", "finetune", "cluster", "quantize"]
+    assert manifest["steps"][0]["stats"]["sparsity"] >= 0.79
+    assert manifest["steps"][2]["stats"]["layers_clustered"] == 3
+    model = tmp_path / "artifacts/candidates/deep/model.onnx"
+    assert "QuantizeLinear" in modelio.op_counts(model)
+    base = sizes(tmp_path / "artifacts/source/model.onnx")
+    assert sizes(model)["size_gzip_mb"] * 6 < base["size_gzip_mb"]
+    ev = np.load(digits_dir / "eval.npz")
+    out = modelio.run(modelio.session(model), {"input": ev["input"]})
+    assert (out.argmax(1) == ev["labels"]).mean() >= 0.9

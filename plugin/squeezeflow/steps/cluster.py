@@ -56,8 +56,11 @@ def cluster(model: Any, config: ClusterConfig, ctx: StepContext) -> StepResult:
     modelio.export_onnx(model, {k: v[:32] for k, v in x.items()}, exported)
     out = Path(ctx.workdir) / "palettized.onnx"
     count = graph.palettize(exported, out, max_values=config.clusters, min_size=config.min_size)
-    return StepResult(out, {"clusters": config.clusters, "layers_clustered": len(assignments), "layers_palettized": count,
-                            "weights_clustered": int(sum(len(a[0]) for a in assignments.values())), "centroid_epochs": config.epochs})
+    stats = {"clusters": config.clusters, "layers_clustered": len(assignments), "layers_palettized": count,
+             "weights_clustered": int(sum(len(a[0]) for a in assignments.values())), "centroid_epochs": config.epochs}
+    if count < len(assignments):
+        stats["note"] = f"{len(assignments) - count} clustered layer(s) stay dense in the file: the exporter folded a per-channel BatchNorm into them (a traced pt2 source cannot be folded before clustering)"
+    return StepResult(out, stats)
 
 
 def _fold_batchnorm(model: Any) -> Any:

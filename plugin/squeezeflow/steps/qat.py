@@ -5,19 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
+from squeezeflow.steps import StepContext, StepResult, register_step
+from squeezeflow.steps.finetune import TrainingConfig
 
-from squeezeflow.steps import StepConfig, StepContext, StepResult, register_step
 
-
-class QatConfig(StepConfig):
+class QatConfig(TrainingConfig):
     """INT8 quantization-aware training (fake quantization while fine-tuning on data.train)."""
 
     kind: ClassVar[str] = "qat"
-    input_format: ClassVar[str] = "torch"
-    epochs: int = Field(3, ge=1, description="Fine-tuning epochs with fake quantization.")
-    lr: float = Field(1e-4, gt=0, lt=1, description="Adam learning rate (small: the model is already trained).")
-    batch_size: int = Field(64, ge=1, description="Training batch size.")
 
 
 @register_step(QatConfig)

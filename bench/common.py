@@ -1,0 +1,67 @@
+"""What every benchmark shares: its arguments, the report header, writing the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+
+
+def arguments(doc: str, name: str, argv: list[str] | None) -> argparse.Namespace:
+    """--smoke, --out (bench/results/NAME.json) and --repeats."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="smallest model, short training, few repeats (what the tests run)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / f"{name}.json")
+    parser.add_argument("--repeats", type=int, default=300)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.repeats = 20
+    return args
+
+
+def header(method: str) -> dict:
+    """Date, machine, versions and method of a benchmark report."""
+    from importlib.metadata import version
+
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version.split()[0]},
+        "versions": {p: version(p) for p in ("torch", "onnx", "onnxruntime", "torchao", "torch-pruning", "mlflow", "squeezeflow")},
+        "method": method,
+        "models": {},
+    }
+
+
+def write(report: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def accuracy_and_speed(models: dict[str, Path], eval_file: Path, repeats: int) -> dict[str, dict[str, float]]:
+    """Per model: accuracy on the eval file, drop against `fp32` (points), batch-1 single-thread
+    p50 (ms) timed interleaved in this process, and speedup over `fp32`."""
+    import numpy as np
+
+    from squeezeflow import data, modelio
+    from squeezeflow.evaluate import latency
+    from squeezeflow.evaluate.classification import accuracy
+
+    ev = dict(np.load(eval_file))
+    inputs, labels = data.inputs_of(ev), ev[data.LABELS]
+    sessions = {k: modelio.session(p, threads=1) for k, p in models.items()}
+    acc = {k: accuracy(modelio.run(s, inputs), labels) for k, s in sessions.items()}
+    times = latency.measure(sessions, next(data.batches(ev, 1)), warmup=max(10, repeats // 10), repeats=repeats, progress=False)
+    p50 = {k: float(np.median(v)) for k, v in times.items()}
+    return {
+        k: {
+            "accuracy": round(acc[k], 5),
+            "accuracy_drop_points": round(100 * (acc["fp32"] - acc[k]), 3),
+            "latency_p50_ms": round(p50[k], 5),
+            "speedup": round(p50["fp32"] / p50[k], 3),
+        }
+        for k in models
+    }
