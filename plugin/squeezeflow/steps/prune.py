@@ -23,7 +23,7 @@ class PruneConfig(StepConfig):
     schedule: Literal["oneshot", "gradual"] = Field("oneshot", description="unstructured: prune at once (follow with finetune), or prune while fine-tuning along the polynomial schedule of Zhu & Gupta (2017).")
     initial_sparsity: float = Field(0.0, ge=0, lt=1, description="gradual: sparsity at the first mask update.")
     epochs: int = Field(3, ge=1, description="gradual: fine-tuning epochs; sparsity ramps up over the first 80% of the steps.")
-    frequency: int = Field(10, ge=1, description="gradual: optimizer steps between mask updates (masks are re-chosen by magnitude: dynamic sparsity).")
+    frequency: int = Field(10, ge=1, description="gradual: optimizer steps between mask updates; each update re-chooses the masks by magnitude at the scheduled sparsity (pruned weights stay zero in between).")
     lr: float = Field(1e-4, gt=0, lt=1, description="gradual: Adam learning rate.")
     batch_size: int = Field(64, ge=1, description="gradual and taylor: training batch size.")
 
