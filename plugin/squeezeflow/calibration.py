@@ -44,13 +44,19 @@ def ranges(model: Path, inputs: dict[str, np.ndarray], method: str, workdir: Pat
     ORT's `quantize_static` gives the entropy calibrator 128 histogram bins, which makes it pick
     the MinMax ranges; computing ranges here lets entropy and percentile use `num_bins`.
 
+    Ranges do not depend on how weights are quantized, so a cache already in `workdir` for the
+    same method, histogram and samples is reused (auto builds per-channel and per-tensor variants).
+
     Returns:
         The cache file, to pass as `quantize_static(..., calibration_cache_path=...)`.
     """
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
-    cache = workdir / f"ranges-{method}.json"
+    samples = len(next(iter(inputs.values())))
+    cache = workdir / f"ranges-{method}-{num_bins}-{percentile}-{samples}.json"
+    if cache.is_file():
+        return cache
     calibrator = create_calibrator(
         model,
         augmented_model_path=str(workdir / f"augmented-{method}.onnx"),

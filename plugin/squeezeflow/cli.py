@@ -6,7 +6,6 @@ Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 registry or service un
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -106,5 +105,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     raise SystemExit(main())

@@ -60,8 +60,8 @@ def run(params: Params, params_path: Path) -> int:
     folder = params_path.resolve().parent
     rc = subprocess.run(["dvc", "repro", str(folder / "dvc.yaml")], cwd=folder).returncode
     gate_file, promo_file = folder / REPORTS_DIR / "gate.json", folder / REPORTS_DIR / "promotion.json"
-    if gate_file.is_file():
-        verdict = json.loads(gate_file.read_text())
+    verdict = json.loads(gate_file.read_text()) if gate_file.is_file() else None
+    if verdict:
         print("\n" + report.text_table(verdict))
         print("\nbudgets: " + ", ".join(f"{k}={v:g}" for k, v in verdict["budgets"].items()))
         for line in report.missed_lines(verdict):
@@ -73,5 +73,5 @@ def run(params: Params, params_path: Path) -> int:
         print(f"report: {folder / REPORTS_DIR / 'gate.md'}")
     if rc != 0:
         print(f"demo: dvc repro exited with {rc}", file=sys.stderr)
-        return 1 if gate_file.is_file() and json.loads(gate_file.read_text())["verdict"] == "fail" else rc
+        return 1 if verdict and verdict["verdict"] == "fail" else rc
     return 0

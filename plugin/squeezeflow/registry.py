@@ -74,6 +74,16 @@ def errors(what: str) -> Iterator[None]:
         raise
 
 
+def _registered(c: Any, name: str) -> Any | None:
+    """The registered model `name`, or None when it does not exist (other errors propagate)."""
+    try:
+        return c.get_registered_model(name)
+    except Exception as e:
+        if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
 def parse_uri(uri: str) -> tuple[str, str | None, str | None]:
     """Split models:/NAME@ALIAS | models:/NAME/VERSION | models:/NAME/latest."""
     m = _URI.match(uri)
@@ -104,13 +114,10 @@ def resolve(uri: str) -> ModelRef:
     name, alias, version = parse_uri(uri)
     c = client()
     with errors(f"resolving {uri}"):
-        try:
-            registered = c.get_registered_model(name)
-        except Exception as e:
-            if getattr(e, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
-                raise
+        registered = _registered(c, name)
+        if registered is None:
             known = sorted(m.name for m in c.search_registered_models(max_results=50))
-            raise NotFoundError(f"registered model {name!r} does not exist in {redact(env.tracking_uri())}. Known models: {', '.join(known) or 'none'}.") from None
+            raise NotFoundError(f"registered model {name!r} does not exist in {redact(env.tracking_uri())}. Known models: {', '.join(known) or 'none'}.")
         if alias:
             aliases = dict(getattr(registered, "aliases", {}) or {})
             if alias not in aliases:
@@ -167,12 +174,8 @@ def find_by_sha(name: str, sha256: str) -> ModelRef | None:
     """The version of `name` whose artifact sha256 tag equals `sha256`, if any."""
     c = client()
     with errors(f"searching versions of {name}"):
-        try:
-            c.get_registered_model(name)
-        except Exception as e:
-            if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
+        if _registered(c, name) is None:
+            return None
         hits = c.search_model_versions(f"name='{name}' and tags.`{SHA_TAG}`='{sha256}'")
     if not hits:
         return None
@@ -184,13 +187,9 @@ def alias_version(name: str, alias: str) -> str | None:
     """The version `alias` points at, or None."""
     c = client()
     with errors(f"reading aliases of {name}"):
-        try:
-            version = dict(c.get_registered_model(name).aliases or {}).get(alias)
-            return None if version is None else str(version)  # MLflow returns ints here
-        except Exception as e:
-            if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
+        registered = _registered(c, name)
+    version = dict(registered.aliases or {}).get(alias) if registered else None
+    return None if version is None else str(version)  # MLflow returns ints here
 
 
 def set_alias(name: str, alias: str, version: str) -> None:

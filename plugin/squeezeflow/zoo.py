@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -56,10 +57,12 @@ def text_transformer(vocab: int, seq_len: int, classes: int, dim: int = 256, hea
     Attention is written with plain Linear/MatMul/Softmax so it exports to ONNX as MatMuls, which
     is what dynamic INT8 quantizes.
     """
-    return seeded(seed, lambda: _TextTransformer(vocab, seq_len, classes, dim, heads, layers, ff))
+    return seeded(seed, lambda: _transformer_class()(vocab, seq_len, classes, dim, heads, layers, ff))
 
 
-def _modules():
+@functools.cache
+def _transformer_class() -> type:
+    """The module classes, defined on first use so that importing zoo does not import torch."""
     import torch
     import torch.nn as nn
 
@@ -99,10 +102,6 @@ def _modules():
             return self.head(pooled)
 
     return TextTransformer
-
-
-def _TextTransformer(*args):  # noqa: N802  (built lazily: torch is imported only when used)
-    return _modules()(*args)
 
 
 def for_data(family: str, inputs: dict, classes: int, seed: int = 0) -> Any:

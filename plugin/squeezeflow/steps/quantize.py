@@ -73,8 +73,8 @@ def _ops(path: Path) -> dict[str, int]:
     return {k: v for k, v in sorted(modelio.op_counts(path).items()) if k in _INT_OPS}
 
 
-def _calibration(ctx: StepContext, count: int, labels: bool = False) -> dict:
-    """A seeded subset of the calibration file (checked against nothing yet: ORT reports shape errors)."""
+def _calibration(ctx: StepContext, count: int | None = None, labels: bool = False) -> dict:
+    """A seeded subset of `count` calibration samples (all when None), labels included."""
     from squeezeflow import calibration, data
     from squeezeflow.errors import ConfigError
 
@@ -83,7 +83,7 @@ def _calibration(ctx: StepContext, count: int, labels: bool = False) -> dict:
     arrays = data.load(ctx.calibration, "calibration")
     if labels and data.LABELS not in arrays:
         raise ConfigError(f"{ctx.calibration}: quantize fallback measures accuracy and needs a `labels` array in the calibration data.")
-    return calibration.subset(arrays, count, ctx.seed)
+    return arrays if count is None else calibration.subset(arrays, count, ctx.seed)
 
 
 def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str) -> tuple[Callable[..., Path], int]:
@@ -149,7 +149,7 @@ def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config:
     from squeezeflow.evaluate.classification import accuracy
 
     budget = config.fallback
-    arrays = _calibration(ctx, 10**9, labels=True)
+    arrays = _calibration(ctx, labels=True)
     inputs, labels = data.inputs_of(arrays), arrays[data.LABELS]
     reference = modelio.run(modelio.session(prepared), inputs)
     base = accuracy(reference, labels)
