@@ -34,3 +34,15 @@ def test_pruning_bench_smoke(tmp_path):
     assert rows["structured-50"]["params"] < 0.5 * rows["fp32"]["params"]
     assert rows["unstructured-80"]["sparsity"] >= 0.79
     assert rows["cluster-16"]["file_ratio"] > 3
+
+
+def test_distillation_bench_smoke(tmp_path):
+    out = tmp_path / "distillation.json"
+    proc = subprocess.run([sys.executable, ROOT / "bench/distillation.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["models"]["digits-cnn"]
+    assert {"fp32", "teacher-digits-mlp", "teacher-digits-cnn-shallow", "hard-labels-only", "kd-cnn", "kd-all", "kd-cnn-int8"} <= set(rows)
+    assert rows["kd-all"]["teachers"] == ["digits-cnn/1", "digits-mlp/1", "digits-cnn-shallow/1"]
+    assert all(rows[k]["param_ratio"] <= 0.25 for k in rows if k.startswith(("kd", "hard")))
+    assert rows["hard-labels-only"]["hard_labels_only"] and not rows["kd-cnn"]["hard_labels_only"]
+    assert rows["kd-cnn-int8"]["size_ratio"] > 8

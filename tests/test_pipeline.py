@@ -113,9 +113,14 @@ def test_mnist_variant_runs_from_its_folder(tmp_path, monkeypatch):
     params = yaml.safe_load((folder / "params.yaml").read_text())
     params["target"].update(warmup=3, repeats=20)
     params["demo"]["epochs"] = 1
+    params["recipes"]["distilled"][0]["distill"]["epochs"] = 2
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     demo = sh(BIN / "squeezeflow", "demo", cwd=folder)
     assert "verdict:" in demo.stdout
     assert (folder / "mlflow.db").is_file() and (folder / "reports/gate.json").is_file()
+    distilled = json.loads((folder / "artifacts/candidates/distilled/manifest.json").read_text())
+    assert [s["kind"] for s in distilled["steps"]] == ["distill", "quantize"]
+    assert distilled["steps"][0]["stats"]["teachers"][0]["name"] == "mnist-cnn"
+    assert json.loads((folder / "artifacts/soft-labels/index.json").read_text())["source"]["version"] == "1"
     noop = sh(BIN / "dvc", "repro", "pipelines/mnist-cnn/dvc.yaml", cwd=repo)
     assert _ran(noop) == {"pipelines/mnist-cnn/dvc.yaml:pull"} or _ran(noop) == {"pull"}

@@ -39,7 +39,8 @@ def test_runs_on_tiny_model_and_exports_for_ort(kind, digits_onnx, digits_cnn, d
 
     cls = config_class(kind)
     config = cls(epochs=1) if "epochs" in cls.model_fields else cls()
-    ctx = StepContext(workdir=tmp_path, calibration=digits_dir / "calibration.npz", train=digits_dir / "train.npz")
+    soft = _soft_labels(digits_onnx, digits_dir, tmp_path) if kind == "distill" else None
+    ctx = StepContext(workdir=tmp_path, calibration=digits_dir / "calibration.npz", train=digits_dir / "train.npz", soft_labels=soft)
     model = copy.deepcopy(digits_cnn) if cls.input_format == "torch" else digits_onnx
     result = get_step(config)(model, config, ctx)
     if not isinstance(result.model, type(digits_onnx)):
@@ -50,6 +51,25 @@ def test_runs_on_tiny_model_and_exports_for_ort(kind, digits_onnx, digits_cnn, d
     logits = modelio.run(modelio.session(result.model), {"input": eval_set["input"]})
     assert logits.shape == (len(eval_set["labels"]), 10)
     assert result.stats
+
+
+def _soft_labels(onnx_path, digits_dir, folder):
+    """The soft-labels stage's output for a source folder holding `onnx_path` (the only teacher)."""
+    import shutil
+
+    from conftest import write_params
+    from squeezeflow import artifacts, data
+    from squeezeflow.config import load_params
+    from squeezeflow.stages.soft_labels import soft_labels
+
+    source = folder / "source"
+    source.mkdir()
+    shutil.copyfile(onnx_path, artifacts.model_path(source))
+    root = {"name": "digits-cnn", "version": "1"}
+    artifacts.write_manifest(source, {"format": "onnx", "files": {"model": artifacts.MODEL_FILE}, "sha256": data.digest(onnx_path), "parent_digest": None, "steps": [], "root": root, "inputs": []})
+    params = load_params(write_params(folder, digits_dir, recipes={"kd": [{"distill": {}}]}))
+    soft_labels(params, source_dir=source, registered_dir=folder / "registered", out_dir=folder / "soft-labels")
+    return folder / "soft-labels"
 
 
 MODES = [

@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="pipeline parameters (default: params.yaml)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("pull", help="resolve params source.model_uri and write artifacts/source/", epilog=EPILOG)
+    sub.add_parser("soft-labels", help="run every distillation teacher over data.train and write artifacts/soft-labels/", epilog=EPILOG)
     c = sub.add_parser("compress", help="apply recipe RECIPE and write artifacts/candidates/RECIPE/", epilog=EPILOG)
     c.add_argument("recipe", help="a key of params recipes")
     e = sub.add_parser("evaluate", help="measure NAME (a recipe, or baseline) and write metrics/NAME.json", epilog=EPILOG)
@@ -40,7 +41,8 @@ def _run(args: argparse.Namespace) -> int:
         from squeezeflow.lineage import walk
 
         for depth, v in enumerate(walk(args.uri)):
-            detail = f"recipe={v['recipe']} steps={v['steps']} verdict={v['verdict']} sha256={v['sha256'][:12]} commit={v['git_commit'][:12]}" if v["recipe"] else "(source model)"
+            taught = f" teachers={v['teachers']}" if v["teachers"] else ""
+            detail = f"recipe={v['recipe']} steps={v['steps']}{taught} verdict={v['verdict']} sha256={v['sha256'][:12]} commit={v['git_commit'][:12]}" if v["recipe"] else "(source model)"
             print(f"{'  ' * depth}{'└─ ' if depth else ''}{v['uri']}  {detail}  run={v['run_id']}")
         return 0
     if args.command == "steps":
@@ -53,6 +55,15 @@ def _run(args: argparse.Namespace) -> int:
 
         m = pull(params)
         print(f"pull: {params.source.model_uri} -> models:/{m['root']['name']}/{m['root']['version']} ({m['root']['flavor']}), sha256 {m['sha256'][:12]}")
+        from squeezeflow.stages.pull import read_index
+
+        for uri, entry in read_index().items():
+            print(f"pull: {uri} -> models:/{entry['name']}/{entry['version']}, sha256 {entry['sha256'][:12]}")
+    elif args.command == "soft-labels":
+        from squeezeflow.stages.soft_labels import soft_labels
+
+        index = soft_labels(params)
+        print(f"soft-labels: {len(index)} teacher(s)")
     elif args.command == "compress":
         from squeezeflow.stages.compress import compress
 

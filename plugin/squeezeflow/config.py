@@ -210,3 +210,8 @@ def recipe_digest(steps: list[StepConfig]) -> str:
     blob = json.dumps([step_params(s) for s in steps], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
+
+
+def registry_refs(params: Params) -> list[str]:
+    """Every registered-model URI the recipes name besides the source (teachers, students), sorted."""
+    return sorted({uri for steps in params.recipes.values() for step in steps for uri in step.registry_uris()})

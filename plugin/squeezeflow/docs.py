@@ -15,8 +15,18 @@ def _default(field: Any) -> str:
 
     if field.default is PydanticUndefined:
         return "*required*"
-    value = field.default
-    return str(list(value) if isinstance(value, tuple) else value)
+    return str(_plain(field.default))
+
+
+def _plain(value: Any) -> Any:
+    """Defaults as they would be written in YAML: models as mappings, tuples as lists."""
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _rows(prefix: str, model: Any) -> list[str]:

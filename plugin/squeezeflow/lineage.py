@@ -49,6 +49,7 @@ def version_tags(manifest: dict[str, Any], verdict: dict[str, Any], data_digests
         "recipe.name": manifest["recipe"]["name"],
         "recipe.digest": manifest["recipe"]["digest"],
         "recipe.steps": ",".join(s["kind"] for s in manifest["steps"]),
+        "teachers": ",".join(teachers(manifest)),
         "artifact_sha256": manifest["sha256"],
         "parent_digest": manifest["parent_digest"] or "",
         "git_commit": git_commit(),
@@ -58,6 +59,16 @@ def version_tags(manifest: dict[str, Any], verdict: dict[str, Any], data_digests
         **{f"metric.{k}": f"{metrics[k]:.6g}" for k in ("accuracy", "accuracy_drop", "latency_p95_ms", "speedup", "size_mb", "compression_ratio") if k in metrics},
     }
     return {PREFIX + k: str(v) for k, v in tags.items()}
+
+
+def teachers(manifest: dict[str, Any]) -> list[str]:
+    """NAME/VERSION of every distillation teacher in the manifest's steps, in order, once each."""
+    seen: list[str] = []
+    for step in manifest["steps"]:
+        for t in step.get("stats", {}).get("teachers", []):
+            if f"{t['name']}/{t['version']}" not in seen:
+                seen.append(f"{t['name']}/{t['version']}")
+    return seen
 
 
 def walk(uri: str, max_depth: int = 20) -> list[dict[str, Any]]:
@@ -86,6 +97,7 @@ def walk(uri: str, max_depth: int = 20) -> list[dict[str, Any]]:
             "run_id": ref.run_id or "",
             "recipe": tag("recipe.name"),
             "steps": tag("recipe.steps"),
+            "teachers": tag("teachers"),
             "sha256": tag("artifact_sha256"),
             "verdict": tag("gate.verdict"),
             "git_commit": tag("git_commit"),

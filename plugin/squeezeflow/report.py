@@ -36,6 +36,9 @@ def step_notes(manifest: dict[str, Any]) -> list[str]:
         if stats.get("chosen"):
             speed = stats.get("speedup_vs_fp32", {}).get(stats["chosen"])
             notes.append(f"{step['kind']} auto chose {stats['chosen']}" + (f" ({speed}x FP32 when measured)" if speed else "") + (f"; rejected for accuracy: {', '.join(stats['rejected_for_accuracy'])}" if stats.get("rejected_for_accuracy") else ""))
+        if stats.get("teachers"):
+            taught = ", ".join(f"{t['name']}/{t['version']} (weight {t['weight']:g})" for t in stats["teachers"])
+            notes.append(f"{step['kind']}: student with {stats['param_ratio']:.1%} of the parameters, taught by {taught}")
         fallback = stats.get("fallback")
         if fallback and fallback.get("kept_float"):
             state = "met" if fallback["met"] else "NOT met"

@@ -9,12 +9,13 @@ if TYPE_CHECKING:
     import numpy as np
 
 AfterStep = Callable[[Any, int, int], None]  # (model, step, total_steps) after each optimizer step
+Loss = Callable[[Any, Any], Any]  # (model outputs, batch sample indices) -> scalar loss tensor
 
 
 def fit(
     model: Any,
     x: np.ndarray | dict[str, np.ndarray],
-    y: np.ndarray,
+    y: np.ndarray | None,
     epochs: int,
     lr: float = 1e-3,
     batch_size: int = 64,
@@ -25,16 +26,20 @@ def fit(
     after_step: AfterStep | None = None,
     validation: tuple[Any, np.ndarray] | None = None,
     patience: int = 0,
+    loss: Loss | None = None,
 ) -> Any:
     """Train a classifier with Adam and cross-entropy, seeded, with a progress bar.
 
     Args:
         x: the input array, or one array per model input (passed positionally, in order).
+        y: integer labels for the default cross-entropy loss (None when `loss` is given).
         set_mode: switches the model between training (True) and eval (False); default
             `model.train(flag)`. Exported graphs (torch.export, PT2E) need their own.
         after_step: called after every optimizer step (masks, sparsity schedules, centroids).
         validation: (inputs, labels) scored after each epoch; the best epoch's weights are kept.
         patience: with `validation`, stop after this many epochs without improvement (0: never).
+        loss: replaces cross-entropy on `y`; called with the outputs and the batch's indices
+            into `x` (distillation looks up the teachers' soft targets with them).
 
     Returns:
         The model, in eval mode.
@@ -49,19 +54,20 @@ def fit(
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     xs = _tensors(x)
-    ys = torch.from_numpy(y)
+    samples = len(xs[0])
     gen = torch.Generator().manual_seed(seed)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    steps_per_epoch = -(-len(ys) // batch_size)
+    if loss is None:
+        ys, cross_entropy = torch.from_numpy(y), torch.nn.CrossEntropyLoss()
+        loss = lambda out, idx: cross_entropy(out, ys[idx].to(out.device))  # noqa: E731
+    steps_per_epoch = -(-samples // batch_size)
     total, step = epochs * steps_per_epoch, 0
     best, best_state, stale = -1.0, None, 0
     bar = tqdm(range(epochs), desc=desc, unit="epoch")
     for _ in bar:
         set_mode(model, True)
-        for idx in torch.randperm(len(ys), generator=gen).split(batch_size):
+        for idx in torch.randperm(samples, generator=gen).split(batch_size):
             opt.zero_grad()
-            loss = loss_fn(model(*(a[idx].to(device) for a in xs)), ys[idx].to(device))
-            loss.backward()
+            loss(model(*(a[idx].to(device) for a in xs)), idx).backward()
             opt.step()
             step += 1
             if after_step:

@@ -19,20 +19,29 @@ def seeded(seed: int, build: Callable[[], Any]) -> Any:
 
 def small_cnn(side: int, classes: int = 10, width: float = 1.0, seed: int = 0) -> Any:
     """Two 3x3 conv blocks (three from 16x16 up) and a two-layer head, for 1-channel square images."""
+    c1, c2, hidden = max(1, int(32 * width)), max(1, int(64 * width)), max(1, int(128 * width))
+    return conv_net(1, side, (c1, c2, c2) if side >= 16 else (c1, c2), (hidden,), classes, seed=seed)
+
+
+def conv_net(in_channels: int, side: int, channels: tuple[int, ...], hidden: tuple[int, ...], classes: int, kernel: int = 3, seed: int = 0) -> Any:
+    """Conv-BN-ReLU blocks (2x2 max-pooling after the second block on, while the side is >= 8),
+    then a Linear-ReLU head of `hidden` widths, for square images."""
     import torch.nn as nn
 
-    c1, c2, hidden = max(1, int(32 * width)), max(1, int(64 * width)), max(1, int(128 * width))
-    deep = side >= 16
-
     def build():
-        return nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),
-            *([nn.Conv2d(c2, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2)] if deep else []),
-            nn.Flatten(),
-            nn.Linear(c2 * (side // (4 if deep else 2)) ** 2, hidden), nn.ReLU(),
-            nn.Linear(hidden, classes),
-        )
+        layers, c_in, s = [], in_channels, side
+        for i, c in enumerate(channels):
+            layers += [nn.Conv2d(c_in, c, kernel, padding=kernel // 2), nn.BatchNorm2d(c), nn.ReLU()]
+            if i >= 1 and s >= 8:
+                layers.append(nn.MaxPool2d(2))
+                s //= 2
+            c_in = c
+        layers.append(nn.Flatten())
+        width = c_in * s * s
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        return nn.Sequential(*layers, nn.Linear(width, classes))
 
     return seeded(seed, build)
 

@@ -7,3 +7,5 @@ CANDIDATES_DIR = Path("artifacts/candidates")
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
 BASELINE = "baseline"
+REGISTERED_DIR = Path("artifacts/registered")
+SOFT_LABELS_DIR = Path("artifacts/soft-labels")

@@ -10,12 +10,16 @@ from typing import Any
 from squeezeflow import artifacts, data, lineage, modelio
 from squeezeflow.config import Params, recipe_digest, step_params
 from squeezeflow.errors import ConfigError
-from squeezeflow.stages import CANDIDATES_DIR, SOURCE_DIR
+from squeezeflow.stages import CANDIDATES_DIR, REGISTERED_DIR, SOFT_LABELS_DIR, SOURCE_DIR
 from squeezeflow.steps import StepContext, get_step
 
 
-def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_root: Path = CANDIDATES_DIR) -> dict[str, Any]:
+def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_root: Path = CANDIDATES_DIR,
+             registered_dir: Path = REGISTERED_DIR, soft_labels_dir: Path = SOFT_LABELS_DIR) -> dict[str, Any]:
     """Run recipe `recipe` on the source model and write artifacts/candidates/RECIPE/.
+
+    Steps also see the other registered models pulled into `registered_dir` and the teachers'
+    logits in `soft_labels_dir` (distillation).
 
     Returns:
         The candidate's manifest (steps with resolved parameters and statistics).
@@ -43,6 +47,8 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
                 threads=params.target.threads,
                 batch_size=params.target.batch_size,
                 providers=params.target.providers,
+                registered=registered_dir,
+                soft_labels=soft_labels_dir,
             )
             ctx.workdir.mkdir()
             result = get_step(config)(current, config, ctx)

@@ -1,36 +1,78 @@
-"""pull: resolve the source reference to one immutable version and write artifacts/source/."""
+"""pull: resolve the source reference to one immutable version and write artifacts/source/.
+
+It also pulls every other registered model a recipe names (distillation teachers and students)
+into artifacts/registered/, so that no later stage talks to the registry.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from squeezeflow import artifacts, data, modelio, registry
-from squeezeflow.config import Params
-from squeezeflow.stages import SOURCE_DIR
+from squeezeflow.config import Params, registry_refs
+from squeezeflow.stages import REGISTERED_DIR, SOURCE_DIR
 
 EXAMPLE_SAMPLES = 32
+INDEX = "index.json"
 
 
-def pull(params: Params, out_dir: Path = SOURCE_DIR) -> dict[str, Any]:
+def pull(params: Params, out_dir: Path = SOURCE_DIR, registered_dir: Path = REGISTERED_DIR) -> dict[str, Any]:
     """Download the source model, export it to ONNX when it is PyTorch, and write its manifest.
 
     Outputs are byte-identical when the reference resolves to the same version, so DVC skips
     everything downstream; when artifacts/source/ already holds that version intact (its model
-    sha256 checks out), nothing is downloaded or exported again.
+    sha256 checks out), nothing is downloaded or exported again. The models named by recipes
+    (`registry_refs`) go the same way into registered_dir/, with index.json mapping each
+    requested URI to its folder.
 
     Args:
-        params: the pipeline parameters (`source`, `data.eval`).
+        params: the pipeline parameters (`source`, `data.eval`, `recipes`).
         out_dir: the model directory to write.
+        registered_dir: where the other registered models go.
 
     Returns:
-        The manifest.
+        The source's manifest.
 
     Raises:
         NotFoundError, RegistryUnreachableError, ModelError, DataError.
     """
-    ref = registry.resolve(params.source.model_uri)
+    source = registry.resolve(params.source.model_uri)
+    refs = {uri: registry.resolve(uri) for uri in registry_refs(params)}  # a bad URI fails before any download
+    manifest = fetch(source, out_dir, params.data.eval)
+    pull_registered(refs, registered_dir, params.data.eval)
+    return manifest
+
+
+def pull_registered(refs: dict[str, registry.ModelRef], out_dir: Path, eval_path: Path) -> dict[str, Any]:
+    """Write each resolved model into out_dir/NAME-vVERSION/ and index.json (requested URI -> folder).
+
+    Folders no longer named are removed; the index is written last.
+    """
+    index = {}
+    for uri, ref in refs.items():
+        folder = f"{ref.name}-v{ref.version}"
+        manifest = fetch(ref, out_dir / folder, eval_path)
+        index[uri] = {"dir": folder, "name": ref.name, "version": ref.version, "model_id": ref.model_id or "", "run_id": ref.run_id or "", "sha256": manifest["sha256"]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keep = {entry["dir"] for entry in index.values()} | {INDEX}
+    for stale in out_dir.iterdir():
+        if stale.name not in keep:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    (out_dir / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return index
+
+
+def read_index(registered_dir: Path = REGISTERED_DIR) -> dict[str, Any]:
+    """The index written by `pull_registered` ({} when there is none)."""
+    path = registered_dir / INDEX
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, Any]:
+    """Write one resolved version into a model directory (ONNX file, torch folder, manifest)."""
     current = _current(out_dir, ref)
     if current is not None:
         return current
@@ -38,7 +80,7 @@ def pull(params: Params, out_dir: Path = SOURCE_DIR) -> dict[str, Any]:
         mlflow_dir = registry.download(ref, tmp / "mlflow_model")
         kind, rel = registry.flavor(mlflow_dir)
         onnx_file = artifacts.model_path(tmp)
-        eval_arrays = data.load(params.data.eval, "eval")
+        eval_arrays = data.load(eval_path, "eval")
         example = {k: v[:EXAMPLE_SAMPLES] for k, v in data.inputs_of(eval_arrays).items()}
         files = {"model": artifacts.MODEL_FILE}
         if kind == "onnx":
@@ -51,7 +93,7 @@ def pull(params: Params, out_dir: Path = SOURCE_DIR) -> dict[str, Any]:
             artifact_sha256 = _tree_digest(mlflow_dir / rel)
             files["torch"] = mlflow_dir.name
         sess = modelio.session(onnx_file)
-        data.check_inputs(eval_arrays, sess.get_inputs(), params.data.eval)
+        data.check_inputs(eval_arrays, sess.get_inputs(), eval_path)
         modelio.run(sess, example)
         root = {
             "name": ref.name,

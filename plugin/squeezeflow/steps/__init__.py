@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from squeezeflow.errors import ConfigError
 
 ENTRY_POINT_GROUP = "squeezeflow.steps"
-_BUILTIN = ("squeezeflow.steps.quantize", "squeezeflow.steps.qat", "squeezeflow.steps.finetune", "squeezeflow.steps.prune", "squeezeflow.steps.cluster")
+_BUILTIN = ("squeezeflow.steps.quantize", "squeezeflow.steps.qat", "squeezeflow.steps.finetune", "squeezeflow.steps.prune", "squeezeflow.steps.cluster", "squeezeflow.steps.distill")
 
 
 class StepConfig(BaseModel):
@@ -31,10 +31,18 @@ class StepConfig(BaseModel):
     kind: ClassVar[str]
     input_format: ClassVar[str] = "onnx"
 
+    def registry_uris(self) -> tuple[str, ...]:
+        """Registered models this step reads besides its input; the pull stage fetches them."""
+        return ()
+
 
 @dataclasses.dataclass(frozen=True)
 class StepContext:
-    """What a step may use besides the model: a scratch folder, data files, a seed, the target."""
+    """What a step may use besides the model: a scratch folder, data files, a seed, the target.
+
+    `registered` holds the other registered models the recipe names (written by pull) and
+    `soft_labels` the teachers' logits on the training data (written by the soft-labels stage).
+    """
 
     workdir: Path
     calibration: Path | None = None
@@ -43,6 +51,8 @@ class StepContext:
     threads: int = 1
     batch_size: int = 1
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    registered: Path | None = None
+    soft_labels: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)

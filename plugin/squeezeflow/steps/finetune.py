@@ -18,12 +18,17 @@ class TrainingConfig(StepConfig):
     batch_size: int = Field(64, ge=1, description="Training batch size.")
 
 
-class FinetuneConfig(TrainingConfig):
+class EarlyStoppingConfig(TrainingConfig):
+    """Training with early stopping on the labelled data.calibration, on a chosen device."""
+
+    patience: int = Field(2, ge=0, description="Stop after this many epochs without a better accuracy on data.calibration (0: run every epoch); the best epoch's weights are kept.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Where to train; the model comes back on the CPU.")
+
+
+class FinetuneConfig(EarlyStoppingConfig):
     """Fine-tune on data.train, keeping pruned weights at zero; early stopping on data.calibration."""
 
     kind: ClassVar[str] = "finetune"
-    patience: int = Field(2, ge=0, description="Stop after this many epochs without a better accuracy on data.calibration (0: run every epoch); the best epoch's weights are kept.")
-    device: Literal["cpu", "cuda"] = Field("cpu", description="Where to train; the model comes back on the CPU.")
 
 
 @register_step(FinetuneConfig)
@@ -42,19 +47,22 @@ def finetune(model: Any, config: FinetuneConfig, ctx: StepContext) -> StepResult
     return StepResult(model, stats)
 
 
-def training_data(ctx: StepContext, step: str) -> tuple[Any, Any, tuple | None]:
-    """(inputs, labels, validation) for a training step: data.train, and data.calibration when labelled."""
+def training_data(ctx: StepContext, step: str, labels_required: bool = True) -> tuple[Any, Any, tuple | None]:
+    """(inputs, labels, validation) for a training step: data.train, and data.calibration when labelled.
+
+    With `labels_required=False` an unlabelled data.train gives labels None.
+    """
     from squeezeflow import data
     from squeezeflow.errors import ConfigError
 
     if ctx.train is None:
         raise ConfigError(f"step {step} trains: set data.train in params.yaml to an npz with inputs and `labels`.")
     arrays = data.load(ctx.train, "train")
-    if data.LABELS not in arrays:
+    if data.LABELS not in arrays and labels_required:
         raise ConfigError(f"{ctx.train}: step {step} needs a `labels` array in the training data.")
     val = None
     if ctx.calibration is not None:
         cal = data.load(ctx.calibration, "calibration")
         if data.LABELS in cal:
             val = (data.inputs_of(cal), cal[data.LABELS])
-    return data.inputs_of(arrays), arrays[data.LABELS], val
+    return data.inputs_of(arrays), arrays.get(data.LABELS), val

@@ -142,7 +142,8 @@ def _int8(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str | 
 
 
 def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config: QuantizeConfig, ctx: StepContext) -> tuple[Path, dict]:
-    """Rank layers by the error each adds when quantized alone; keep the worst in float, one at a time."""
+    """Rank layers by the error each adds when quantized alone; keep the worst in float, one more at
+    a time, until the budget is met; then return to INT8 each kept layer the budget does not need."""
     import numpy as np
 
     from squeezeflow import data, graph, modelio
@@ -163,14 +164,26 @@ def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config:
         alone = modelio.run(modelio.session(run(only=(name,), tag=f"only-{i}")), inputs)
         sensitivity[name] = float(np.mean((alone - reference) ** 2))
     ranked = sorted(layers, key=lambda n: -sensitivity[n])
-    best, tried = quantized, []
+    best, kept, tried = quantized, [], []
+
+    def attempt(floats: list[str]) -> tuple[Path, float]:
+        model = run(exclude=tuple(floats), tag=f"float-{len(tried) + 1}")
+        model_drop = base - accuracy(modelio.run(modelio.session(model), inputs), labels)
+        tried.append({"float_layers": len(floats), "layers": list(floats), "drop": round(model_drop, 6)})
+        return model, model_drop
+
     for k in range(1, min(budget.max_float_layers, len(ranked) - 1) + 1):
-        best = run(exclude=tuple(ranked[:k]), tag=f"float-{k}")
-        drop = base - accuracy(modelio.run(modelio.session(best), inputs), labels)
-        tried.append({"float_layers": k, "drop": round(drop, 6)})
-        stats["kept_float"] = ranked[:k]
+        kept = ranked[:k]
+        best, drop = attempt(kept)
         if drop <= budget.max_accuracy_drop:
             break
+    if drop <= budget.max_accuracy_drop:  # then hand back to INT8 every kept layer the budget does not need, least sensitive first
+        for name in sorted(kept[:-1], key=sensitivity.get):
+            fewer = [n for n in kept if n != name]
+            model, fewer_drop = attempt(fewer)
+            if fewer_drop <= budget.max_accuracy_drop:
+                best, drop, kept = model, fewer_drop, fewer
+    stats["kept_float"] = kept
     return best, {**stats, "met": drop <= budget.max_accuracy_drop, "drop": round(drop, 6), "tried": tried, "sensitivity": {n: round(sensitivity[n], 8) for n in ranked}}
 
 

@@ -1,0 +1,257 @@
+"""Knowledge distillation: a smaller student learns the softened outputs of one or more teachers.
+
+The teachers' logits on data.train come from the soft-labels stage (computed once, shared by every
+recipe); the student is either a registered model or a shrunken copy of the incoming model's
+architecture (CNN channel width and depth, MLP width and depth).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from squeezeflow.steps import StepContext, StepResult, register_step
+from squeezeflow.steps.finetune import EarlyStoppingConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+
+SOURCE = "source"
+MODEL_URI = r"models:/[^/@]+(@[^/@]+|/(\d+|latest))"
+SOFT_LABELS_INDEX = "index.json"
+
+
+class Teacher(BaseModel):
+    """One teacher: `source` (the pipeline's source model) or a registered model URI, and its weight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    uri: str = Field(pattern=rf"^({SOURCE}|{MODEL_URI})$", description="`source`, or models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest.")
+    weight: float = Field(1.0, gt=0, description="Weight of this teacher's softened outputs in the average.")
+
+
+class Shrink(BaseModel):
+    """A student built as a smaller copy of the incoming model's architecture (CNN or MLP)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    width: float = Field(0.5, gt=0, le=1, description="Multiplier of every conv's channels and every hidden layer's width.")
+    depth: float = Field(1.0, gt=0, le=1, description="Multiplier of the number of conv blocks (CNN) or hidden layers (MLP); the first ones are kept.")
+
+
+class DistillConfig(EarlyStoppingConfig):
+    """Train a smaller student on the teachers' softened outputs (and the hard labels when data.train has them)."""
+
+    kind: ClassVar[str] = "distill"
+    student: Shrink | str = Field(Shrink(), description="A registered model URI (models:/...), or {width, depth} for a shrunken copy of the incoming model.")
+    teachers: tuple[Teacher, ...] = Field((Teacher(uri=SOURCE),), min_length=1, description="Teachers whose weighted average of softened outputs is the soft target; default the source model.")
+    temperature: float = Field(4.0, gt=0, description="Softmax temperature of teachers and student in the soft-label loss.")
+    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the soft-label loss; 1 - alpha weighs cross-entropy on the hard labels (unlabelled data: soft labels only).")
+    epochs: int = Field(15, ge=1, description="Most epochs of training.")
+    lr: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate (the student starts from scratch unless registered).")
+    patience: int = Field(3, ge=0, description="Stop after this many epochs without a better accuracy on data.calibration (0: run every epoch); the best epoch's weights are kept.")
+
+    @field_validator("student")
+    @classmethod
+    def _student_uri(cls, value: Any) -> Any:
+        import re
+
+        if isinstance(value, str) and not re.fullmatch(MODEL_URI, value):
+            raise ValueError("Value error, must be a registered model URI such as models:/NAME/3, or a mapping {width: 0.5, depth: 1.0}")
+        return value
+
+    @field_validator("teachers")
+    @classmethod
+    def _unique(cls, value: tuple[Teacher, ...]) -> tuple[Teacher, ...]:
+        uris = [t.uri for t in value]
+        if len(set(uris)) != len(uris):
+            raise ValueError(f"Value error, must name each teacher once; {uris} repeats one")
+        return value
+
+    def registry_uris(self) -> tuple[str, ...]:
+        """The registered teachers and the registered student: the pull stage fetches them."""
+        return tuple(t.uri for t in self.teachers if t.uri != SOURCE) + ((self.student,) if isinstance(self.student, str) else ())
+
+
+@register_step(DistillConfig)
+def distill(model: Any, config: DistillConfig, ctx: StepContext) -> StepResult:
+    """Build or load the student, check it against the teachers, then train it on soft targets."""
+    import numpy as np
+    import torch
+
+    from squeezeflow import train
+    from squeezeflow.errors import ModelError
+    from squeezeflow.steps.finetune import training_data
+
+    x, labels, val = training_data(ctx, "distill", labels_required=False)
+    teachers = [teacher_logits(ctx, t.uri) for t in config.teachers]
+    classes = {t["logits"].shape[1] for t in teachers}
+    if len(classes) != 1:
+        shapes = ", ".join(f"{t['uri']}: {t['logits'].shape[1]}" for t in teachers)
+        raise ModelError(f"step distill: the teachers disagree on the number of outputs ({shapes}); give teachers of the same task.")
+    (num_classes,) = classes
+    student, student_info = _student(model, config, ctx, x, num_classes)
+    targets = torch.from_numpy(soft_targets([t["logits"] for t in teachers], [t.weight for t in config.teachers], config.temperature))
+    hard = torch.from_numpy(labels) if labels is not None else None
+    alpha = config.alpha if hard is not None else 1.0
+
+    def loss(out: Any, idx: Any) -> Any:
+        return distillation_loss(out, targets[idx].to(out.device), None if hard is None else hard[idx].to(out.device), config.temperature, alpha)
+
+    student = train.fit(student, x, None, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=ctx.seed, device=config.device,
+                        desc="distill", validation=val, patience=config.patience, loss=loss)
+    student.to("cpu")
+    input_params = count_params(model)
+    stats = {
+        "student": student_info,
+        "student_params": count_params(student),
+        "input_params": input_params,
+        "param_ratio": round(count_params(student) / input_params, 6) if input_params else None,
+        "teachers": [{k: v for k, v in t.items() if k != "logits"} | {"weight": c.weight} for t, c in zip(teachers, config.teachers)],
+        "temperature": config.temperature,
+        "alpha": alpha,
+        "epochs": config.epochs,
+        "train_samples": int(len(targets)),
+        "hard_labels": hard is not None,
+        "agreement_with_soft_targets": round(float(np.mean(_predict(student, x).argmax(1) == targets.numpy().argmax(1))), 6),
+    }
+    if val:
+        stats["val_accuracy"] = round(train.accuracy(student, *val), 6)
+    return StepResult(student, stats)
+
+
+def soft_targets(logits: list[np.ndarray], weights: list[float], temperature: float) -> np.ndarray:
+    """Weighted average of the teachers' softmax(logits / T), as float32 probabilities.
+
+    Example:
+        >>> soft_targets([np.array([[0.0, 0.0]])], [1.0], 2.0)  # doctest: +SKIP
+        array([[0.5, 0.5]], dtype=float32)
+    """
+    import numpy as np
+
+    total = sum(weights)
+    probs = 0.0
+    for z, w in zip(logits, weights):
+        z = z.astype(np.float64) / temperature
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        probs = probs + (w / total) * e / e.sum(axis=1, keepdims=True)
+    return np.asarray(probs, dtype=np.float32)
+
+
+def distillation_loss(student_logits: Any, targets: Any, labels: Any | None, temperature: float, alpha: float) -> Any:
+    """Hinton et al. (2015): alpha * T^2 * KL(targets || softmax(s / T)) + (1 - alpha) * CE(s, labels).
+
+    The T^2 factor keeps the soft-label gradients on the scale of the hard-label ones. Without
+    labels the loss is the soft-label term alone.
+    """
+    import torch.nn.functional as F
+
+    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1), targets, reduction="batchmean") * temperature**2
+    if labels is None:
+        return soft
+    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+def teacher_logits(ctx: StepContext, uri: str) -> dict[str, Any]:
+    """One teacher's logits on data.train and its resolved coordinates, from the soft-labels stage."""
+    import json
+
+    import numpy as np
+
+    from squeezeflow import data
+    from squeezeflow.errors import ConfigError
+
+    folder = ctx.soft_labels
+    index_file = folder / SOFT_LABELS_INDEX if folder else None
+    index = json.loads(index_file.read_text()) if index_file and index_file.is_file() else {}
+    if uri not in index:
+        raise ConfigError(f"step distill: no soft labels for teacher {uri} in {folder}. Run the soft-labels stage first (`dvc repro soft-labels`, or `squeezeflow soft-labels`).")
+    entry = index[uri]
+    if entry["train_sha256"] != data.digest(ctx.train):
+        raise ConfigError(f"step distill: the soft labels of {uri} were computed on another {ctx.train}. Re-run the soft-labels stage (`dvc repro`).")
+    return {"uri": uri, **{k: entry[k] for k in ("name", "version", "model_id", "sha256")}, "logits": np.load(folder / entry["file"])}
+
+
+def _student(model: Any, config: DistillConfig, ctx: StepContext, x: dict[str, np.ndarray], classes: int) -> tuple[Any, dict[str, Any]]:
+    """The student module and what describes it in the manifest; its output must match the teachers'."""
+    from squeezeflow.errors import ModelError
+
+    if isinstance(config.student, str):
+        student, where = _registered_student(ctx, config.student), config.student
+        info = {"uri": config.student}
+    else:
+        student, info = shrink(model, config.student.width, config.student.depth, x, classes, ctx.seed)
+        where = f"the width {config.student.width} / depth {config.student.depth} copy of the source"
+    try:
+        out = _predict(student, {k: v[:2] for k, v in x.items()})
+    except Exception as e:  # noqa: BLE001 - any failure here means the student does not fit the data
+        raise ModelError(f"step distill: student {where} does not run on the training inputs {sorted(x)} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
+    if out.ndim != 2 or out.shape[1] != classes:
+        raise ModelError(f"step distill: student {where} has outputs of shape {list(out.shape[1:])} but the teachers have [{classes}]. Give a student with {classes} outputs.")
+    return student, info
+
+
+def _registered_student(ctx: StepContext, uri: str) -> Any:
+    """The registered student's PyTorch module, from the models the pull stage fetched."""
+    from squeezeflow import artifacts, modelio
+    from squeezeflow.errors import ConfigError
+    from squeezeflow.stages.pull import read_index
+
+    entry = read_index(ctx.registered).get(uri) if ctx.registered else None
+    if entry is None:
+        raise ConfigError(f"step distill: student {uri} has not been pulled. Run the pull stage first (`dvc repro pull`).")
+    model_dir = Path(ctx.registered) / entry["dir"]
+    torch_dir = artifacts.read_manifest(model_dir)["files"].get("torch")
+    if not torch_dir:
+        raise ConfigError(f"step distill: student {uri} is registered as ONNX and cannot be trained. Register it with mlflow.pytorch.")
+    return modelio.load_torch(model_dir / torch_dir)
+
+
+def shrink(model: Any, width: float, depth: float, x: dict[str, np.ndarray], classes: int, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """A freshly initialised, smaller model of the same family as `model`, read from its weights.
+
+    Conv kernels (rank 4) followed by linear layers make a CNN; linear layers alone over flattened
+    inputs make an MLP. Other architectures need a registered student.
+
+    Raises:
+        ConfigError: the architecture is neither.
+    """
+    import numpy as np
+
+    from squeezeflow import zoo
+    from squeezeflow.errors import ConfigError
+
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    convs = [s for s in shapes if len(s) == 4]
+    linears = [s for s in shapes if len(s) == 2]
+    first = next(iter(x.values())) if len(x) == 1 else None
+
+    def scaled(sizes: tuple[int, ...]) -> tuple[int, ...]:
+        kept = sizes[: max(1, round(len(sizes) * depth))]
+        return tuple(max(1, round(n * width)) for n in kept)
+
+    hidden = scaled(tuple(s[0] for s in linears[:-1]))
+    info = {"width": width, "depth": depth, "hidden": list(hidden)}
+    if convs and linears and first is not None and first.ndim == 4 and first.shape[2] == first.shape[3] and convs[0][1] == first.shape[1]:
+        channels = scaled(tuple(s[0] for s in convs))
+        student = zoo.conv_net(first.shape[1], first.shape[2], channels, hidden, classes, kernel=convs[0][2], seed=seed)
+        return student, {"family": "cnn", "channels": list(channels), **info}
+    if linears and not convs and first is not None and first.dtype.kind == "f" and linears[0][1] == int(np.prod(first.shape[1:])):
+        return zoo.mlp(linears[0][1], hidden, classes, seed=seed), {"family": "mlp", **info}
+    raise ConfigError("step distill: a {width, depth} student is built for CNN (conv layers, then linear) and MLP teachers on one float input; "
+                      "for this model give student: models:/NAME/VERSION (a registered PyTorch model).")
+
+
+def count_params(model: Any) -> int:
+    """Number of parameters of a torch module."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def _predict(model: Any, x: dict[str, np.ndarray]) -> np.ndarray:
+    import torch
+
+    from squeezeflow import train
+
+    train.switch_mode(model, False)
+    with torch.no_grad():
+        return torch.cat([model(*(torch.from_numpy(a[i : i + 512]) for a in x.values())) for i in range(0, len(next(iter(x.values()))), 512)]).numpy()
