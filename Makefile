@@ -33,7 +33,7 @@ test-fast: $(STAMP)  ## skip the end-to-end tests
 	$(BIN)/python -m pytest -q -ra -m "not slow" tests
 
 bench: $(STAMP)
-	@ls bench/*.py >/dev/null 2>&1 && for b in bench/quantization.py bench/pruning.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
+	@ls bench/*.py >/dev/null 2>&1 && for b in bench/quantization.py bench/pruning.py bench/distillation.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
 
 docs: $(STAMP)  ## regenerate the params.yaml reference in README.md from the config models
 	$(BIN)/python -m squeezeflow.docs README.md

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -134,13 +135,20 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120
     raise RuntimeError(f"mlflow server did not answer within {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def start_mlflow_server(backend: str, folder: Path) -> tuple[str, subprocess.Popen]:
-    """Start `mlflow server` on 127.0.0.1 with its own artifact store; stop it by PID."""
-    port = free_port()
+WEBHOOK_KEY = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="  # a fixed Fernet key: webhook secrets survive restarts
+
+
+def start_mlflow_server(backend: str, folder: Path, port: int | None = None) -> tuple[str, subprocess.Popen]:
+    """Start `mlflow server` on 127.0.0.1 with its own artifact store; stop it by PID.
+
+    Webhooks may deliver to loopback receivers (the tests' own).
+    """
+    port = port or free_port()
     log = folder / "server.log"
+    env = {**os.environ, "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true", "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": WEBHOOK_KEY}
     proc = subprocess.Popen(
         [BIN / "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )
     _wait_http(f"http://127.0.0.1:{port}/health", proc, log)
     return f"http://127.0.0.1:{port}", proc
@@ -164,23 +172,37 @@ def mlflow_server(tmp_path_factory):
     stop(proc)
 
 
-@pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory):
-    """A real `mlflow server` on a fresh PostgreSQL database (the production setup)."""
+def _postgres():
+    """An autocommit connection to PostgreSQL on 127.0.0.1:5432, or a skip that says why."""
     try:
         import psycopg
 
-        conn = psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3, autocommit=True)
+        return psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3, autocommit=True)
     except Exception as e:  # no server, no driver
         pytest.skip(f"PostgreSQL on 127.0.0.1:5432 (user postgres) does not answer: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    db = f"squeezeflow_test_{os.getpid()}_{int(time.time())}"
+
+
+@contextlib.contextmanager
+def postgres_database():
+    """A fresh PostgreSQL database (its URI), dropped afterwards."""
+    conn = _postgres()
+    db = f"squeezeflow_test_{os.getpid()}_{time.time_ns()}"
     conn.execute(f'CREATE DATABASE "{db}"')
-    folder = tmp_path_factory.mktemp("pgserver")
-    url, proc = start_mlflow_server(f"postgresql://postgres@127.0.0.1:5432/{db}", folder)
-    yield url
-    stop(proc)
-    conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    conn.close()
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{db}"
+    finally:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A real `mlflow server` on a fresh PostgreSQL database (the production setup)."""
+    with postgres_database() as backend:
+        folder = tmp_path_factory.mktemp("pgserver")
+        url, proc = start_mlflow_server(backend, folder)
+        yield url
+        stop(proc)
 
 
 @pytest.fixture

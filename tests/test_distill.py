@@ -103,9 +103,11 @@ def test_multi_teacher_candidate_records_every_teacher_through_promotion(local_r
     mv = registry.client().get_model_version("digits-cnn-edge", result["version"])
     assert mv.tags["squeezeflow.teachers"] == "digits-cnn/1,digits-mlp/1"
     (newest, _source) = walk("models:/digits-cnn-edge@candidate")
-    assert newest["teachers"] == "digits-cnn/1,digits-mlp/1"
+    assert newest["teachers"] == ["digits-cnn/1", "digits-mlp/1"]
     cli = sh("squeezeflow", "lineage", "models:/digits-cnn-edge@candidate", cwd=tmp_path)
-    assert "teachers=digits-cnn/1,digits-mlp/1" in cli.stdout
+    assert "teachers digits-cnn/1, digits-mlp/1" in cli.stdout
+    mermaid = sh("squeezeflow", "lineage", "models:/digits-cnn-edge@candidate", "--format", "mermaid", cwd=tmp_path).stdout
+    assert "t_digits_mlp_1 -.-> n0" in mermaid
 
 
 def test_student_checks_happen_before_training(local_registry, digits_cnn, digits_dir, tmp_path):

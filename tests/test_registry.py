@@ -1,6 +1,7 @@
 """Pull and promote against a real sqlite MLflow registry."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -66,12 +67,13 @@ def test_unreachable_registry_exits_3(tmp_path, digits_dir, monkeypatch):
     from conftest import free_port
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:s3cret@127.0.0.1:{free_port()}")
+    monkeypatch.setenv("SQUEEZEFLOW_REGISTRY_DEADLINE", "2")
     monkeypatch.chdir(tmp_path)
     path = write_params(tmp_path, digits_dir)
     proc = sh(BIN / "squeezeflow", "--params", path, "pull", check=False)
     assert proc.returncode == 3, proc.stderr
     line = error_line(proc)
-    assert "does not answer" in line and "MLFLOW_TRACKING_URI" in line
+    assert "does not answer" in line and "MLFLOW_TRACKING_URI" in line and "SQUEEZEFLOW_REGISTRY_DEADLINE" in line
     assert "s3cret" not in proc.stderr and "***@127.0.0.1" in line
 
 
@@ -151,3 +153,67 @@ def test_failed_gate_registers_nothing_and_leaves_a_failed_run(local_registry, d
     exp = c.get_experiment_by_name("squeezeflow")
     runs = c.search_runs([exp.experiment_id])
     assert [(r.info.run_name, r.info.status) for r in runs] == [("gate-failed", "FAILED")]
+
+
+def test_lineage_formats_descendants_and_onnx_file(local_registry, digits_onnx, digits_dir, tmp_path):
+    params = _promotable(local_registry, digits_onnx, digits_dir, tmp_path)
+    verdict = gate(params)
+    promote(params)
+    chain = json.loads(sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn-edge@candidate", "--format", "json").stdout)
+    assert [link["uri"] for link in chain] == ["models:/digits-cnn-edge/1", "models:/digits-cnn/1"]
+    newest = chain[0]
+    assert newest["recipe"] == verdict["selected"] and len(newest["recipe_digest"]) == 64
+    assert newest["steps"][0]["kind"] == "quantize" and "per_channel" in newest["steps"][0]  # parameters, not just kinds
+    assert set(newest["data"]) == {"eval", "calibration", "train"} and newest["verdict"] == "pass"
+    assert newest["metrics"]["accuracy"] > 0.9 and newest["parent"] == "models:/digits-cnn/1"
+    mermaid = sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn-edge/1", "--format", "mermaid").stdout
+    assert mermaid.startswith("graph BT") and "n1 --> n0" in mermaid and "digits-cnn/1" in mermaid
+    text = sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn-edge/1").stdout
+    assert f"recipe {verdict['selected']}" in text and "gate pass" in text and "(source model)" in text
+
+    down = sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn/1", "--descendants", "--format", "json").stdout
+    (root,) = json.loads(down)
+    assert root["uri"] == "models:/digits-cnn/1" and [c["uri"] for c in root["children"]] == ["models:/digits-cnn-edge/1"]
+
+    # the ONNX file alone, with no registry at all
+    onnx_file = Path("artifacts/candidates") / verdict["selected"] / "model.onnx"
+    offline = sh(BIN / "squeezeflow", "lineage", str(onnx_file), "--format", "json", env={**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}).stdout
+    links = json.loads(offline)
+    assert links[0]["recipe"] == verdict["selected"] and links[1]["uri"] == "models:/digits-cnn/1"
+
+
+def test_runs_in_a_pipeline_folder_carry_git_and_dvc_lock(local_registry, tmp_path):
+    import mlflow
+
+    from squeezeflow.data import digest
+
+    for name in ("dvc.yaml", "dvc.lock"):
+        (tmp_path / name).write_text("stages: {}\n")
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    sh("git", "init", "-q", "-b", "release")
+    sh(*git, "add", "dvc.yaml", "dvc.lock")
+    sh(*git, "commit", "-qm", "pipeline")
+    registry.client()
+    with mlflow.start_run() as run:  # any fluent run, not only squeezeflow's
+        pass
+    tags = registry.client().get_run(run.info.run_id).data.tags
+    assert tags["squeezeflow.git.commit"] == sh("git", "rev-parse", "HEAD").stdout.strip()
+    assert tags["squeezeflow.git.branch"] == "release" and tags["squeezeflow.git.dirty"] == "false"
+    assert tags["squeezeflow.dvc_lock_digest"] == digest(tmp_path / "dvc.lock")
+    (tmp_path / "dvc.lock").write_text("changed\n")
+    run_id = registry.start_run("squeezeflow", "probe", {})
+    assert registry.client().get_run(run_id).data.tags["squeezeflow.git.dirty"] == "true"
+
+
+def test_pickled_source_needs_explicit_permission(local_registry, digits_cnn, digits_dir, tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_MODEL_CODE_EXECUTION", raising=False)
+    registry.register_torch(digits_cnn, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion", serialization_format="pickle")
+    path = write_params(tmp_path, digits_dir)
+    proc = sh(BIN / "squeezeflow", "--params", path, "pull", check=False)
+    assert proc.returncode == 2
+    assert "pickle format" in error_line(proc) and "MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true" in error_line(proc)
+    allowed = sh(BIN / "squeezeflow", "--params", path, "pull", env={**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"})
+    assert "models:/digits-cnn/1" in allowed.stdout

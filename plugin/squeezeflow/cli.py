@@ -30,26 +30,31 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("promote", help="register the selected candidate and move the alias", epilog=EPILOG)
     pr.add_argument("--dry-run", action="store_true", default=env.flag(env.DRY_RUN), help=f"read the registry but write nothing (default from {env.DRY_RUN})")
     sub.add_parser("demo", help="create demo data and source model if missing, then run `dvc repro`", epilog=EPILOG)
-    ln = sub.add_parser("lineage", help="walk a registered version back to its source model", epilog=EPILOG)
-    ln.add_argument("uri", help="models:/NAME@ALIAS, models:/NAME/VERSION or models:/NAME/latest")
+    ln = sub.add_parser("lineage", help="walk a registered version (or a compressed .onnx file) back to its source model", epilog=EPILOG)
+    ln.add_argument("uri", help="models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest, or a path to a model.onnx written by squeezeflow")
+    ln.add_argument("--format", choices=("text", "json", "mermaid"), default="text", help="output format (default text)")
+    ln.add_argument("--descendants", action="store_true", help="list what was derived from URI instead of where it came from")
+    wh = sub.add_parser("webhook", help="receive MLflow registry webhooks; when source.model_uri's alias moves, run the pipeline", epilog=EPILOG)
+    wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    wh.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    wh.add_argument("--window", type=float, default=300.0, help="replay window in seconds: older or future timestamps are refused (default 300)")
+    wh.add_argument("--command", dest="run_command", metavar="COMMAND", default="dvc repro", help="what to run for an accepted event (default `dvc repro`); it gets SQUEEZEFLOW_WEBHOOK_MODEL_URI")
+    wh.add_argument("--github-repo", metavar="OWNER/REPO", help=f"send a repository_dispatch (type model-registered) to this repository instead, with {env.GITHUB_TOKEN}")
+    wh.add_argument("--dispatch-url", help="the repository_dispatch endpoint (default https://api.github.com/repos/OWNER/REPO/dispatches)")
     sub.add_parser("steps", help="list the available compression steps and their parameters", epilog=EPILOG)
     return p
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "lineage":
-        from squeezeflow.lineage import walk
-
-        for depth, v in enumerate(walk(args.uri)):
-            taught = f" teachers={v['teachers']}" if v["teachers"] else ""
-            detail = f"recipe={v['recipe']} steps={v['steps']}{taught} verdict={v['verdict']} sha256={v['sha256'][:12]} commit={v['git_commit'][:12]}" if v["recipe"] else "(source model)"
-            print(f"{'  ' * depth}{'└─ ' if depth else ''}{v['uri']}  {detail}  run={v['run_id']}")
-        return 0
+        return _lineage(args)
     if args.command == "steps":
         return _print_steps()
     from squeezeflow.config import load_params
 
     params = load_params(args.params)
+    if args.command == "webhook":
+        return _webhook(args, params)
     if args.command == "pull":
         from squeezeflow.stages.pull import pull
 
@@ -86,6 +91,38 @@ def _run(args: argparse.Namespace) -> int:
         from squeezeflow.demo import run
 
         return run(params, args.params)
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from squeezeflow import lineage
+    from squeezeflow.errors import ConfigError
+
+    if not args.uri.startswith("models:/"):
+        if not Path(args.uri).is_file():
+            raise ConfigError(f"{args.uri}: not a models:/ URI and no such file. Give models:/NAME@ALIAS or a path to a model.onnx.")
+        if args.descendants:
+            raise ConfigError("--descendants needs a registered model URI (models:/NAME/VERSION), not a file.")
+        links = lineage.from_onnx(args.uri)
+    else:
+        links = lineage.descendants(args.uri) if args.descendants else lineage.walk(args.uri)
+    print(lineage.render(links, args.format, tree=args.descendants))
+    return 0
+
+
+def _webhook(args: argparse.Namespace, params) -> int:
+    import os
+    import shlex
+
+    from squeezeflow import registry, webhook
+    from squeezeflow.errors import ConfigError
+
+    name, alias, _ = registry.parse_uri(params.source.model_uri)
+    if not alias:
+        raise ConfigError(f"{args.params}: source.model_uri is {params.source.model_uri}; the webhook watches an alias, so use models:/NAME@ALIAS.")
+    url = args.dispatch_url or (f"https://api.github.com/repos/{args.github_repo}/dispatches" if args.github_repo else None)
+    trigger = webhook.Trigger(name, alias, tuple(shlex.split(args.run_command)), url, os.environ.get(env.GITHUB_TOKEN))
+    webhook.serve(args.host, args.port, webhook.Verifier(webhook.secret_from_env(), args.window), trigger)
     return 0
 
 

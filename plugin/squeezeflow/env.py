@@ -9,22 +9,44 @@ GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 GITHUB_OUTPUT = "GITHUB_OUTPUT"
 GITHUB_ACTIONS = "GITHUB_ACTIONS"
 GITHUB_SHA = "GITHUB_SHA"
+GITHUB_REF_NAME = "GITHUB_REF_NAME"
+
+REGISTRY_DEADLINE = "SQUEEZEFLOW_REGISTRY_DEADLINE"
+WEBHOOK_SECRET = "SQUEEZEFLOW_WEBHOOK_SECRET"
+GITHUB_TOKEN = "GITHUB_TOKEN"
+ALLOW_PICKLE = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"  # MLflow's own switch (its default is true)
+ALLOW_CODE = "MLFLOW_ALLOW_MODEL_CODE_EXECUTION"
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_REGISTRY_DEADLINE_S = 60.0
 
-# MLflow retries an unreachable server for minutes by default; a gate should fail fast.
+# MLflow retries an unreachable server for minutes by default; squeezeflow retries each registry
+# operation itself, with backoff, up to one total deadline (registry.call).
 MLFLOW_CLIENT_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # keeps stage logs and error output readable
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # its run links repeat user:password@ from the tracking URI
 }
 
 
 def flag(name: str) -> bool:
     """True when the variable is set to a truthy value (1, true, yes)."""
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def pickle_allowed() -> bool:
+    """True only when the user set ALLOW_PICKLE or ALLOW_CODE to true themselves (MLflow's default does not count)."""
+    return flag(ALLOW_PICKLE) or flag(ALLOW_CODE)
+
+
+def registry_deadline() -> float:
+    """Seconds a registry operation is retried before it counts as unreachable (SQUEEZEFLOW_REGISTRY_DEADLINE)."""
+    try:
+        return max(0.0, float(os.environ.get(REGISTRY_DEADLINE, DEFAULT_REGISTRY_DEADLINE_S)))
+    except ValueError:
+        return DEFAULT_REGISTRY_DEADLINE_S
 
 
 def tracking_uri() -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 PREFIX = "squeezeflow."
+STEPS_TAG_LIMIT = 5000  # MLflow tag values are bounded; longer step lists keep their kinds only
 
 
 def onnx_props(manifest: dict[str, Any]) -> dict[str, str]:
@@ -49,6 +51,7 @@ def version_tags(manifest: dict[str, Any], verdict: dict[str, Any], data_digests
         "recipe.name": manifest["recipe"]["name"],
         "recipe.digest": manifest["recipe"]["digest"],
         "recipe.steps": ",".join(s["kind"] for s in manifest["steps"]),
+        "steps": _steps_tag(manifest["steps"]),
         "teachers": ",".join(teachers(manifest)),
         "artifact_sha256": manifest["sha256"],
         "parent_digest": manifest["parent_digest"] or "",
@@ -71,11 +74,40 @@ def teachers(manifest: dict[str, Any]) -> list[str]:
     return seen
 
 
+def _steps_tag(steps: list[dict[str, Any]]) -> str:
+    """The steps with their resolved parameters (no statistics), as compact JSON that fits a tag."""
+    text = json.dumps([{k: v for k, v in step.items() if k != "stats"} for step in steps], sort_keys=True, separators=(",", ":"))
+    return text if len(text) <= STEPS_TAG_LIMIT else json.dumps([{"kind": step["kind"]} for step in steps])
+
+
+def _link(ref: Any) -> dict[str, Any]:
+    """One link of a chain, from a registered version's `squeezeflow.*` tags."""
+    tags = {k[len(PREFIX):]: v for k, v in ref.tags.items() if k.startswith(PREFIX)}
+    return {
+        "uri": ref.uri,
+        "name": ref.name,
+        "version": ref.version,
+        "run_id": ref.run_id or "",
+        "recipe": tags.get("recipe.name", ""),
+        "recipe_digest": tags.get("recipe.digest", ""),
+        "steps": json.loads(tags["steps"]) if tags.get("steps") else [{"kind": k} for k in tags.get("recipe.steps", "").split(",") if k],
+        "teachers": [t for t in tags.get("teachers", "").split(",") if t],
+        "data": {k[len("data."):-len("_sha256")]: v for k, v in sorted(tags.items()) if k.startswith("data.")},
+        "git_commit": tags.get("git_commit", ""),
+        "dvc_lock_digest": tags.get("dvc_lock_digest", ""),
+        "verdict": tags.get("gate.verdict", ""),
+        "metrics": {k[len("metric."):]: float(v) for k, v in sorted(tags.items()) if k.startswith("metric.")},
+        "sha256": tags.get("artifact_sha256", ""),
+        "parent": f"models:/{tags['source.name']}/{tags['source.version']}" if tags.get("source.name") else "",
+    }
+
+
 def walk(uri: str, max_depth: int = 20) -> list[dict[str, Any]]:
     """Follow `squeezeflow.source.*` tags from a version back to its root model.
 
     Returns:
-        One entry per version, newest first: uri, recipe, steps, sha256, verdict, git commit.
+        One link per version, newest first: uri, recipe and digest, steps with parameters,
+        teachers, data digests, git commit, dvc.lock digest, gate verdict, key metrics.
 
     Example:
         >>> walk("models:/digits-cnn-edge@candidate")[-1]["uri"]  # doctest: +SKIP
@@ -83,25 +115,93 @@ def walk(uri: str, max_depth: int = 20) -> list[dict[str, Any]]:
     """
     from squeezeflow import registry
 
-    chain = []
-    ref = registry.resolve(uri)
-    while ref is not None and len(chain) < max_depth:
-        tags = ref.tags
-
-        def tag(key: str, tags: dict[str, str] = tags) -> str:
-            return tags.get(PREFIX + key, "")
-
-        chain.append({
-            "uri": ref.uri,
-            "source": ref.source,
-            "run_id": ref.run_id or "",
-            "recipe": tag("recipe.name"),
-            "steps": tag("recipe.steps"),
-            "teachers": tag("teachers"),
-            "sha256": tag("artifact_sha256"),
-            "verdict": tag("gate.verdict"),
-            "git_commit": tag("git_commit"),
-        })
-        parent = tag("source.name"), tag("source.version")
-        ref = registry.resolve(f"models:/{parent[0]}/{parent[1]}") if all(parent) else None
+    chain = [_link(registry.resolve(uri))]
+    while chain[-1]["parent"] and len(chain) < max_depth:
+        chain.append(_link(registry.resolve(chain[-1]["parent"])))
     return chain
+
+
+def from_onnx(path: str | Path) -> list[dict[str, Any]]:
+    """The chain recorded in a compressed ONNX file's metadata_props (no registry needed)."""
+    from squeezeflow import modelio
+    from squeezeflow.errors import ModelError
+
+    props = modelio.metadata(path)
+    if PREFIX + "root" not in props:
+        raise ModelError(f"{path}: no squeezeflow lineage in its metadata_props; it was not written by squeezeflow compress.")
+    root = json.loads(props[PREFIX + "root"])
+    steps = json.loads(props.get(PREFIX + "steps", "[]"))
+    recipe = json.loads(props.get(PREFIX + "recipe", "{}") or "{}")
+    source = f"models:/{root['name']}/{root['version']}"
+    made = {"uri": str(path), "name": "", "version": "", "run_id": "", "recipe": recipe.get("name", ""), "recipe_digest": recipe.get("digest", ""),
+            "steps": [{k: v for k, v in step.items() if k != "stats"} for step in steps], "teachers": teachers({"steps": steps}),
+            "data": {}, "git_commit": "", "dvc_lock_digest": "", "verdict": "", "metrics": {}, "sha256": "", "parent": source}
+    origin = {"uri": source, "name": root["name"], "version": root["version"], "run_id": root.get("run_id") or "", "recipe": "", "recipe_digest": "",
+              "steps": [], "teachers": [], "data": {}, "git_commit": "", "dvc_lock_digest": "", "verdict": "", "metrics": {}, "sha256": root.get("artifact_sha256", ""), "parent": ""}
+    return [made, origin]
+
+
+def descendants(uri: str, max_depth: int = 20) -> list[dict[str, Any]]:
+    """Every version derived from `uri` (its `squeezeflow.source.*` tags point at it), as a tree.
+
+    Returns:
+        Links as in `walk`, each with `children` (derived from it in turn).
+    """
+    from squeezeflow import registry
+
+    def grow(ref: Any, depth: int) -> dict[str, Any]:
+        link = _link(ref)
+        found = registry.derived_from(ref.name, ref.version) if depth < max_depth else []
+        link["children"] = [grow(child, depth + 1) for child in found]
+        return link
+
+    return [grow(registry.resolve(uri), 0)]
+
+
+def render(links: list[dict[str, Any]], fmt: str, tree: bool = False) -> str:
+    """Text (one block per link), JSON, or a Mermaid flowchart of a chain or a descendants tree."""
+    if fmt == "json":
+        return json.dumps(links, indent=2, sort_keys=True)
+    flat = _flatten(links) if tree else [(i, link, links[i - 1] if i else None) for i, link in enumerate(links)]
+    if fmt == "mermaid":
+        ids = {link["uri"]: f"n{i}" for i, (_, link, _) in enumerate(flat)}
+        lines = ["graph BT" if not tree else "graph TD"]
+        for _, link, _ in flat:
+            label = link["uri"].removeprefix("models:/") + (f"<br/>{link['recipe']}: {' → '.join(s['kind'] for s in link['steps'])}" if link["recipe"] else "")
+            lines.append(f'    {ids[link["uri"]]}["{label}"]')
+        for _, link, up in flat:
+            if up is not None:
+                lines.append(f"    {ids[up['uri']]} --> {ids[link['uri']]}" if tree else f"    {ids[link['uri']]} --> {ids[up['uri']]}")
+        for teacher in sorted({t for _, link, _ in flat for t in link["teachers"]}):
+            lines.append(f'    {_node(teacher)}(["{teacher} (teacher)"])')
+        for _, link, _ in flat:
+            lines += [f"    {_node(t)} -.-> {ids[link['uri']]}" for t in link["teachers"]]
+        return "\n".join(lines)
+    out = []
+    for depth, link, _ in flat:
+        pad = "  " * depth
+        out.append(f"{pad}{'└─ ' if depth else ''}{link['uri']}" + ("" if link["recipe"] else "  (source model)"))
+        if link["recipe"]:
+            steps = "; ".join(s["kind"] + "(" + ", ".join(f"{k}={v}" for k, v in s.items() if k != "kind") + ")" for s in link["steps"])
+            out.append(f"{pad}   recipe {link['recipe']} ({link['recipe_digest'][:12]}): {steps}")
+            if link["teachers"]:
+                out.append(f"{pad}   teachers {', '.join(link['teachers'])}")
+            if link["verdict"] or link["metrics"]:
+                out.append(f"{pad}   gate {link['verdict']}: " + ", ".join(f"{k} {v:g}" for k, v in link["metrics"].items()))
+            if link["git_commit"] or link["data"]:
+                out.append(f"{pad}   git {link['git_commit'][:12]}  dvc.lock {link['dvc_lock_digest'][:12]}  data " + ", ".join(f"{k} {v[:12]}" for k, v in link["data"].items()))
+        if link["run_id"]:
+            out.append(f"{pad}   run {link['run_id']}")
+    return "\n".join(out)
+
+
+def _node(teacher: str) -> str:
+    return "t_" + re.sub(r"\W", "_", teacher)
+
+
+def _flatten(tree: list[dict[str, Any]], depth: int = 0, up: dict[str, Any] | None = None) -> list[tuple[int, dict[str, Any], dict[str, Any] | None]]:
+    rows = []
+    for link in tree:
+        rows.append((depth, link, up))
+        rows += _flatten(link.get("children", []), depth + 1, link)
+    return rows

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     import onnxruntime
 
 
+PT2_FILE = "model.pt2"  # MLflow pytorch flavor, pt2 format (torch.export): no pickled code
+
+
 def load_onnx(path: str | Path) -> onnx.ModelProto:
     """Read and check an ONNX file.
 
@@ -122,8 +125,24 @@ def metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_torch(model_dir: str | Path) -> Any:
-    """Load an MLflow pytorch-flavor model directory into an eval-mode module."""
+    """Load an MLflow pytorch-flavor model directory into an eval-mode module.
+
+    The `pt2` format (torch.export) holds no code. A `pickle` model runs code from the file when
+    loaded, so it is loaded only when the user allows it explicitly (`env.pickle_allowed`).
+
+    Raises:
+        ConfigError: a pickled model without that permission. ModelError: it does not load.
+    """
     import mlflow.pytorch
+    import yaml
+
+    from squeezeflow import env
+    from squeezeflow.errors import ConfigError
+
+    flavor = (yaml.safe_load((Path(model_dir) / "MLmodel").read_text()) or {}).get("flavors", {}).get("pytorch", {})
+    if not (Path(model_dir) / flavor.get("model_data", "data") / PT2_FILE).is_file() and not env.pickle_allowed():
+        raise ConfigError(f"{model_dir}: the PyTorch model is in pickle format, and loading it runs code stored in the file. If you trust it, set "
+                          f"{env.ALLOW_PICKLE}=true (or {env.ALLOW_CODE}=true); or register it with serialization_format='pt2'.")
 
     try:
         model = mlflow.pytorch.load_model(str(model_dir), map_location="cpu")

@@ -2,6 +2,8 @@
 
 Errors are translated at this boundary: a missing model, version or alias is a `NotFoundError`
 (exit 2); a server or database that does not answer is a `RegistryUnreachableError` (exit 3).
+Transient failures (connection refused or reset, timeouts, 5xx, a locked database) are retried
+with exponential backoff until a total deadline (`SQUEEZEFLOW_REGISTRY_DEADLINE`, default 60 s).
 Credentials in URIs never reach a message.
 """
 
@@ -11,15 +13,19 @@ import contextlib
 import dataclasses
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from squeezeflow import env
 from squeezeflow.errors import ModelError, NotFoundError, RegistryUnreachableError
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+|latest))$")
-_UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish", "unable to open database", "could not connect", "timed out", "Name or service not known", "Connection reset")
+_UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish", "unable to open database", "could not connect", "timed out",
+                "Name or service not known", "Connection reset", "Connection aborted", "RemoteDisconnected", "database is locked", "TEMPORARILY_UNAVAILABLE",
+                "error code 500", "error code 502", "error code 503", "error code 504", "server closed the connection")
+T = TypeVar("T")
 SHA_TAG = "squeezeflow.artifact_sha256"
 
 
@@ -74,6 +80,26 @@ def errors(what: str) -> Iterator[None]:
         raise
 
 
+def call(what: str, fn: Callable[[], T]) -> T:
+    """Run `fn` (registry calls) with errors translated, retrying transient failures until the deadline.
+
+    Raises:
+        RegistryUnreachableError: still failing at the deadline; the message names the URI and how long it tried.
+    """
+    deadline = time.monotonic() + env.registry_deadline()
+    delay, tries = 0.5, 0
+    while True:
+        tries += 1
+        try:
+            with errors(what):
+                return fn()
+        except RegistryUnreachableError as e:
+            if time.monotonic() + delay > deadline:
+                raise RegistryUnreachableError(f"{e} (tried {tries} times in {env.registry_deadline():g} s; {env.REGISTRY_DEADLINE} sets the deadline)") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
 def _registered(c: Any, name: str) -> Any | None:
     """The registered model `name`, or None when it does not exist (other errors propagate)."""
     try:
@@ -112,33 +138,37 @@ def resolve(uri: str) -> ModelRef:
         '1'
     """
     name, alias, version = parse_uri(uri)
-    c = client()
-    with errors(f"resolving {uri}"):
-        registered = _registered(c, name)
-        if registered is None:
-            known = sorted(m.name for m in c.search_registered_models(max_results=50))
-            raise NotFoundError(f"registered model {name!r} does not exist in {redact(env.tracking_uri())}. Known models: {', '.join(known) or 'none'}.")
-        if alias:
-            aliases = dict(getattr(registered, "aliases", {}) or {})
-            if alias not in aliases:
-                raise NotFoundError(f"registered model {name!r} has no alias {alias!r}. Its aliases: {', '.join(sorted(aliases)) or 'none'}. Set one with `MlflowClient().set_registered_model_alias`.")
-            mv = c.get_model_version_by_alias(name, alias)
-        elif version == "latest":
-            versions = c.search_model_versions(f"name='{name}'")
-            if not versions:
-                raise NotFoundError(f"registered model {name!r} has no versions.")
-            mv = max(versions, key=lambda v: int(v.version))
-        else:
-            try:
-                mv = c.get_model_version(name, version)
-            except Exception as e:
-                if getattr(e, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
-                    raise
-                raise NotFoundError(f"registered model {name!r} has no version {version}.") from None
+    mv = call(f"resolving {uri}", lambda: _resolve(client(), uri, name, alias, version))
     if str(mv.status) not in ("READY", "ModelVersionStatus.READY"):
         raise NotFoundError(f"{name} version {mv.version} is {mv.status}, not READY; it cannot be pulled yet.")
     model_id = mv.model_id or (mv.source[len("models:/"):] if mv.source.startswith("models:/m-") else None)
     return ModelRef(name, str(mv.version), uri, mv.source, model_id, mv.run_id, dict(mv.tags or {}))
+
+
+def _resolve(c: Any, uri: str, name: str, alias: str | None, version: str | None) -> Any:
+    """The ModelVersion a URI names (NotFoundError when there is none)."""
+    registered = _registered(c, name)
+    if registered is None:
+        known = sorted(m.name for m in c.search_registered_models(max_results=50))
+        raise NotFoundError(f"registered model {name!r} does not exist in {redact(env.tracking_uri())}. Known models: {', '.join(known) or 'none'}.")
+    if alias:
+        aliases = dict(getattr(registered, "aliases", {}) or {})
+        if alias not in aliases:
+            raise NotFoundError(f"registered model {name!r} has no alias {alias!r}. Its aliases: {', '.join(sorted(aliases)) or 'none'}. Set one with `MlflowClient().set_registered_model_alias`.")
+        mv = c.get_model_version_by_alias(name, alias)
+    elif version == "latest":
+        versions = c.search_model_versions(f"name='{name}'")
+        if not versions:
+            raise NotFoundError(f"registered model {name!r} has no versions.")
+        mv = max(versions, key=lambda v: int(v.version))
+    else:
+        try:
+            mv = c.get_model_version(name, version)
+        except Exception as e:
+            if getattr(e, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise NotFoundError(f"registered model {name!r} has no version {version}.") from None
+    return mv
 
 
 def download(ref: ModelRef, dst: Path) -> Path:
@@ -147,9 +177,7 @@ def download(ref: ModelRef, dst: Path) -> Path:
 
     client()
     dst.mkdir(parents=True)
-    with errors(f"downloading {ref.uri}"):
-        path = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst))
-    path = Path(path).resolve()
+    path = Path(call(f"downloading {ref.uri}", lambda: mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst)))).resolve()
     if dst.resolve() not in (path, *path.parents):  # artifact paths stay inside the stage's folder
         raise ModelError(f"{ref.uri}: downloaded outside {dst}; refusing to use it.")
     return path
@@ -173,61 +201,73 @@ def flavor(model_dir: Path) -> tuple[str, str]:
 def find_by_sha(name: str, sha256: str) -> ModelRef | None:
     """The version of `name` whose artifact sha256 tag equals `sha256`, if any."""
     c = client()
-    with errors(f"searching versions of {name}"):
-        if _registered(c, name) is None:
-            return None
-        hits = c.search_model_versions(f"name='{name}' and tags.`{SHA_TAG}`='{sha256}'")
+    hits = call(f"searching versions of {name}", lambda: _registered(c, name) and c.search_model_versions(f"name='{name}' and tags.`{SHA_TAG}`='{sha256}'"))
     if not hits:
         return None
     mv = min(hits, key=lambda v: int(v.version))
     return ModelRef(name, str(mv.version), f"models:/{name}/{mv.version}", mv.source, mv.model_id, mv.run_id, dict(mv.tags or {}))
 
 
+def derived_from(name: str, version: str) -> list[ModelRef]:
+    """Versions of any registered model whose `squeezeflow.source.*` tags name NAME/VERSION."""
+    c = client()
+    query = f"tags.`squeezeflow.source.name` = '{name}' and tags.`squeezeflow.source.version` = '{version}'"
+    hits = call(f"searching versions derived from {name}/{version}", lambda: c.search_model_versions(query))
+    return [ModelRef(mv.name, str(mv.version), f"models:/{mv.name}/{mv.version}", mv.source, mv.model_id, mv.run_id, dict(mv.tags or {}))
+            for mv in sorted(hits, key=lambda v: (v.name, int(v.version)))]
+
+
 def alias_version(name: str, alias: str) -> str | None:
     """The version `alias` points at, or None."""
     c = client()
-    with errors(f"reading aliases of {name}"):
-        registered = _registered(c, name)
+    registered = call(f"reading aliases of {name}", lambda: _registered(c, name))
     version = dict(registered.aliases or {}).get(alias) if registered else None
     return None if version is None else str(version)  # MLflow returns ints here
 
 
 def set_alias(name: str, alias: str, version: str) -> None:
     """Point `alias` of `name` at `version`."""
-    with errors(f"setting alias {name}@{alias}"):
-        client().set_registered_model_alias(name, alias, version)
+    c = client()
+    call(f"setting alias {name}@{alias}", lambda: c.set_registered_model_alias(name, alias, version))
 
 
-def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str, str]) -> str:
-    """Log `onnx_file` as a model of run `run_id`, register it with `tags`, then move `alias`.
+def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str, str]) -> tuple[str, bool]:
+    """Log `onnx_file` as a model of run `run_id`, register it with `tags` (one call), then move `alias`.
 
-    All or nothing: if anything fails after the version exists, the version is deleted, so no
-    version without its lineage tags and no alias on an unfinished version is ever left behind.
+    Safe when several processes publish at once: after registering, the lowest version carrying
+    the same artifact sha256 wins; a process that lost deletes its own version and points the
+    alias at the winner. A version is complete when it exists (its lineage tags come with it), and
+    the alias moves only afterwards, so an interrupted publish leaves at most a complete version
+    without the alias, which the next `promote` finds by its sha256 and finishes.
 
     Returns:
-        The new version number.
+        (the version the alias now points at, True when another process had registered it).
     """
     import mlflow
     import mlflow.onnx
     import onnx
 
     c = client()
-    with errors(f"registering {name}"):
+    sha = tags[SHA_TAG]
+
+    def log_model() -> Any:
         with mlflow.start_run(run_id=run_id):
-            info = mlflow.onnx.log_model(onnx.load(str(onnx_file)), name="model", pip_requirements=["onnxruntime"], save_as_external_data=False)
-        mv = mlflow.register_model(info.model_uri, name, tags=tags)
-        try:
-            if str(mv.status) not in ("READY", "ModelVersionStatus.READY"):
-                raise NotFoundError(f"{name} version {mv.version} did not become READY.")
-            c.set_registered_model_alias(name, alias, mv.version)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                c.delete_model_version(name, mv.version)
-            raise
-    return str(mv.version)
+            return mlflow.onnx.log_model(onnx.load(str(onnx_file)), name="model", pip_requirements=["onnxruntime"], save_as_external_data=False)
+
+    info = call(f"logging the model of run {run_id}", log_model)
+    mv = call(f"registering {name}", lambda: mlflow.register_model(info.model_uri, name, tags=tags))
+    if str(mv.status) not in ("READY", "ModelVersionStatus.READY"):
+        call(f"deleting {name} version {mv.version}", lambda: c.delete_model_version(name, mv.version))
+        raise NotFoundError(f"{name} version {mv.version} did not become READY; it was deleted. Run promote again.")
+    winner = find_by_sha(name, sha)
+    version = winner.version if winner else str(mv.version)
+    if version != str(mv.version):  # another process registered the same artifact first
+        call(f"deleting duplicate {name} version {mv.version}", lambda: c.delete_model_version(name, mv.version))
+    set_alias(name, alias, version)
+    return version, version != str(mv.version)
 
 
-def register_torch(model: Any, name: str, example: Any, alias: str | None = None, experiment: str = "squeezeflow") -> str:
+def register_torch(model: Any, name: str, example: Any, alias: str | None = None, experiment: str = "squeezeflow", serialization_format: str = "pt2") -> str:
     """Log a torch module (pt2 format, batch axis dynamic) in a new run, register it, set `alias`.
 
     Used by the demo and the tests to create source models; `example` (an array, or a tuple of
@@ -246,7 +286,7 @@ def register_torch(model: Any, name: str, example: Any, alias: str | None = None
         exp_id = exp.experiment_id if exp else c.create_experiment(experiment)
         with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{name}"):
             sample = tuple(np.ascontiguousarray(e) for e in example) if isinstance(example, tuple) else np.ascontiguousarray(example)
-            info = mlflow.pytorch.log_model(model, name="model", input_example=sample, pip_requirements=["torch"])
+            info = mlflow.pytorch.log_model(model, name="model", input_example=sample, pip_requirements=["torch"], serialization_format=serialization_format)
         mv = mlflow.register_model(info.model_uri, name)
         if alias:
             c.set_registered_model_alias(name, alias, mv.version)
@@ -254,35 +294,55 @@ def register_torch(model: Any, name: str, example: Any, alias: str | None = None
 
 
 def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
-    """Create a run (not active) and return its id."""
+    """Create a run (not active) with `tags` plus the run context providers' (git, dvc.lock), and return its id."""
+    from mlflow.tracking.context.registry import resolve_tags
 
     c = client()
-    with errors(f"creating a run in experiment {experiment}"):
+    tags = resolve_tags(tags)
+
+    def create() -> str:
         exp = c.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else c.create_experiment(experiment)
-        return c.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+        if exp is None:
+            try:
+                return c.create_run(c.create_experiment(experiment), run_name=run_name, tags=tags).info.run_id
+            except Exception as e:  # created meanwhile by a concurrent pipeline
+                if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = c.get_experiment_by_name(experiment)
+        return c.create_run(exp.experiment_id, run_name=run_name, tags=tags).info.run_id
+
+    return call(f"creating a run in experiment {experiment}", create)
 
 
 def log_run(run_id: str, params: dict[str, Any], metrics: dict[str, float], files: list[Path], parent_model_id: str | None = None) -> None:
     """Log params, metrics, files and the parent model input to an existing run."""
+    c = client()
+    call(f"logging run {run_id}", lambda: _log(c, run_id, params, metrics, files, parent_model_id))
+
+
+def _log(c: Any, run_id: str, params: dict[str, Any], metrics: dict[str, float], files: list[Path], parent_model_id: str | None) -> None:
     from mlflow.entities import LoggedModelInput, Metric, Param
 
-    c = client()
-    with errors(f"logging run {run_id}"):
-        items = sorted(params.items())
-        for start in range(0, len(items), 100):
-            c.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in items[start : start + 100]])
-        ms = [Metric(k, float(v), 0, 0) for k, v in sorted(metrics.items())]
-        for start in range(0, len(ms), 500):
-            c.log_batch(run_id, metrics=ms[start : start + 500])
-        for f in files:
-            if f.is_file():
-                c.log_artifact(run_id, str(f), artifact_path="squeezeflow")
-        if parent_model_id:  # the client API; the fluent one allows models only on Databricks
-            c.log_inputs(run_id, models=[LoggedModelInput(parent_model_id)])
+    items = sorted(params.items())
+    for start in range(0, len(items), 100):
+        c.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in items[start : start + 100]])
+    ms = [Metric(k, float(v), 0, 0) for k, v in sorted(metrics.items())]
+    for start in range(0, len(ms), 500):
+        c.log_batch(run_id, metrics=ms[start : start + 500])
+    for f in files:
+        if f.is_file():
+            c.log_artifact(run_id, str(f), artifact_path="squeezeflow")
+    if parent_model_id:  # the client API; the fluent one allows models only on Databricks
+        c.log_inputs(run_id, models=[LoggedModelInput(parent_model_id)])
 
 
 def end_run(run_id: str, status: str) -> None:
     """Terminate a run as FINISHED or FAILED."""
-    with errors(f"closing run {run_id}"):
-        client().set_terminated(run_id, status=status)
+    c = client()
+    call(f"closing run {run_id}", lambda: c.set_terminated(run_id, status=status))
+
+
+def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
+    """Set tags on a run (what a promotion ended up doing)."""
+    c = client()
+    call(f"tagging run {run_id}", lambda: [c.set_tag(run_id, k, v) for k, v in tags.items()])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,16 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
         files = [gate_file, reports_dir / "gate.md", DVC_LOCK, cand_dir / artifacts.MANIFEST]
         run_id = record_attempt(params, verdict, files, run_name=f"promote-{selected}", tags=tags, parent_model_id=manifest["root"].get("model_id"))
         try:
-            version = registry.publish(name, alias, artifacts.model_path(cand_dir), run_id, tags)
+            version, joined = registry.publish(name, alias, artifacts.model_path(cand_dir), run_id, tags)
         except BaseException:
-            registry.end_run(run_id, "FAILED")
+            with contextlib.suppress(Exception):  # the registry may be the thing that failed
+                registry.end_run(run_id, "FAILED")
             raise
+        if joined:
+            action = "joined"  # a concurrent promotion registered the same artifact first
+        pointed = registry.alias_version(name, alias)  # a concurrent pipeline may have moved it since
+        registry.set_run_tags(run_id, {"squeezeflow.promotion.action": action, "squeezeflow.promotion.version": version,
+                                       "squeezeflow.promotion.alias_after": pointed or ""})
         registry.end_run(run_id, "FINISHED")
     result = {
         "action": action,
@@ -71,9 +78,10 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
         "sha256": manifest["sha256"],
         "run_id": run_id,
         "source": manifest["root"]["name"] + "/" + manifest["root"]["version"],
+        "alias_after": registry.alias_version(name, alias) if action == "move-alias" and not dry_run else pointed,
     }
     (reports_dir / "promotion.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    done = {"register": "registered", "move-alias": "moved the alias to", "none": "already promoted:"}[action]
+    done = {"register": "registered", "joined": "joined a concurrent promotion of", "move-alias": "moved the alias to", "none": "already promoted:"}[action]
     print(f"promote{' (dry run, registry untouched)' if dry_run else ''}: {done} {result['model_uri'] or name + ' (new version)'} as {result['alias_uri']}")
     return result
 

@@ -1,0 +1,169 @@
+"""`squeezeflow webhook`: receive MLflow registry webhooks and start the pipeline when the source alias moves.
+
+MLflow signs each delivery: `X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "<delivery id>.<timestamp>.<body>")>`
+with `X-MLflow-Delivery-Id` and `X-MLflow-Timestamp` (Unix seconds). A delivery is accepted only
+with a valid signature, a timestamp inside the replay window and a delivery id not seen before.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import json
+import subprocess
+import threading
+import time
+from collections import OrderedDict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from squeezeflow.errors import ConfigError
+
+SIGNATURE_HEADER = "X-MLflow-Signature"
+TIMESTAMP_HEADER = "X-MLflow-Timestamp"
+DELIVERY_HEADER = "X-MLflow-Delivery-Id"
+EVENT = ("model_version_alias", "created")
+MAX_BODY = 1 << 20
+SEEN_DELIVERIES = 10_000
+
+
+class Rejected(Exception):
+    """A delivery that must not be acted on; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
+    """MLflow's signature of a delivery (what the server computes)."""
+    digest = hmac.new(secret.encode(), f"{delivery_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+@dataclasses.dataclass
+class Verifier:
+    """Checks signature, replay window and delivery-id reuse; remembers the last deliveries it accepted."""
+
+    secret: str
+    window_s: float = 300.0
+    seen: OrderedDict[str, float] = dataclasses.field(default_factory=OrderedDict)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def check(self, headers: Any, body: bytes, now: float | None = None) -> dict[str, Any]:
+        """The delivery's JSON payload, or `Rejected` (401 bad or missing signature, stale; 409 replayed id)."""
+        delivery, stamp, signature = (headers.get(h) for h in (DELIVERY_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER))
+        if not (delivery and stamp and signature):
+            raise Rejected(401, f"missing {SIGNATURE_HEADER}, {TIMESTAMP_HEADER} or {DELIVERY_HEADER}")
+        if not hmac.compare_digest(sign(self.secret, delivery, stamp, body), signature.strip()):
+            raise Rejected(401, "signature does not match")
+        try:
+            age = (time.time() if now is None else now) - int(stamp)
+        except ValueError:
+            raise Rejected(401, f"{TIMESTAMP_HEADER} is not a Unix time") from None
+        if abs(age) > self.window_s:
+            raise Rejected(401, f"timestamp {age:+.0f} s away, outside the {self.window_s:g} s replay window")
+        with self.lock:
+            if delivery in self.seen:
+                raise Rejected(409, f"delivery {delivery} was already received")
+            self.seen[delivery] = age
+            while len(self.seen) > SEEN_DELIVERIES:
+                self.seen.popitem(last=False)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise Rejected(400, "body is not JSON") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Trigger:
+    """What to start for an accepted alias event on the watched model and alias."""
+
+    name: str
+    alias: str
+    command: tuple[str, ...] = ("dvc", "repro")
+    dispatch_url: str | None = None  # https://api.github.com/repos/OWNER/REPO/dispatches
+    token: str | None = None
+
+    def wants(self, payload: dict[str, Any]) -> str | None:
+        """The model URI when the payload is the watched alias being set, else None."""
+        data = payload.get("data") or {}
+        if (payload.get("entity"), payload.get("action")) != EVENT or data.get("name") != self.name or data.get("alias") != self.alias:
+            return None
+        return f"models:/{self.name}/{data.get('version')}"
+
+    def fire(self, model_uri: str) -> None:
+        """Run the pipeline command, or send a GitHub repository_dispatch carrying the model URI."""
+        import os
+        import urllib.request
+
+        if self.dispatch_url:
+            body = json.dumps({"event_type": "model-registered", "client_payload": {"model_uri": model_uri}}).encode()
+            request = urllib.request.Request(self.dispatch_url, data=body, method="POST", headers={
+                "Accept": "application/vnd.github+json", "Content-Type": "application/json", **({"Authorization": f"Bearer {self.token}"} if self.token else {})})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                print(f"webhook: repository_dispatch for {model_uri}: HTTP {response.status}", flush=True)
+            return
+        result = subprocess.run(list(self.command), env={**os.environ, "SQUEEZEFLOW_WEBHOOK_MODEL_URI": model_uri})
+        print(f"webhook: `{' '.join(self.command)}` for {model_uri} exited {result.returncode}", flush=True)
+
+
+def serve(host: str, port: int, verifier: Verifier, trigger: Trigger) -> None:
+    """Answer deliveries until interrupted; accepted events start the trigger one at a time, in order."""
+    runs = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                return self._answer(413, "body too large")
+            body = self.rfile.read(length)
+            try:
+                payload = verifier.check(self.headers, body)
+            except Rejected as e:
+                print(f"webhook: refused a delivery from {self.client_address[0]}: {e}", flush=True)
+                return self._answer(e.status, str(e))
+            model_uri = trigger.wants(payload)
+            if model_uri is None:
+                return self._answer(200, "ignored: not the watched alias")
+            threading.Thread(target=self._fire, args=(model_uri,), daemon=True).start()
+            self._answer(202, f"starting the pipeline for {model_uri}")
+
+        def _fire(self, model_uri: str) -> None:
+            with runs:
+                try:
+                    trigger.fire(model_uri)
+                except Exception as e:  # noqa: BLE001 - a failed trigger must not stop the receiver
+                    print(f"webhook: could not start the pipeline for {model_uri}: {e}", flush=True)
+
+        def _answer(self, status: int, text: str) -> None:
+            data = json.dumps({"status": status, "message": text}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_: Any) -> None:  # the decisions are printed above
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    print(f"webhook: listening on http://{host}:{server.server_address[1]}/ for {EVENT[0]}.{EVENT[1]} on models:/{trigger.name}@{trigger.alias}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def secret_from_env() -> str:
+    """The shared secret (SQUEEZEFLOW_WEBHOOK_SECRET); a receiver without one refuses to start."""
+    import os
+
+    from squeezeflow import env
+
+    secret = os.environ.get(env.WEBHOOK_SECRET, "")
+    if not secret:
+        raise ConfigError(f"{env.WEBHOOK_SECRET} is not set. Set it to the secret given to MLflow's create_webhook.")
+    return secret
