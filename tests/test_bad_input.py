@@ -100,3 +100,46 @@ def test_missing_data_file(pulled, digits_dir, tmp_path):
     proc = sh(BIN / "squeezeflow", "--params", path, "evaluate", "baseline", check=False)
     assert proc.returncode == 2
     assert "nowhere.npz: eval data file not found" in error_line(proc)
+
+
+def _file(tmp_path, digits_dir, role, change):
+    arrays = dict(np.load(digits_dir / f"{role}.npz"))
+    arrays.update(change(arrays))
+    path = tmp_path / f"bad_{role}.npz"
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def _with_nan(a):
+    x = a["input"].copy()
+    x[3, 0, 2, 2] = np.nan
+    return {"input": x}
+
+
+CONTRACTS = [  # (case, data file role, change, expectation, what the message names)
+    ("nan in eval", "eval", _with_nan, "ExpectColumnValuesToBeBetween on array 'input'", "1 samples with NaN or inf"),
+    ("unknown label in train", "train", lambda a: {"labels": np.where(np.arange(len(a["labels"])) == 0, 12, a["labels"])}, "ExpectColumnValuesToBeBetween on array 'labels'", "labels outside 0..9, e.g. 12"),
+    ("class missing from eval", "eval", lambda a: {"input": a["input"][a["labels"] != 3], "labels": a["labels"][a["labels"] != 3]}, "ExpectColumnDistinctValuesToContainSet on array 'labels'", "classes [3] missing"),
+    ("calibration drawn elsewhere", "calibration", lambda a: {"input": a["input"] * 0.2 + 3.0}, "ExpectColumnValuesToBeBetween on the calibration inputs", "shifted more than 0.5"),
+    ("wrong dtype in calibration", "calibration", lambda a: {"input": a["input"].astype(np.float64)}, "ExpectColumnValuesToBeInSet on array 'input'", "dtype does not match"),
+    ("input missing from train", "train", lambda a: {"input": None, "pixels": a["input"]}, "ExpectColumnValuesToBeInSet on array 'input'", "present does not match"),
+]
+
+
+@pytest.mark.parametrize("case,role,change,expectation,detail", CONTRACTS, ids=[c[0] for c in CONTRACTS])
+def test_data_contracts_name_the_expectation_file_and_array(pulled, digits_dir, tmp_path, case, role, change, expectation, detail):
+    bad = _file(tmp_path, digits_dir, role, change)
+    path = write_params(tmp_path, digits_dir, **{f"data__{role}": str(bad)})
+    proc = sh(BIN / "squeezeflow", "--params", path, "check-data", check=False)
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert line.startswith(f"squeezeflow: error: {bad}: data contract failed: {expectation}") and detail in line, line
+    results = json.loads((tmp_path / "reports/data.json").read_text())["results"]
+    assert any(not r["success"] for r in results) and any(r["success"] for r in results)
+
+
+def test_good_data_meets_every_contract(pulled, tmp_path):
+    out = sh(BIN / "squeezeflow", "check-data").stdout
+    results = json.loads((tmp_path / "reports/data.json").read_text())["results"]
+    assert all(r["success"] for r in results) and f"{len(results)} expectations met on eval, calibration, train" in out
+    assert {r["file"] for r in results} == {"eval", "calibration", "train"}

@@ -35,6 +35,15 @@ def _gated_folder(folder: Path, digits_dir: Path, source: str, target: str, reci
     return folder
 
 
+def _registered_source(url: str, digits_onnx: Path, tmp_path: Path, monkeypatch) -> tuple[str, str]:
+    """A fresh source model (alias champion) on the server at `url`, and a fresh target name."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.chdir(tmp_path)
+    suffix = uuid.uuid4().hex[:8]
+    register_onnx(digits_onnx, f"src-{suffix}", alias="champion")
+    return f"src-{suffix}", f"edge-{suffix}"
+
+
 def _promote_all(folders: list[Path], extra_env: dict | None = None) -> list[subprocess.CompletedProcess]:
     """Start `squeezeflow promote` in every folder at once; wait for all."""
     env = {**os.environ, **(extra_env or {})}
@@ -43,11 +52,7 @@ def _promote_all(folders: list[Path], extra_env: dict | None = None) -> list[sub
 
 
 def test_eight_processes_promote_the_same_candidate(postgres_server, digits_onnx, digits_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres_server)
-    suffix = uuid.uuid4().hex[:8]
-    source, target = f"src-{suffix}", f"edge-{suffix}"
-    monkeypatch.chdir(tmp_path)
-    register_onnx(digits_onnx, source, alias="champion")
+    source, target = _registered_source(postgres_server, digits_onnx, tmp_path, monkeypatch)
     first = _gated_folder(tmp_path / "p0", digits_dir, source, target, recipes={"int8": [{"quantize": {"mode": "static"}}]})
     folders = [first] + [Path(shutil.copytree(first, tmp_path / f"p{i}")) for i in range(1, 8)]
 
@@ -65,11 +70,7 @@ def test_eight_processes_promote_the_same_candidate(postgres_server, digits_onnx
 
 
 def test_two_pipelines_race_for_one_alias(postgres_server, digits_onnx, digits_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres_server)
-    suffix = uuid.uuid4().hex[:8]
-    source, target = f"src-{suffix}", f"edge-{suffix}"
-    monkeypatch.chdir(tmp_path)
-    register_onnx(digits_onnx, source, alias="champion")
+    source, target = _registered_source(postgres_server, digits_onnx, tmp_path, monkeypatch)
     a = _gated_folder(tmp_path / "a", digits_dir, source, target, recipes={"static": [{"quantize": {"mode": "static"}}]})
     b = _gated_folder(tmp_path / "b", digits_dir, source, target, recipes={"dyn": [{"quantize": {"mode": "dynamic", "op_types": ["Gemm"]}}]})
 

@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="pipeline parameters (default: params.yaml)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("pull", help="resolve params source.model_uri and write artifacts/source/", epilog=EPILOG)
+    sub.add_parser("check-data", help="validate the data files against the source model (Great Expectations) and write reports/data.json", epilog=EPILOG)
     sub.add_parser("soft-labels", help="run every distillation teacher over data.train and write artifacts/soft-labels/", epilog=EPILOG)
     c = sub.add_parser("compress", help="apply recipe RECIPE and write artifacts/candidates/RECIPE/", epilog=EPILOG)
     c.add_argument("recipe", help="a key of params recipes")
@@ -64,6 +65,10 @@ def _run(args: argparse.Namespace) -> int:
 
         for uri, entry in read_index().items():
             print(f"pull: {uri} -> models:/{entry['name']}/{entry['version']}, sha256 {entry['sha256'][:12]}")
+    elif args.command == "check-data":
+        from squeezeflow.stages.check_data import check_data
+
+        check_data(params)
     elif args.command == "soft-labels":
         from squeezeflow.stages.soft_labels import soft_labels
 
@@ -82,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "gate":
         from squeezeflow.stages.gate import gate
 
-        gate(params)
+        gate(params, params_file=args.params)
     elif args.command == "promote":
         from squeezeflow.stages.promote import promote
 

@@ -51,7 +51,9 @@ class Target(_Model):
     threads: int = Field(1, ge=1, le=256, description="Intra-op threads of the ONNX Runtime session.")
     batch_size: int = Field(1, ge=1, description="Batch size of the latency measurement.")
     warmup: int = Field(20, ge=0, description="Untimed runs before the latency measurement.")
-    repeats: int = Field(200, ge=5, description="Timed runs per model; baseline and candidate alternate.")
+    repeats: int = Field(200, ge=5, description="Fewest timed runs per model; baseline and candidate alternate, in rounds of 20.")
+    ci_width: float = Field(0.1, gt=0, description="Measuring stops once the speedup's 95% interval is this narrow (high / low - 1) ...")
+    max_seconds: float = Field(30.0, gt=0, description="... or after this many seconds per candidate; the gate then judges the interval it has.")
 
 
 class Budgets(_Model):
@@ -61,6 +63,8 @@ class Budgets(_Model):
     min_speedup: float | None = Field(None, gt=0, description="Smallest allowed baseline p50 / candidate p50.")
     max_size_mb: float | None = Field(None, gt=0, description="Largest allowed model file size in MB (1e6 bytes).")
     min_compression_ratio: float | None = Field(None, gt=0, description="Smallest allowed baseline bytes / candidate bytes.")
+    max_class_accuracy_drop: float | None = Field(None, ge=0, description="Largest allowed accuracy drop on any single class (absolute).")
+    inconclusive: Literal["fail", "warn"] = Field("fail", description="When a budget lies inside a metric's 95% interval (accuracy drop, speedup, p95 latency): fail the candidate, or pass it with a warning.")
 
 
 BUDGET_METRICS = {  # budget -> (metric key, bound kind)
@@ -70,6 +74,12 @@ BUDGET_METRICS = {  # budget -> (metric key, bound kind)
     "min_speedup": ("speedup", "min"),
     "max_size_mb": ("size_mb", "max"),
     "min_compression_ratio": ("compression_ratio", "min"),
+    "max_class_accuracy_drop": ("class_accuracy_drop_max", "max"),
+}
+BUDGET_INTERVALS = {  # metrics measured with a 95% interval: (low key, high key)
+    "accuracy_drop": ("accuracy_drop_ci_low", "accuracy_drop_ci_high"),
+    "speedup": ("speedup_ci_low", "speedup_ci_high"),
+    "latency_p95_ms": ("latency_p95_ms_ci_low", "latency_p95_ms_ci_high"),
 }
 
 

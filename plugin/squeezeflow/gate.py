@@ -5,43 +5,56 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from squeezeflow.config import BUDGET_METRICS, METRIC_DIRECTIONS, Budgets
+from squeezeflow.config import BUDGET_INTERVALS, BUDGET_METRICS, METRIC_DIRECTIONS, Budgets
 
 CANDIDATE = "candidate"
 
 
-def violations(rows: dict[str, dict[str, float]], budgets: Budgets) -> dict[str, list[dict[str, Any]]]:
-    """Each candidate's missed budgets, as found by Great Expectations.
+def violations(rows: dict[str, dict[str, float]], budgets: Budgets) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """Each candidate's missed and inconclusive budgets, as found by Great Expectations.
+
+    A metric measured with a 95% interval is judged on both bounds: a budget that even the
+    optimistic bound misses is missed; one that only the conservative bound misses (the budget
+    lies inside the interval) is inconclusive. Other metrics are judged on their value.
 
     Args:
         rows: candidate name -> metrics.
         budgets: the thresholds; unset ones are not checked.
 
     Returns:
-        candidate -> list of {budget, metric, measured, threshold, by} (empty when it passes).
+        (missed, inconclusive): candidate -> list of {budget, metric, measured, threshold, by,
+        bound, interval} (empty lists when it passes).
     """
-    active = {k: v for k, v in budgets.model_dump().items() if v is not None}
-    found: dict[str, list[dict[str, Any]]] = {name: [] for name in rows}
+    active = {k: v for k, v in budgets.model_dump().items() if k in BUDGET_METRICS and v is not None}
+    missed: dict[str, list[dict[str, Any]]] = {name: [] for name in rows}
+    unsure: dict[str, list[dict[str, Any]]] = {name: [] for name in rows}
     if not active or not rows:
-        return found
-    for budget, result in _validate(rows, active).items():
+        return missed, unsure
+    checks = []  # (budget, column, bound, threshold, kind)
+    for budget, threshold in active.items():
         metric, bound = BUDGET_METRICS[budget]
-        threshold = active[budget]
-        for hit in result:
-            measured = float(hit[metric])
-            found[hit[CANDIDATE]].append({
-                "budget": budget,
-                "metric": metric,
-                "measured": measured,
-                "threshold": threshold,
-                "by": abs(measured - threshold),
-                "bound": bound,
-            })
-    return found
+        interval = BUDGET_INTERVALS.get(metric)
+        if interval and all(k in r for r in rows.values() for k in interval):
+            low, high = interval
+            conservative, optimistic = (high, low) if bound == "max" else (low, high)
+            checks += [(budget, optimistic, bound, threshold, "missed"), (budget, conservative, bound, threshold, "inconclusive")]
+        else:
+            checks.append((budget, metric, bound, threshold, "missed"))
+    failed = _validate(rows, checks)
+    for (budget, column, bound, threshold, kind), names in zip(checks, failed):
+        metric = BUDGET_METRICS[budget][0]
+        for name in names:
+            if kind == "inconclusive" and any(v["budget"] == budget for v in missed[name]):
+                continue
+            measured = float(rows[name][metric])
+            interval = [rows[name][k] for k in BUDGET_INTERVALS[metric]] if metric in BUDGET_INTERVALS and column != metric else None
+            entry = {"budget": budget, "metric": metric, "measured": measured, "threshold": threshold, "by": abs(measured - threshold), "bound": bound, "interval": interval}
+            (missed if kind == "missed" else unsure)[name].append(entry)
+    return missed, unsure
 
 
-def _validate(rows: dict[str, dict[str, float]], active: dict[str, float]) -> dict[str, list[dict[str, Any]]]:
-    """Run one GX expectation per budget; return budget -> unexpected rows."""
+def _validate(rows: dict[str, dict[str, float]], checks: list[tuple]) -> list[list[str]]:
+    """Run one GX expectation per check; return, per check, the candidates that fail it."""
     import great_expectations as gx
     import pandas as pd
 
@@ -51,33 +64,44 @@ def _validate(rows: dict[str, dict[str, float]], active: dict[str, float]) -> di
     ctx.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
     batch = ctx.data_sources.add_pandas("squeezeflow").add_dataframe_asset("candidates").add_batch_definition_whole_dataframe("all")
     suite = ctx.suites.add(gx.ExpectationSuite(name="budgets"))
-    for budget, threshold in active.items():
-        metric, bound = BUDGET_METRICS[budget]
+    for i, (budget, column, bound, threshold, kind) in enumerate(checks):
         limits = {"max_value": threshold} if bound == "max" else {"min_value": threshold}
-        suite.add_expectation(gx.expectations.ExpectColumnValuesToBeBetween(column=metric, meta={"budget": budget}, **limits))
+        suite.add_expectation(gx.expectations.ExpectColumnValuesToBeBetween(column=column, meta={"check": i, "budget": budget, "kind": kind}, **limits))
     run = ctx.validation_definitions.add(gx.ValidationDefinition(name="gate", data=batch, suite=suite))
     result = run.run(batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [CANDIDATE]})
-    out = {}
+    out: list[list[str]] = [[] for _ in checks]
     for r in result.results:
         if r.exception_info and r.exception_info.get("raised_exception"):
             from squeezeflow.errors import ConfigError
 
             raise ConfigError(f"budget {r.expectation_config.meta['budget']} could not be checked: {r.exception_info.get('exception_message')}")
-        out[r.expectation_config.meta["budget"]] = list(r.result.get("unexpected_index_list") or [])
+        out[int(r.expectation_config.meta["check"])] = [hit[CANDIDATE] for hit in r.result.get("unexpected_index_list") or []]
     return out
 
 
 def decide(baseline: dict[str, float], rows: dict[str, dict[str, float]], budgets: Budgets, objective: str) -> dict[str, Any]:
     """The verdict: per-candidate budget checks and the best passing candidate by `objective`."""
-    missed = violations(rows, budgets)
-    passing = [name for name in rows if not missed[name]]
+    missed, unsure = violations(rows, budgets)
+    warn = budgets.inconclusive == "warn"
+    passing = [name for name in rows if not missed[name] and (warn or not unsure[name])]
     larger_is_better = METRIC_DIRECTIONS[objective]
     ranked = sorted(passing, key=lambda n: (-rows[n][objective] if larger_is_better else rows[n][objective], n))
     return {
         "verdict": "pass" if ranked else "fail",
         "selected": ranked[0] if ranked else None,
         "objective": objective,
-        "budgets": {k: v for k, v in budgets.model_dump().items() if v is not None},
+        "budgets": {k: v for k, v in budgets.model_dump().items() if v is not None and k in BUDGET_METRICS},
+        "inconclusive_policy": budgets.inconclusive,
         "baseline": baseline,
-        "candidates": {name: {"passed": not missed[name], "violations": missed[name], "metrics": rows[name]} for name in sorted(rows)},
+        "candidates": {name: {"passed": name in passing, "status": _status(name in passing, missed[name], unsure[name]), "violations": missed[name],
+                              "inconclusive": unsure[name], "metrics": rows[name]} for name in sorted(rows)},
     }
+
+
+def _status(passed: bool, missed: list, unsure: list) -> str:
+    """pass, pass-warning (inconclusive, policy warn), inconclusive (policy fail) or fail."""
+    if missed:
+        return "fail"
+    if unsure:
+        return "pass-warning" if passed else "inconclusive"
+    return "pass"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from squeezeflow.config import BUDGET_METRICS
+from squeezeflow.config import BUDGET_INTERVALS, BUDGET_METRICS
 
 COLUMNS = ("accuracy", "accuracy_drop", "latency_p50_ms", "latency_p95_ms", "speedup", "size_mb", "compression_ratio")
 
@@ -15,15 +15,31 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def cell(metrics: dict[str, Any], key: str) -> str:
+    """A metric, with its 95% interval when it has one: `1.31 [1.22, 1.40]`."""
+    low, high = BUDGET_INTERVALS.get(key, (None, None))
+    if low in metrics and high in metrics and metrics[low] != metrics[high]:
+        return f"{_fmt(metrics.get(key, ''))} [{metrics[low]:.3g}, {metrics[high]:.3g}]"
+    return _fmt(metrics.get(key, ""))
+
+
 def rows(verdict: dict[str, Any]) -> list[list[str]]:
-    """Table rows: baseline first, then every candidate with its status."""
+    """Table rows: baseline first, then every candidate with its status; ✗ marks a missed budget, ? an inconclusive one."""
     failed_cells = {name: {v["metric"] for v in c["violations"]} for name, c in verdict["candidates"].items()}
+    unsure_cells = {name: {v["metric"] for v in c.get("inconclusive", [])} for name, c in verdict["candidates"].items()}
     out = [["baseline (fp32)", *(_fmt(verdict["baseline"].get(k, "")) for k in COLUMNS), "reference"]]
     for name, cand in verdict["candidates"].items():
-        cells = [(_fmt(cand["metrics"].get(k, "")) + (" ✗" if k in failed_cells[name] else "")) for k in COLUMNS]
-        status = "selected" if name == verdict["selected"] else ("pass" if cand["passed"] else "fail")
+        cells = [cell(cand["metrics"], k) + (" ✗" if k in failed_cells[name] else " ?" if k in unsure_cells[name] else "") for k in COLUMNS]
+        status = "selected" if name == verdict["selected"] else cand.get("status", "pass" if cand["passed"] else "fail")
         out.append([name, *cells, status])
     return out
+
+
+def inconclusive_lines(verdict: dict[str, Any]) -> list[str]:
+    """One sentence per budget that lies inside a metric's 95% interval."""
+    policy = verdict.get("inconclusive_policy", "fail")
+    return [f"{name}: {v['budget']} inconclusive: the 95% interval of {v['metric']} [{v['interval'][0]:.4g}, {v['interval'][1]:.4g}] contains the threshold {v['threshold']:.4g} ({'warning only' if policy == 'warn' else 'counts as a miss'}; more repeats or a quieter machine narrow it)"
+            for name, cand in verdict["candidates"].items() for v in cand.get("inconclusive", [])]
 
 
 def step_notes(manifest: dict[str, Any]) -> list[str]:
@@ -73,6 +89,9 @@ def markdown(verdict: dict[str, Any]) -> str:
     missed = missed_lines(verdict)
     if missed:
         lines += ["", "Missed budgets:", "", *(f"- {m}" for m in missed)]
+    unsure = inconclusive_lines(verdict)
+    if unsure:
+        lines += ["", "Inconclusive budgets:", "", *(f"- {m}" for m in unsure)]
     notes = [f"{name}: {note}" for name, cand in verdict["candidates"].items() for note in cand.get("notes", [])]
     if notes:
         lines += ["", "Notes:", "", *(f"- {n}" for n in notes)]

@@ -44,3 +44,50 @@ def summarize(ms: np.ndarray, batch_size: int) -> dict[str, float]:
 
     p50, p95, p99 = (float(np.percentile(ms, q)) for q in (50, 95, 99))
     return {"latency_p50_ms": p50, "latency_p95_ms": p95, "latency_p99_ms": p99, "throughput_per_s": batch_size * 1000.0 / p50}
+
+
+def measure_until(sessions: dict[str, onnxruntime.InferenceSession], feed: dict[str, np.ndarray], reference: str, warmup: int, min_repeats: int,
+                  ci_width: float, max_seconds: float, round_size: int = 20, progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+    """Interleaved rounds until every speedup's 95% interval is narrow enough or time runs out.
+
+    Each round times every session `round_size` times in alternation; a round gives one ratio
+    reference p50 / session p50 and one p95 per session. Rounds continue until `min_repeats` calls
+    were timed and the interval of each speedup satisfies high / low - 1 <= `ci_width`, or until
+    `max_seconds` have passed.
+
+    Returns:
+        (name -> all latencies in ms, name -> speedup / speedup_ci_low / speedup_ci_high /
+        latency_p95_ms_ci_low / latency_p95_ms_ci_high / latency_rounds).
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from squeezeflow.evaluate.stats import mean_interval
+
+    measure(sessions, feed, warmup, 1, progress=False)
+    rounds: list[dict[str, np.ndarray]] = []
+    start = time.monotonic()
+    bar = tqdm(desc="latency rounds", unit="round", disable=not progress, leave=False)
+    while True:
+        rounds.append(measure(sessions, feed, 0, round_size, progress=False))
+        bar.update()
+        stats = _round_stats(rounds, reference, mean_interval)
+        done = len(rounds) * round_size >= min_repeats and len(rounds) >= 3
+        narrow = all(s["speedup_ci_high"] / s["speedup_ci_low"] - 1 <= ci_width for n, s in stats.items() if n != reference)
+        if (done and narrow) or (done and time.monotonic() - start > max_seconds):
+            break
+    bar.close()
+    return {n: np.concatenate([r[n] for r in rounds]) for n in sessions}, stats
+
+
+def _round_stats(rounds: list, reference: str, mean_interval) -> dict[str, dict[str, float]]:
+    import numpy as np
+
+    out = {}
+    for name in rounds[0]:
+        ratios = np.array([np.median(r[reference]) / np.median(r[name]) for r in rounds])
+        p95s = np.array([np.percentile(r[name], 95) for r in rounds])
+        speedup, lo, hi = mean_interval(ratios, log=True)
+        _, p95_lo, p95_hi = mean_interval(p95s)
+        out[name] = {"speedup": speedup, "speedup_ci_low": lo, "speedup_ci_high": hi, "latency_p95_ms_ci_low": p95_lo, "latency_p95_ms_ci_high": p95_hi, "latency_rounds": len(rounds)}
+    return out

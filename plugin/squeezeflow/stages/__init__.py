@@ -9,3 +9,4 @@ REPORTS_DIR = Path("reports")
 BASELINE = "baseline"
 REGISTERED_DIR = Path("artifacts/registered")
 SOFT_LABELS_DIR = Path("artifacts/soft-labels")
+PLOTS_DIR = Path("plots")

@@ -8,15 +8,19 @@ from typing import Any
 
 from squeezeflow import artifacts, data, modelio
 from squeezeflow.config import Params
-from squeezeflow.evaluate import classification, latency, size
-from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, SOURCE_DIR
+from squeezeflow.evaluate import classification, latency, size, stats
+from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, SOURCE_DIR
 
 
-def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidates_dir: Path = CANDIDATES_DIR, out_dir: Path = METRICS_DIR) -> dict[str, float]:
-    """Measure `name` (a recipe, or `baseline`) and write metrics/NAME.json.
+def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidates_dir: Path = CANDIDATES_DIR, out_dir: Path = METRICS_DIR,
+             plots_dir: Path = PLOTS_DIR) -> dict[str, float]:
+    """Measure `name` (a recipe, or `baseline`) and write metrics/NAME.json and plots/NAME.json.
 
-    The baseline and the candidate are timed alternately in this one process, so `speedup`
-    (baseline p50 / candidate p50) sees the same machine load for both.
+    The baseline and the candidate are timed alternately in this one process, in rounds, until the
+    95% interval of `speedup` (geometric mean over rounds of baseline p50 / candidate p50) is as
+    narrow as `target.ci_width` or `target.max_seconds` pass. The accuracy drop comes with a
+    paired-bootstrap 95% interval and McNemar's exact p-value; per-class accuracies go to the
+    plot data with the latency samples.
 
     Returns:
         The flat metrics of DESIGN.md.
@@ -42,25 +46,29 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         data.check_inputs(arrays, sess.get_inputs(), params.data.eval)
     logits = {n: modelio.run(s, arrays) for n, s in sessions.items()}
     labels = data.check_labels(arrays, logits[BASELINE].shape[1], params.data.eval)
-    base_acc = classification.accuracy(logits[BASELINE], labels)
-    acc = classification.accuracy(logits[name], labels)
+    correct = {n: logits[n].argmax(axis=1) == labels for n in logits}
+    classes = {n: classification.per_class_accuracy(logits[n], labels) for n in logits}
     feed = next(data.batches(arrays, target.batch_size))
-    times = latency.measure(sessions, feed, target.warmup, target.repeats)
+    times, timing = latency.measure_until(sessions, feed, BASELINE, target.warmup, target.repeats, target.ci_width, target.max_seconds)
     lat = latency.summarize(times[name], target.batch_size)
     base_size = size.sizes(artifacts.model_path(base_dir))
     cand_size = size.sizes(artifacts.model_path(cand_dir))
     metrics: dict[str, Any] = {
-        "accuracy": acc,
-        "accuracy_drop": base_acc - acc,
+        "accuracy": float(correct[name].mean()),
+        **stats.paired_drop(correct[BASELINE], correct[name], params.seed),
+        "class_accuracy_drop_max": max(classes[BASELINE][c] - classes[name][c] for c in classes[BASELINE]),
         "agreement": classification.agreement(logits[name], logits[BASELINE]),
         **lat,
-        "speedup": float(latency.summarize(times[BASELINE], 1)["latency_p50_ms"] / lat["latency_p50_ms"]) if name != BASELINE else 1.0,
+        **timing[name],
         "size_mb": cand_size["size_mb"],
         "size_gzip_mb": cand_size["size_gzip_mb"],
         "compression_ratio": base_size["bytes"] / cand_size["bytes"],
         **modelio.weight_stats(artifacts.model_path(cand_dir)),
         "steps": len(cand_manifest["steps"]),
     }
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    plot = {"latency_ms": {BASELINE: times[BASELINE].round(5).tolist(), name: times[name].round(5).tolist()}, "class_accuracy": {BASELINE: classes[BASELINE], name: classes[name]}}
+    (plots_dir / f"{name}.json").write_text(json.dumps(plot, sort_keys=True) + "\n")
     metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -7,15 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import github, report
+from squeezeflow import github, report, report_html
 from squeezeflow.config import Params
 from squeezeflow.errors import DataError, GateFailedError, SqueezeflowError
 from squeezeflow.gate import decide
-from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, REPORTS_DIR
+from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, REPORTS_DIR
 
 
-def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = REPORTS_DIR, audit: bool = True, candidates_dir: Path = CANDIDATES_DIR) -> dict[str, Any]:
-    """Write reports/gate.json and reports/gate.md; fail when no candidate passes.
+def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = REPORTS_DIR, audit: bool = True, candidates_dir: Path = CANDIDATES_DIR,
+         plots_dir: Path = PLOTS_DIR, params_file: Path = Path("params.yaml")) -> dict[str, Any]:
+    """Write reports/gate.json, reports/gate.md and reports/index.html; fail when no candidate passes.
 
     A failed gate still writes its reports first and records the attempt as a FAILED MLflow run
     (best effort: a registry outage must not hide the verdict).
@@ -37,18 +38,33 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
     (reports_dir / "gate.json").write_text(json.dumps(verdict, indent=2, sort_keys=True) + "\n")
     md = report.markdown(verdict)
     (reports_dir / "gate.md").write_text(md)
+    report_html.write(verdict, plots_dir, candidates_dir, reports_dir)
     github.summary(md)
     github.output("verdict", verdict["verdict"])
+    github.output("selected", verdict["selected"])
+    _annotate(verdict, params_file)
     print(report.text_table(verdict))
+    for line in report.inconclusive_lines(verdict):
+        print(f"gate: {line}", file=sys.stderr)
     if verdict["verdict"] == "pass":
         print(f"gate: PASS, selected {verdict['selected']} (best {verdict['objective']})")
         return verdict
-    missed = report.missed_lines(verdict)
-    for line in missed:
-        github.annotate("error", line, "budget missed")
+    missed = report.missed_lines(verdict) + report.inconclusive_lines(verdict)
     if audit:
         _record_failure(params, verdict, reports_dir)
     raise GateFailedError(f"gate failed: no candidate met every budget; {missed[0]}" + (f" (and {len(missed) - 1} more, see {reports_dir / 'gate.md'})" if len(missed) > 1 else "."))
+
+
+def _annotate(verdict: dict[str, Any], params_file: Path) -> None:
+    """One annotation per missed (error) or inconclusive (error or warning) budget, on its params.yaml line."""
+    lines = iter(report.missed_lines(verdict))
+    unsure = iter(report.inconclusive_lines(verdict))
+    level = "warning" if verdict.get("inconclusive_policy") == "warn" else "error"
+    for cand in verdict["candidates"].values():
+        for v in cand["violations"]:
+            github.annotate("error", next(lines), f"budget {v['budget']} missed", str(params_file), github.params_line(params_file, "budgets", v["budget"]))
+        for v in cand.get("inconclusive", []):
+            github.annotate(level, next(unsure), f"budget {v['budget']} inconclusive", str(params_file), github.params_line(params_file, "budgets", v["budget"]))
 
 
 def _read(path: Path) -> dict[str, Any]:

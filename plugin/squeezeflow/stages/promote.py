@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import artifacts, data, lineage, registry
+from squeezeflow import artifacts, data, github, lineage, registry
 from squeezeflow.attempts import record_attempt
 from squeezeflow.config import Params
 from squeezeflow.errors import ConfigError, GateFailedError
@@ -81,6 +81,9 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
         "alias_after": registry.alias_version(name, alias) if action == "move-alias" and not dry_run else pointed,
     }
     (reports_dir / "promotion.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    github.output("model_uri", result["model_uri"])
+    github.output("version", version)
+    github.summary(f"Promotion{' (dry run)' if dry_run else ''}: {action} `{result['model_uri'] or name + ' (new version)'}` as `{result['alias_uri']}`")
     done = {"register": "registered", "joined": "joined a concurrent promotion of", "move-alias": "moved the alias to", "none": "already promoted:"}[action]
     print(f"promote{' (dry run, registry untouched)' if dry_run else ''}: {done} {result['model_uri'] or name + ' (new version)'} as {result['alias_uri']}")
     return result

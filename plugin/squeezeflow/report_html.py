@@ -1,0 +1,164 @@
+"""reports/index.html: one self-contained page (inline SVG and CSS, no network) for people to read."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from squeezeflow.report import COLUMNS, inconclusive_lines, missed_lines, rows
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#1b1f24}
+h1{margin:0 0 4px} h2{margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.verdict{padding:16px 20px;border-radius:8px;color:#fff;font-size:22px;font-weight:600}
+.pass{background:#1a7f37} .fail{background:#cf222e}
+table{border-collapse:collapse;margin:8px 0;width:100%} td,th{border:1px solid #d0d7de;padding:4px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left} th{background:#f6f8fa}
+td.miss{background:#ffebe9;color:#a40e26;font-weight:600} td.unsure{background:#fff8c5} tr.selected td{font-weight:600}
+.plots{display:flex;flex-wrap:wrap;gap:12px} .plots svg{width:520px;height:auto}
+code{background:#f6f8fa;padding:1px 4px;border-radius:4px} ul{margin:4px 0}
+"""
+
+
+def render(verdict: dict[str, Any], plots: dict[str, dict[str, Any]], manifests: dict[str, dict[str, Any]], contracts: dict[str, Any] | None) -> str:
+    """The whole page.
+
+    Args:
+        verdict: reports/gate.json.
+        plots: name -> plots/NAME.json (latency samples, per-class accuracy); baseline included.
+        manifests: candidate -> manifest (lineage of the selected one).
+        contracts: reports/data.json (Great Expectations results of the data contracts), if any.
+    """
+    ok = verdict["verdict"] == "pass"
+    selected = verdict.get("selected")
+    title = f"PASS: {selected} selected (best {verdict['objective']})" if ok else "FAIL: no candidate met every budget; nothing is promoted"
+    parts = [f"<div id='verdict' class='verdict {'pass' if ok else 'fail'}'>squeezeflow gate: {html.escape(title)}</div>",
+             "<h2>Candidates against the budgets</h2>", _budgets(verdict), _table(verdict), _lines(verdict),
+             "<h2>Accuracy against latency and size</h2>", f"<div class='plots'>{_pareto(verdict, 'latency_p50_ms', 'latency p50 (ms)')}{_pareto(verdict, 'size_mb', 'size (MB)')}</div>"]
+    if selected and selected in plots:
+        parts += ["<h2>Latency distributions</h2>", f"<div class='plots'>{_latency(plots[selected], selected)}</div>",
+                  "<h2>Per-class accuracy</h2>", _classes(plots[selected], selected)]
+    if selected and selected in manifests:
+        parts += ["<h2>Lineage of the selected candidate</h2>", _lineage(manifests[selected])]
+    if contracts:
+        parts += ["<h2>Data contracts (Great Expectations)</h2>", _contracts(contracts)]
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>squeezeflow gate</title><style>{CSS}</style></head><body><h1>squeezeflow</h1>{''.join(parts)}</body></html>\n"
+
+
+def _budgets(verdict: dict[str, Any]) -> str:
+    items = ", ".join(f"<code>{html.escape(k)}</code> {v:g}" for k, v in verdict["budgets"].items()) or "none"
+    return f"<p>Budgets: {items}. Intervals are 95%; a budget inside an interval is <em>inconclusive</em> ({html.escape(verdict.get('inconclusive_policy', 'fail'))}).</p>"
+
+
+def _table(verdict: dict[str, Any]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ("candidate", *COLUMNS, "status"))
+    body = []
+    for row in rows(verdict):
+        name = row[0]
+        cells = "".join(f"<td class='{'miss' if c.endswith('✗') else 'unsure' if c.endswith('?') else ''}'>{html.escape(c)}</td>" for c in row[1:-1])
+        body.append(f"<tr class='{'selected' if name == verdict.get('selected') else ''}'><td>{html.escape(name)}</td>{cells}<td>{html.escape(row[-1])}</td></tr>")
+    return f"<table id='candidates'><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _lines(verdict: dict[str, Any]) -> str:
+    lines = missed_lines(verdict) + inconclusive_lines(verdict) + [f"{n}: {note}" for n, c in verdict["candidates"].items() for note in c.get("notes", [])]
+    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>" if lines else ""
+
+
+def _svg(fig: Any) -> str:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    return re.sub(r"<metadata>.*?</metadata>", "", text[text.index("<svg"):], flags=re.S)
+
+
+def _figure() -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "squeezeflow"  # the same verdict renders the same bytes
+    return plt.subplots(figsize=(5.2, 3.6))
+
+
+def _pareto(verdict: dict[str, Any], x_key: str, x_label: str) -> str:
+    """Accuracy against one cost, every candidate and the baseline, with the budget lines."""
+    fig, ax = _figure()
+    base = verdict["baseline"]
+    ax.scatter([base[x_key]], [base["accuracy"]], marker="s", color="#57606a", label="baseline (fp32)")
+    for name, cand in verdict["candidates"].items():
+        m = cand["metrics"]
+        color = "#1a7f37" if cand["passed"] else "#cf222e"
+        ax.scatter([m[x_key]], [m["accuracy"]], color=color, marker="*" if name == verdict.get("selected") else "o", s=120 if name == verdict.get("selected") else 40)
+        ax.annotate(name, (m[x_key], m["accuracy"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    budgets = verdict["budgets"]
+    if "max_accuracy_drop" in budgets:
+        ax.axhline(base["accuracy"] - budgets["max_accuracy_drop"], ls="--", color="#9a6700", lw=1, label="accuracy budget")
+    if "min_accuracy" in budgets:
+        ax.axhline(budgets["min_accuracy"], ls="--", color="#9a6700", lw=1)
+    limit = {"latency_p50_ms": base["latency_p50_ms"] / budgets["min_speedup"] if "min_speedup" in budgets else None, "size_mb": budgets.get("max_size_mb")}.get(x_key)
+    if limit:
+        ax.axvline(limit, ls=":", color="#8250df", lw=1, label=f"{x_label.split(' (')[0]} budget")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _svg(fig)
+
+
+def _latency(plot: dict[str, Any], name: str) -> str:
+    import numpy as np
+
+    fig, ax = _figure()
+    samples = plot["latency_ms"]
+    top = float(np.percentile(np.concatenate([np.asarray(v) for v in samples.values()]), 99))
+    for label, values in samples.items():
+        ax.hist(np.clip(values, None, top), bins=40, alpha=0.55, label=f"{label} (p50 {np.median(values):.3g} ms)")
+    ax.set_xlabel("latency per call (ms), clipped at p99")
+    ax.set_ylabel("calls")
+    ax.legend(fontsize=8)
+    ax.set_title(f"baseline and {name}, timed interleaved", fontsize=9)
+    return _svg(fig)
+
+
+def _classes(plot: dict[str, Any], name: str) -> str:
+    acc = plot["class_accuracy"]
+    base, cand = acc["baseline"], acc[name]
+    body = "".join(f"<tr><td>{html.escape(c)}</td><td>{base[c]:.4f}</td><td>{cand[c]:.4f}</td><td class='{'miss' if base[c] - cand[c] > 0 else ''}'>{base[c] - cand[c]:+.4f}</td></tr>"
+                   for c in sorted(base, key=lambda k: (len(k), k)))
+    return f"<table id='classes'><tr><th>class</th><th>baseline</th><th>{html.escape(name)}</th><th>drop</th></tr>{body}</table>"
+
+
+def _lineage(manifest: dict[str, Any]) -> str:
+    root = manifest["root"]
+    steps = "".join(f"<li><code>{html.escape(s['kind'])}</code> {html.escape(json.dumps({k: v for k, v in s.items() if k not in ('kind', 'stats')}, sort_keys=True))}</li>" for s in manifest["steps"])
+    return (f"<p>From <code>models:/{html.escape(root['name'])}/{html.escape(str(root['version']))}</code> (pulled as <code>{html.escape(root.get('requested', ''))}</code>, "
+            f"run {html.escape(root.get('run_id') or '')}), recipe <code>{html.escape(manifest['recipe']['name'])}</code> "
+            f"(digest {html.escape(manifest['recipe']['digest'][:12])}), artifact sha256 {html.escape(manifest['sha256'][:16])}:</p><ol>{steps}</ol>")
+
+
+def _contracts(contracts: dict[str, Any]) -> str:
+    body = "".join(f"<tr><td>{html.escape(r['file'])}</td><td>{html.escape(r['expectation'])}</td><td>{html.escape(r.get('column', ''))}</td>"
+                   f"<td class='{'' if r['success'] else 'miss'}'>{'pass' if r['success'] else 'FAIL'}</td></tr>" for r in contracts.get("results", []))
+    return f"<table id='contracts'><tr><th>file</th><th>expectation</th><th>column</th><th>result</th></tr>{body}</table>"
+
+
+def write(verdict: dict[str, Any], plots_dir: Path, candidates_dir: Path, reports_dir: Path) -> Path:
+    """Render reports/index.html from the verdict and the files the stages wrote."""
+    names = ["baseline", *verdict["candidates"]]
+    plots = {n: json.loads((plots_dir / f"{n}.json").read_text()) for n in names if (plots_dir / f"{n}.json").is_file()}
+    manifests = {n: json.loads((candidates_dir / n / "manifest.json").read_text()) for n in verdict["candidates"] if (candidates_dir / n / "manifest.json").is_file()}
+    data_report = reports_dir / "data.json"
+    contracts = json.loads(data_report.read_text()) if data_report.is_file() else None
+    out = reports_dir / "index.html"
+    out.write_text(render(verdict, plots, manifests, contracts))
+    return out
