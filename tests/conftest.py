@@ -145,7 +145,7 @@ def start_mlflow_server(backend: str, folder: Path, port: int | None = None) -> 
     """
     port = port or free_port()
     log = folder / "server.log"
-    env = {**os.environ, "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true", "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": WEBHOOK_KEY}
+    env = {**os.environ, "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true", "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_CACHE_TTL": "1", "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": WEBHOOK_KEY}
     proc = subprocess.Popen(
         [BIN / "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True, env=env,

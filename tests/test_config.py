@@ -30,7 +30,7 @@ def _edit(tmp_path, edit):
 
 BAD = [
     ("unknown top-level key", lambda p: p.update(budget={}), "budget is not a known key"),
-    ("unknown nested key", lambda p: p["budgets"].update(max_acc_drop=0.1), "budgets.max_acc_drop is not a known key. Known keys: max_accuracy_drop"),
+    ("unknown nested key", lambda p: p["budgets"].update(max_acc_drop=0.1), "budgets.max_acc_drop is not a known key. Known keys: inconclusive, max_accuracy_drop, max_class_accuracy_drop"),
     ("wrong type", lambda p: p["target"].update(threads="two"), "target.threads must be a valid integer"),
     ("impossible value", lambda p: p["target"].update(threads=0), "target.threads"),
     ("negative budget", lambda p: p["budgets"].update(max_accuracy_drop=-1), "budgets.max_accuracy_drop"),

@@ -190,6 +190,7 @@ def test_webhook_starts_the_pipeline_and_refuses_forgeries(mlflow_server, digits
     try:
         c = registry.client()
         hook = c.create_webhook(name=f"sf-{name}", url=f"http://127.0.0.1:{port}/", events=["model_version_alias.created"], secret="shh-webhook")
+        time.sleep(2)  # the server caches each event's webhooks for MLFLOW_WEBHOOK_CACHE_TTL (1 s here, 60 s by default)
         register_onnx(digits_onnx, name, alias="champion")  # the server delivers model_version_alias.created
         deadline = time.time() + 60
         while not marker.is_file():
