@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -65,3 +67,36 @@ def accuracy_and_speed(models: dict[str, Path], eval_file: Path, repeats: int) -
         }
         for k in models
     }
+
+
+@contextlib.contextmanager
+def workspace(prefix: str, dataset: str) -> Iterator[tuple[Path, dict[str, Path]]]:
+    """A temporary pipeline folder (the cwd while inside) with its own sqlite registry and the
+    dataset's train / calibration / eval splits; yields (folder, split files)."""
+    import os
+    import tempfile
+
+    from squeezeflow import datasets
+
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+        os.chdir(work)
+        try:
+            files = {s: work / f"data/{s}.npz" for s in ("train", "calibration", "eval")}
+            (work / "data").mkdir()
+            datasets.write_splits(dataset, files)
+            yield work, files
+        finally:
+            os.chdir(cwd)
+
+
+def pipeline_params(files: dict[str, Path], **sections) -> dict:
+    """The repository's params.yaml with these data files and sections replaced."""
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    params["data"].update({k: str(v) for k, v in files.items()})
+    params.update(sections)
+    return params

@@ -14,16 +14,14 @@ Writes bench/results/distillation.json.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import accuracy_and_speed, arguments, header, write  # noqa: E402
+from common import accuracy_and_speed, arguments, header, pipeline_params, workspace, write  # noqa: E402
 
 WIDTH = 0.4  # student channels and hidden width: about 16% of the source's parameters
 TEACHER_EPOCHS, STUDENT_EPOCHS = 6, 15
@@ -66,15 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     teacher_epochs, student_epochs = (2, 3) if args.smoke else (TEACHER_EPOCHS, STUDENT_EPOCHS)
     report = header(f"batch 1, 1 thread, median of {args.repeats} interleaved runs; teachers {teacher_epochs} epochs, students {student_epochs} epochs "
                     f"(Adam 1e-3, early stopping on the calibration split, seed 0), width {WIDTH} copy of the source CNN; accuracy on the eval split")
-    with tempfile.TemporaryDirectory(prefix="sf-bench-distill-") as tmp:
-        work = Path(tmp)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-        os.chdir(work)
-        from squeezeflow import datasets, registry
+    with workspace("sf-bench-distill-", dataset) as (work, files):
+        from squeezeflow import registry
 
-        files = {s: work / f"data/{s}.npz" for s in ("train", "calibration", "eval")}
-        (work / "data").mkdir()
-        datasets.write_splits(dataset, files)
         example = np.load(files["eval"])["input"][:8]
         names = {"cnn": f"{dataset}-cnn", "mlp": f"{dataset}-mlp", "cnn-shallow": f"{dataset}-cnn-shallow"}
         for name, model in teachers(dataset, files, teacher_epochs).items():
@@ -93,10 +85,7 @@ def run_pipeline(work: Path, files: dict, names: dict[str, str], epochs: int) ->
     from squeezeflow.stages.pull import pull
     from squeezeflow.stages.soft_labels import soft_labels
 
-    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
-    params["source"]["model_uri"] = f"models:/{names['cnn']}@champion"
-    params["data"].update({k: str(v) for k, v in files.items()})
-    params["recipes"] = recipes({k: v for k, v in names.items() if k != "cnn"}, epochs)
+    params = pipeline_params(files, source={"model_uri": f"models:/{names['cnn']}@champion"}, recipes=recipes({k: v for k, v in names.items() if k != "cnn"}, epochs))
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     loaded = load_params(work / "params.yaml")
     pull(loaded)

@@ -12,10 +12,8 @@ time each evaluate + gate takes. Writes bench/results/gate_stability.json.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import arguments, header, write  # noqa: E402
+from common import arguments, header, pipeline_params, workspace, write  # noqa: E402
 
 MARGIN = 0.2
 
@@ -33,11 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = 2 if args.smoke else 20
     report = header("digits CNN vs static INT8, evaluate + gate per run (interleaved latency rounds until the speedup's 95% interval is "
                     "within target.ci_width = 0.1 or target.max_seconds = 30 s), 1 thread, batch 1")
-    with tempfile.TemporaryDirectory(prefix="sf-bench-gate-") as tmp:
-        work = Path(tmp)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-        os.chdir(work)
-        from squeezeflow import datasets, registry, train, zoo
+    with workspace("sf-bench-gate-", "digits") as (work, files):
+        from squeezeflow import registry, train, zoo
         from squeezeflow.config import load_params
         from squeezeflow.errors import GateFailedError
         from squeezeflow.stages.compress import compress
@@ -45,13 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         from squeezeflow.stages.gate import gate
         from squeezeflow.stages.pull import pull
 
-        files = {s: work / f"data/{s}.npz" for s in ("train", "calibration", "eval")}
-        (work / "data").mkdir()
-        datasets.write_splits("digits", files)
         tr = np.load(files["train"])
         registry.register_torch(train.fit(zoo.small_cnn(8), tr["input"], tr["labels"], epochs=8, desc="digits-cnn"), "digits-cnn", tr["input"][:8], alias="champion")
-        params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
-        params["data"].update({k: str(v) for k, v in files.items()})
+        params = pipeline_params(files)
         params["recipes"] = {"int8-static": params["recipes"]["int8-static"]}
 
         def load(min_speedup: float | None):

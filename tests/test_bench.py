@@ -46,3 +46,14 @@ def test_distillation_bench_smoke(tmp_path):
     assert all(rows[k]["param_ratio"] <= 0.25 for k in rows if k.startswith(("kd", "hard")))
     assert rows["hard-labels-only"]["hard_labels_only"] and not rows["kd-cnn"]["hard_labels_only"]
     assert rows["kd-cnn-int8"]["size_ratio"] > 8
+
+
+def test_gate_stability_bench_smoke(tmp_path):
+    out = tmp_path / "gate_stability.json"
+    proc = subprocess.run([sys.executable, ROOT / "bench/gate_stability.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())["models"]["digits-cnn"]
+    below, above = result["sides"]["below"], result["sides"]["above"]
+    assert below["min_speedup"] < result["measured_speedup"] < above["min_speedup"]
+    assert below["expected"] == "pass" and above["expected"] == "fail" and len(below["verdicts"]) == 2
+    assert result["flips"] == below["flips"] + above["flips"]
