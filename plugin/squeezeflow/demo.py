@@ -70,7 +70,7 @@ def run(params: Params, params_path: Path) -> int:
         if rc == 0 and promo_file.is_file():
             promo = json.loads(promo_file.read_text())
             print(f"promoted: {promo['model_uri']} ({promo['alias_uri']})")
-        print(f"report: {folder / REPORTS_DIR / 'gate.md'}")
+        print(f"report: {folder / REPORTS_DIR / 'gate.md'} (pull requests), {folder / REPORTS_DIR / 'index.html'} (open in a browser)")
     if rc != 0:
         print(f"demo: dvc repro exited with {rc}", file=sys.stderr)
         return 1 if verdict and verdict["verdict"] == "fail" else rc
