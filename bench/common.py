@@ -69,6 +69,17 @@ def accuracy_and_speed(models: dict[str, Path], eval_file: Path, repeats: int) -
     }
 
 
+def model_folders(prefix: str, names: list[str]) -> Iterator[tuple[str, Path]]:
+    """(name, an empty folder of its own) for each model, inside one temporary folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        for name in names:
+            work = Path(tmp) / name
+            work.mkdir()
+            yield name, work
+
+
 @contextlib.contextmanager
 def workspace(prefix: str, dataset: str) -> Iterator[tuple[Path, dict[str, Path]]]:
     """A temporary pipeline folder (the cwd while inside) with its own sqlite registry and the

@@ -12,13 +12,12 @@ from __future__ import annotations
 import copy
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import accuracy_and_speed, arguments, header, write  # noqa: E402
+from common import accuracy_and_speed, arguments, header, model_folders, write  # noqa: E402
 from quantization import build  # noqa: E402  (the same models and data as the quantization bench)
 
 from squeezeflow import data, modelio  # noqa: E402
@@ -85,14 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, "pruning", argv)
     names = ["digits-cnn"] if args.smoke else ["digits-cnn", "mnist-cnn"]
     report = header(f"batch 1, 1 thread, median of {args.repeats} interleaved runs; fine-tuning with Adam lr 1e-3 and early stopping on the calibration split; accuracy on the eval split")
-    with tempfile.TemporaryDirectory(prefix="sf-bench-prune-") as tmp:
-        for name in names:
-            work = Path(tmp) / name
-            work.mkdir()
-            model, fp32, files = build(name, work, epochs=2 if args.smoke else None)
-            found = variants(model, files, work, epochs=1 if args.smoke else 3)
-            report["models"][name] = measure(fp32, found, files, args.repeats)
-            print(name, json.dumps(report["models"][name]), flush=True)
+    for name, work in model_folders("sf-bench-prune-", names):
+        model, fp32, files = build(name, work, epochs=2 if args.smoke else None)
+        found = variants(model, files, work, epochs=1 if args.smoke else 3)
+        report["models"][name] = measure(fp32, found, files, args.repeats)
+        print(name, json.dumps(report["models"][name]), flush=True)
     write(report, args.out)
     return 0
 

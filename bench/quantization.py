@@ -12,14 +12,13 @@ from __future__ import annotations
 import copy
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import accuracy_and_speed, arguments, header, write  # noqa: E402
+from common import accuracy_and_speed, arguments, header, model_folders, write  # noqa: E402
 
 from squeezeflow import data, datasets, modelio, train, zoo
 from squeezeflow.evaluate.classification import accuracy
@@ -136,21 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, "quantization", argv)
     names = ["digits-cnn"] if args.smoke else list(MODELS)
     report = header(f"batch 1, 1 thread, median of {args.repeats} interleaved runs per variant; accuracy on the eval split")
-    with tempfile.TemporaryDirectory(prefix="sf-bench-") as tmp:
-        for name in names:
-            work = Path(tmp) / name
-            work.mkdir()
-            model, fp32, files = build(name, work, epochs=2 if args.smoke else None)
-            variants = ort_defaults(fp32, files, work)
-            sf, stats = squeezeflow_variants(fp32, files, work, MODELS[name][3])
-            row = {"variants": measure(fp32, {**variants, **sf}, files, args.repeats), "auto": {k: stats["squeezeflow-auto"][k] for k in ("prior", "chosen", "speedup_vs_fp32")}}
-            if "squeezeflow-int4" in sf:
-                row["int4_weight_ratio"] = round(weight_bytes(fp32) / weight_bytes(sf["squeezeflow-int4"]), 3)
-            report["models"][name] = row
-            print(name, json.dumps(row["variants"], indent=None)[:2000], flush=True)
-            if name == ("digits-cnn" if args.smoke else "mnist-cnn"):
-                report["hard_cases"] = {"model": name, **hard_cases(model, files, work)}
-                print("hard cases", json.dumps(report["hard_cases"]), flush=True)
+    for name, work in model_folders("sf-bench-", names):
+        model, fp32, files = build(name, work, epochs=2 if args.smoke else None)
+        variants = ort_defaults(fp32, files, work)
+        sf, stats = squeezeflow_variants(fp32, files, work, MODELS[name][3])
+        row = {"variants": measure(fp32, {**variants, **sf}, files, args.repeats), "auto": {k: stats["squeezeflow-auto"][k] for k in ("prior", "chosen", "speedup_vs_fp32")}}
+        if "squeezeflow-int4" in sf:
+            row["int4_weight_ratio"] = round(weight_bytes(fp32) / weight_bytes(sf["squeezeflow-int4"]), 3)
+        report["models"][name] = row
+        print(name, json.dumps(row["variants"], indent=None)[:2000], flush=True)
+        if name == ("digits-cnn" if args.smoke else "mnist-cnn"):
+            report["hard_cases"] = {"model": name, **hard_cases(model, files, work)}
+            print("hard cases", json.dumps(report["hard_cases"]), flush=True)
     write(report, args.out)
     return 0
 

@@ -11,11 +11,16 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_quantization_bench_smoke(tmp_path):
-    out = tmp_path / "quantization.json"
-    proc = subprocess.run([sys.executable, ROOT / "bench/quantization.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900)
+def _smoke(bench: str, tmp_path) -> dict:
+    """Run bench/BENCH.py --smoke; its JSON report."""
+    out = tmp_path / f"{bench}.json"
+    proc = subprocess.run([sys.executable, ROOT / f"bench/{bench}.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_quantization_bench_smoke(tmp_path):
+    report = _smoke("quantization", tmp_path)
     variants = report["models"]["digits-cnn"]["variants"]
     assert set(variants) == {"fp32", "ort-dynamic-default", "ort-static-default", "squeezeflow-static", "squeezeflow-dynamic", "squeezeflow-auto"}
     assert all(v["size_ratio"] > 3 for k, v in variants.items() if k != "fp32")
@@ -26,10 +31,7 @@ def test_quantization_bench_smoke(tmp_path):
 
 
 def test_pruning_bench_smoke(tmp_path):
-    out = tmp_path / "pruning.json"
-    proc = subprocess.run([sys.executable, ROOT / "bench/pruning.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(out.read_text())["models"]["digits-cnn"]
+    rows = _smoke("pruning", tmp_path)["models"]["digits-cnn"]
     assert set(rows) == {"fp32", "structured-50", "unstructured-80", "cluster-16", "prune-cluster-int8"}
     assert rows["structured-50"]["params"] < 0.5 * rows["fp32"]["params"]
     assert rows["unstructured-80"]["sparsity"] >= 0.79
@@ -37,10 +39,7 @@ def test_pruning_bench_smoke(tmp_path):
 
 
 def test_distillation_bench_smoke(tmp_path):
-    out = tmp_path / "distillation.json"
-    proc = subprocess.run([sys.executable, ROOT / "bench/distillation.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(out.read_text())["models"]["digits-cnn"]
+    rows = _smoke("distillation", tmp_path)["models"]["digits-cnn"]
     assert {"fp32", "teacher-digits-mlp", "teacher-digits-cnn-shallow", "hard-labels-only", "kd-cnn", "kd-all", "kd-cnn-int8"} <= set(rows)
     assert rows["kd-all"]["teachers"] == ["digits-cnn/1", "digits-mlp/1", "digits-cnn-shallow/1"]
     assert all(rows[k]["param_ratio"] <= 0.25 for k in rows if k.startswith(("kd", "hard")))
@@ -49,10 +48,7 @@ def test_distillation_bench_smoke(tmp_path):
 
 
 def test_gate_stability_bench_smoke(tmp_path):
-    out = tmp_path / "gate_stability.json"
-    proc = subprocess.run([sys.executable, ROOT / "bench/gate_stability.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())["models"]["digits-cnn"]
+    result = _smoke("gate_stability", tmp_path)["models"]["digits-cnn"]
     below, above = result["sides"]["below"], result["sides"]["above"]
     assert below["min_speedup"] < result["measured_speedup"] < above["min_speedup"]
     assert below["expected"] == "pass" and above["expected"] == "fail" and len(below["verdicts"]) == 2

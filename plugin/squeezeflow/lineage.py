@@ -74,9 +74,14 @@ def teachers(manifest: dict[str, Any]) -> list[str]:
     return seen
 
 
+def without_stats(step: dict[str, Any]) -> dict[str, Any]:
+    """A manifest step's kind and resolved parameters, without its statistics."""
+    return {k: v for k, v in step.items() if k != "stats"}
+
+
 def _steps_tag(steps: list[dict[str, Any]]) -> str:
     """The steps with their resolved parameters (no statistics), as compact JSON that fits a tag."""
-    text = json.dumps([{k: v for k, v in step.items() if k != "stats"} for step in steps], sort_keys=True, separators=(",", ":"))
+    text = json.dumps([without_stats(step) for step in steps], sort_keys=True, separators=(",", ":"))
     return text if len(text) <= STEPS_TAG_LIMIT else json.dumps([{"kind": step["kind"]} for step in steps])
 
 
@@ -133,12 +138,16 @@ def from_onnx(path: str | Path) -> list[dict[str, Any]]:
     steps = json.loads(props.get(PREFIX + "steps", "[]"))
     recipe = json.loads(props.get(PREFIX + "recipe", "{}") or "{}")
     source = f"models:/{root['name']}/{root['version']}"
-    made = {"uri": str(path), "name": "", "version": "", "run_id": "", "recipe": recipe.get("name", ""), "recipe_digest": recipe.get("digest", ""),
-            "steps": [{k: v for k, v in step.items() if k != "stats"} for step in steps], "teachers": teachers({"steps": steps}),
-            "data": {}, "git_commit": "", "dvc_lock_digest": "", "verdict": "", "metrics": {}, "sha256": "", "parent": source}
-    origin = {"uri": source, "name": root["name"], "version": root["version"], "run_id": root.get("run_id") or "", "recipe": "", "recipe_digest": "",
-              "steps": [], "teachers": [], "data": {}, "git_commit": "", "dvc_lock_digest": "", "verdict": "", "metrics": {}, "sha256": root.get("artifact_sha256", ""), "parent": ""}
+    made = _blank(uri=str(path), recipe=recipe.get("name", ""), recipe_digest=recipe.get("digest", ""), steps=[without_stats(s) for s in steps],
+                  teachers=teachers({"steps": steps}), parent=source)
+    origin = _blank(uri=source, name=root["name"], version=root["version"], run_id=root.get("run_id") or "", sha256=root.get("artifact_sha256", ""))
     return [made, origin]
+
+
+def _blank(**known: Any) -> dict[str, Any]:
+    """A link with only what is known filled in (the keys of `_link`)."""
+    return {"uri": "", "name": "", "version": "", "run_id": "", "recipe": "", "recipe_digest": "", "steps": [], "teachers": [], "data": {},
+            "git_commit": "", "dvc_lock_digest": "", "verdict": "", "metrics": {}, "sha256": "", "parent": "", **known}
 
 
 def descendants(uri: str, max_depth: int = 20) -> list[dict[str, Any]]:

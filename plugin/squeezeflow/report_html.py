@@ -140,7 +140,9 @@ def _classes(plot: dict[str, Any], name: str) -> str:
 
 def _lineage(manifest: dict[str, Any]) -> str:
     root = manifest["root"]
-    steps = "".join(f"<li><code>{html.escape(s['kind'])}</code> {html.escape(json.dumps({k: v for k, v in s.items() if k not in ('kind', 'stats')}, sort_keys=True))}</li>" for s in manifest["steps"])
+    from squeezeflow.lineage import without_stats
+
+    steps = "".join(f"<li><code>{html.escape(s['kind'])}</code> {html.escape(json.dumps({k: v for k, v in without_stats(s).items() if k != 'kind'}, sort_keys=True))}</li>" for s in manifest["steps"])
     return (f"<p>From <code>models:/{html.escape(root['name'])}/{html.escape(str(root['version']))}</code> (pulled as <code>{html.escape(root.get('requested', ''))}</code>, "
             f"run {html.escape(root.get('run_id') or '')}), recipe <code>{html.escape(manifest['recipe']['name'])}</code> "
             f"(digest {html.escape(manifest['recipe']['digest'][:12])}), artifact sha256 {html.escape(manifest['sha256'][:16])}:</p><ol>{steps}</ol>")

@@ -90,16 +90,17 @@ def fit(
 
 def accuracy(model: Any, x: Any, y: np.ndarray, device: str = "cpu", set_mode: Callable[[Any, bool], None] | None = None, batch_size: int = 512) -> float:
     """Accuracy of a torch classifier (eval mode, no gradients)."""
+    return float((predict(model, x, device, set_mode, batch_size).argmax(1) == y).mean())
+
+
+def predict(model: Any, x: Any, device: str = "cpu", set_mode: Callable[[Any, bool], None] | None = None, batch_size: int = 512) -> np.ndarray:
+    """The model's outputs over all samples, in batches (eval mode, no gradients)."""
     import torch
 
     (set_mode or switch_mode)(model, False)
     xs = _tensors(x)
-    correct = 0
     with torch.no_grad():
-        for start in range(0, len(y), batch_size):
-            out = model(*(a[start : start + batch_size].to(device) for a in xs))
-            correct += int((out.argmax(1).cpu().numpy() == y[start : start + batch_size]).sum())
-    return correct / len(y)
+        return torch.cat([model(*(a[start : start + batch_size].to(device) for a in xs)).cpu() for start in range(0, len(xs[0]), batch_size)]).numpy()
 
 
 def switch_mode(model: Any, training: bool) -> None:

@@ -62,8 +62,6 @@ def measure_until(sessions: dict[str, onnxruntime.InferenceSession], feed: dict[
     import numpy as np
     from tqdm import tqdm
 
-    from squeezeflow.evaluate.stats import mean_interval
-
     measure(sessions, feed, warmup, 1, progress=False)
     rounds: list[dict[str, np.ndarray]] = []
     start = time.monotonic()
@@ -71,26 +69,32 @@ def measure_until(sessions: dict[str, onnxruntime.InferenceSession], feed: dict[
     while True:
         rounds.append(measure(sessions, feed, 0, round_size, progress=False))
         bar.update()
-        stats = _round_stats(rounds, reference, mean_interval)
-        done = len(rounds) * round_size >= min_repeats and len(rounds) >= 3
-        narrow = all(s["speedup_ci_high"] / s["speedup_ci_low"] - 1 <= ci_width for n, s in stats.items() if n != reference)
-        if (done and narrow) or (done and time.monotonic() - start > max_seconds):
-            break
+        if len(rounds) * round_size >= min_repeats and len(rounds) >= 3:
+            narrow = all(hi / lo - 1 <= ci_width for n, (_, lo, hi) in _speedups(rounds, reference).items() if n != reference)
+            if narrow or time.monotonic() - start > max_seconds:
+                break
     bar.close()
-    return {n: np.concatenate([r[n] for r in rounds]) for n in sessions}, stats
+    return {n: np.concatenate([r[n] for r in rounds]) for n in sessions}, _round_stats(rounds, reference)
 
 
-def _round_stats(rounds: list, reference: str, mean_interval) -> dict[str, dict[str, float]]:
-    """Speedup: geometric mean of the rounds' p50 ratios with its t interval. p95: the pooled p95
-    with a 95% interval from resampling whole rounds (a round shares one machine state)."""
+def _speedups(rounds: list, reference: str) -> dict[str, tuple[float, float, float]]:
+    """Per session: geometric mean over rounds of reference p50 / session p50, with its 95% interval."""
+    import numpy as np
+
+    from squeezeflow.evaluate.stats import mean_interval
+
+    return {name: mean_interval(np.array([np.median(r[reference]) / np.median(r[name]) for r in rounds]), log=True) for name in rounds[0]}
+
+
+def _round_stats(rounds: list, reference: str) -> dict[str, dict[str, float]]:
+    """Speedup with its interval, and the pooled p95 with a 95% interval from resampling whole
+    rounds (a round shares one machine state)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(rounds), size=(500, len(rounds)))
     out = {}
-    for name in rounds[0]:
-        ratios = np.array([np.median(r[reference]) / np.median(r[name]) for r in rounds])
-        speedup, lo, hi = mean_interval(ratios, log=True)
+    for name, (speedup, lo, hi) in _speedups(rounds, reference).items():
         samples = np.stack([r[name] for r in rounds])  # rounds x calls
         p95s = np.percentile(samples[picks].reshape(len(picks), -1), 95, axis=1)
         p95_lo, p95_hi = (float(v) for v in np.percentile(p95s, [2.5, 97.5]))

@@ -47,6 +47,7 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
         action = "none" if pointed == version else "move-alias"
         if action == "move-alias" and not dry_run:
             registry.set_alias(name, alias, version)
+            pointed = registry.alias_version(name, alias)  # a concurrent pipeline may have moved it since
     elif dry_run:
         version, action = None, "register"
     else:
@@ -78,7 +79,7 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
         "sha256": manifest["sha256"],
         "run_id": run_id,
         "source": manifest["root"]["name"] + "/" + manifest["root"]["version"],
-        "alias_after": registry.alias_version(name, alias) if action == "move-alias" and not dry_run else pointed,
+        "alias_after": pointed,
     }
     (reports_dir / "promotion.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     github.output("model_uri", result["model_uri"])

@@ -101,19 +101,19 @@ def distill(model: Any, config: DistillConfig, ctx: StepContext) -> StepResult:
     student = train.fit(student, x, None, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=ctx.seed, device=config.device,
                         desc="distill", validation=val, patience=config.patience, loss=loss)
     student.to("cpu")
-    input_params = count_params(model)
+    input_params, student_params = count_params(model), count_params(student)
     stats = {
         "student": student_info,
-        "student_params": count_params(student),
+        "student_params": student_params,
         "input_params": input_params,
-        "param_ratio": round(count_params(student) / input_params, 6) if input_params else None,
+        "param_ratio": round(student_params / input_params, 6) if input_params else None,
         "teachers": [{k: v for k, v in t.items() if k != "logits"} | {"weight": c.weight} for t, c in zip(teachers, config.teachers)],
         "temperature": config.temperature,
         "alpha": alpha,
         "epochs": config.epochs,
         "train_samples": int(len(targets)),
         "hard_labels": hard is not None,
-        "agreement_with_soft_targets": round(float(np.mean(_predict(student, x).argmax(1) == targets.numpy().argmax(1))), 6),
+        "agreement_with_soft_targets": round(float(np.mean(train.predict(student, x).argmax(1) == targets.numpy().argmax(1))), 6),
     }
     if val:
         stats["val_accuracy"] = round(train.accuracy(student, *val), 6)
@@ -174,6 +174,7 @@ def teacher_logits(ctx: StepContext, uri: str) -> dict[str, Any]:
 
 def _student(model: Any, config: DistillConfig, ctx: StepContext, x: dict[str, np.ndarray], classes: int) -> tuple[Any, dict[str, Any]]:
     """The student module and what describes it in the manifest; its output must match the teachers'."""
+    from squeezeflow import train
     from squeezeflow.errors import ModelError
 
     if isinstance(config.student, str):
@@ -183,7 +184,7 @@ def _student(model: Any, config: DistillConfig, ctx: StepContext, x: dict[str, n
         student, info = shrink(model, config.student.width, config.student.depth, x, classes, ctx.seed)
         where = f"the width {config.student.width} / depth {config.student.depth} copy of the source"
     try:
-        out = _predict(student, {k: v[:2] for k, v in x.items()})
+        out = train.predict(student, {k: v[:2] for k, v in x.items()})
     except Exception as e:  # noqa: BLE001 - any failure here means the student does not fit the data
         raise ModelError(f"step distill: student {where} does not run on the training inputs {sorted(x)} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
     if out.ndim != 2 or out.shape[1] != classes:
@@ -247,11 +248,3 @@ def count_params(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _predict(model: Any, x: dict[str, np.ndarray]) -> np.ndarray:
-    import torch
-
-    from squeezeflow import train
-
-    train.switch_mode(model, False)
-    with torch.no_grad():
-        return torch.cat([model(*(torch.from_numpy(a[i : i + 512]) for a in x.values())) for i in range(0, len(next(iter(x.values()))), 512)]).numpy()
