@@ -37,8 +37,9 @@ chromium:  ## Debian's headless browser for the report's screenshot test (best e
 test-fast: $(STAMP)  ## skip the end-to-end tests
 	$(BIN)/python -m pytest -q -ra -m "not slow" tests
 
-bench: $(STAMP)
-	@ls bench/*.py >/dev/null 2>&1 && for b in bench/quantization.py bench/pruning.py bench/distillation.py bench/gate_stability.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
+bench: $(STAMP)  ## every benchmark (about an hour; 12 GB of memory for the 1B model), then bench/README.md from bench/results/*.json
+	for b in peers overhead scale quantization pruning distillation gate_stability; do $(BIN)/python bench/$$b.py || exit 1; done
+	$(BIN)/python bench/report.py
 
 docs: $(STAMP)  ## regenerate the params.yaml reference in README.md from the config models
 	$(BIN)/python -m squeezeflow.docs README.md

@@ -36,15 +36,21 @@ MODELS = {  # name: dataset, family, epochs, squeezeflow variants
 
 def build(name: str, work: Path, epochs: int | None = None):
     """Write the data splits, train the model, export FP32 ONNX; returns (module, onnx, split files)."""
-    dataset, family, default_epochs, _ = MODELS[name]
     files = {s: work / f"{s}.npz" for s in ("train", "calibration", "eval")}
-    datasets.write_splits(dataset, files)
+    datasets.write_splits(MODELS[name][0], files)
+    model, fp32 = train_and_export(name, files, work, epochs)
+    return model, fp32, files
+
+
+def train_and_export(name: str, files: dict, work: Path, epochs: int | None = None):
+    """Train the model on files["train"] and export FP32 ONNX to work/fp32.onnx; returns (module, onnx)."""
+    _, family, default_epochs, _ = MODELS[name]
     tr = np.load(files["train"])
     inputs = data.inputs_of(dict(tr))
     model = train.fit(zoo.for_data(family, inputs, int(tr["labels"].max()) + 1), inputs, tr["labels"], epochs=epochs or default_epochs, desc=name)
     fp32 = work / "fp32.onnx"
     modelio.export_onnx(model, {k: v[:32] for k, v in inputs.items()}, fp32)
-    return model, fp32, files
+    return model, fp32
 
 
 def ort_defaults(fp32: Path, files: dict, work: Path) -> dict[str, Path]:

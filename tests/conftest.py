@@ -94,9 +94,12 @@ def register_onnx(path: Path, name: str, alias: str | None = None) -> str:
 
     from squeezeflow import registry
 
+    from squeezeflow import modelio
+
     c = registry.client()
+    model = onnx.load(str(path))
     with mlflow.start_run():
-        info = mlflow.onnx.log_model(onnx.load(str(path)), name="model", pip_requirements=["onnxruntime"], save_as_external_data=False)
+        info = mlflow.onnx.log_model(model, name="model", pip_requirements=["onnxruntime"], save_as_external_data=modelio.is_large(model))
     mv = mlflow.register_model(info.model_uri, name)
     if alias:
         c.set_registered_model_alias(name, alias, mv.version)

@@ -1,6 +1,7 @@
 """The benchmarks run (smoke mode) so they never rot; their figures are not asserted as timings."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,10 +12,10 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def _smoke(bench: str, tmp_path) -> dict:
-    """Run bench/BENCH.py --smoke; its JSON report."""
+def _smoke(bench: str, tmp_path, **env) -> dict:
+    """Run bench/BENCH.py --smoke (with extra environment variables); its JSON report."""
     out = tmp_path / f"{bench}.json"
-    proc = subprocess.run([sys.executable, ROOT / f"bench/{bench}.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, ROOT / f"bench/{bench}.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900, env={**os.environ, **env})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -53,3 +54,34 @@ def test_gate_stability_bench_smoke(tmp_path):
     assert below["min_speedup"] < result["measured_speedup"] < above["min_speedup"]
     assert below["expected"] == "pass" and above["expected"] == "fail" and len(below["verdicts"]) == 2
     assert result["flips"] == below["flips"] + above["flips"]
+
+
+def test_peers_bench_smoke(tmp_path):
+    row = _smoke("peers", tmp_path)["models"]["digits-cnn"]
+    rows = row["variants"]
+    assert set(rows) == {"onnxruntime-fp32", "ort-dynamic-default", "ort-static-default", "squeezeflow-selected", "torch-fp32", "torchao-dynamic"}
+    assert row["squeezeflow"]["selected"] in row["squeezeflow"]["recipes"]
+    assert all(rows[k]["size_ratio"] > 3 for k in ("ort-dynamic-default", "ort-static-default", "squeezeflow-selected"))
+    assert rows["torchao-dynamic"]["size_bytes"] < rows["torch-fp32"]["size_bytes"] / 2  # its Linear weights really are int8
+    assert all(v["batch32_p50_ms"] > v["batch1_p50_ms"] for v in rows.values())
+    assert all(abs(v["accuracy_drop_points"]) < 5 for v in rows.values())
+
+
+def test_overhead_bench_smoke(tmp_path):
+    row = _smoke("overhead", tmp_path)["models"]["digits-cnn"]
+    cold = row["repro"]["cold"]
+    assert set(cold["stages"]) == {"pull", "check-data", "soft-labels", "compress int8-static", "compress int8-dynamic", "evaluate baseline",
+                                   "evaluate int8-static", "evaluate int8-dynamic", "gate", "promote"}
+    assert 0 < cold["compute_s"] + cold["imports_s"] < cold["wall_s"]
+    promo = row["promotion"]
+    assert promo["register"]["by_endpoint"].get("POST /api/2.0/mlflow/model-versions/create") == 1
+    assert promo["none"]["requests"] < promo["register"]["requests"] and "POST /api/2.0/mlflow/model-versions/create" not in promo["none"]["by_endpoint"]
+    assert not any("metrics/get-history" in k for k in promo["register"]["by_endpoint"])  # metrics are logged once the model exists
+
+
+def test_scale_bench_smoke_takes_the_external_data_path(tmp_path):
+    row = _smoke("scale", tmp_path, SQUEEZEFLOW_EXTERNAL_DATA_BYTES="1000000")["models"]["10m"]
+    assert row["external_data"] and row["promotion"] == "register"
+    assert 9e6 < row["params"] < 12e6 and row["fp32_bytes"] > 4 * 9e6
+    assert all(s["peak_rss_bytes"] > 0 and s["wall_s"] > 0 for s in row["stages"].values())
+    assert row["candidates"]["int8-dynamic"]["size_mb"] * 3 < row["candidates"]["baseline"]["size_mb"]

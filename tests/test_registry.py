@@ -39,6 +39,18 @@ def test_pull_resolves_alias_version_and_latest(local_registry, digits_cnn, digi
         assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "v" / name).read_bytes()
 
 
+def test_two_input_torch_model_registers_as_pt2_and_pulls(local_registry, tmp_path):
+    from squeezeflow import zoo
+
+    rng = np.random.default_rng(0)
+    ids, mask = rng.integers(0, 100, size=(16, 8)), np.ones((16, 8), dtype=np.int64)
+    np.savez(tmp_path / "eval.npz", input_ids=ids, attention_mask=mask, labels=rng.integers(0, 2, 16))
+    registry.register_torch(zoo.text_transformer(100, 8, 2, dim=32, heads=2, layers=1, ff=64), "tw", (ids[:4], mask[:4]), alias="champion")
+    params = load_params(write_params(tmp_path, tmp_path, source__model_uri="models:/tw@champion"))
+    manifest = pull(params, out_dir=tmp_path / "src")
+    assert manifest["root"]["flavor"] == "pytorch" and [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
+
+
 def test_pull_onnx_flavor_keeps_the_file(local_registry, digits_onnx, digits_dir, tmp_path):
     register_onnx(digits_onnx, "digits-onnx", alias="prod")
     params = load_params(write_params(tmp_path, digits_dir, source__model_uri="models:/digits-onnx@prod"))
@@ -46,6 +58,25 @@ def test_pull_onnx_flavor_keeps_the_file(local_registry, digits_onnx, digits_dir
     assert manifest["root"]["flavor"] == "onnx"
     assert manifest["files"] == {"model": "model.onnx"}
     assert manifest["root"]["artifact_sha256"] == manifest["sha256"]
+
+
+def test_unchanged_pull_skips_mlflow_and_sees_a_moved_alias(local_registry, digits_onnx, digits_dir, tmp_path):
+    from squeezeflow import peek
+
+    register_onnx(digits_onnx, "digits-onnx", alias="prod")
+    path = write_params(tmp_path, digits_dir, source__model_uri="models:/digits-onnx@prod")
+    sh(BIN / "squeezeflow", "--params", path, "pull", cwd=tmp_path)
+    again = sh(BIN / "python", "-X", "importtime", "-m", "squeezeflow", "--params", path, "pull", cwd=tmp_path)
+    imported = {line.split("|")[-1].strip() for line in again.stderr.splitlines() if line.startswith("import time:")}
+    assert "squeezeflow.stages.pull" in imported and not any(m.startswith("mlflow") for m in imported)
+    assert peek.version("models:/digits-onnx@prod")[:2] == ("digits-onnx", "1")
+    assert peek.version("models:/digits-onnx@gold") is None and peek.version("models:/digits-onnx/latest") is None
+    register_onnx(digits_onnx, "digits-onnx", alias="prod")  # the alias moves: the lookup must see it
+    assert peek.version("models:/digits-onnx@prod")[:2] == ("digits-onnx", "2")
+    sh(BIN / "squeezeflow", "--params", path, "pull", cwd=tmp_path)
+    assert json.loads((tmp_path / "artifacts/source/manifest.json").read_text())["root"]["version"] == "2"
+    registry.client().delete_model_version("digits-onnx", "1")
+    assert peek.version("models:/digits-onnx/1") is None
 
 
 @pytest.mark.parametrize("uri,message", [
@@ -101,6 +132,10 @@ def test_promote_registers_once_with_lineage(local_registry, digits_onnx, digits
     source_model_id = registry.resolve("models:/digits-cnn/1").model_id
     assert [m.model_id for m in run.inputs.model_inputs] == [source_model_id]
     assert "budgets.max_accuracy_drop" in run.data.params and f"{verdict['selected']}.accuracy" in run.data.metrics
+    # the run's metrics are linked to the promoted model (logged after it, in one request)
+    model_id = registry.resolve("models:/digits-cnn-edge/1").model_id
+    logged = c.get_logged_model(model_id)
+    assert {m.key for m in logged.metrics} == set(run.data.metrics) and all(m.model_id == model_id for m in logged.metrics)
     # the compressed ONNX file carries its lineage too
     from squeezeflow import modelio
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import register_onnx, write_params
 from helpers import run_until_gate
-from squeezeflow import registry
+from squeezeflow import peek, registry
 from squeezeflow.stages.gate import gate
 from squeezeflow.stages.promote import promote
 
@@ -30,6 +30,10 @@ def test_pull_gate_promote_over_http(server, request, digits_onnx, digits_dir, t
     assert mv.tags["squeezeflow.source.name"] == source
     assert mv.tags["squeezeflow.recipe.name"] == verdict["selected"]
     assert registry.alias_version(target, "candidate") == first["version"]
+    # the lookup `pull` makes without MLflow on a no-op `dvc repro` reads the same over REST
+    assert peek.version(f"models:/{target}@candidate") == (target, first["version"], mv.source)
+    assert peek.version(f"models:/{target}/{first['version']}") == (target, first["version"], mv.source)
+    assert peek.version(f"models:/{target}@nope") is None
     # the promoted artifact is downloadable over HTTP and is the candidate byte for byte
     import mlflow.artifacts
 

@@ -30,8 +30,6 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     Raises:
         ModelError: no manifest, an unknown schema, or a model file whose digest does not match.
     """
-    from squeezeflow.data import digest
-
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST
     if not path.is_file():
@@ -40,7 +38,7 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ModelError(f"{path}: schema_version {manifest.get('schema_version')} is not supported (expected {SCHEMA_VERSION}).")
     model = model_dir / manifest["files"]["model"]
-    if not model.is_file() or digest(model) != manifest["sha256"]:
+    if not model.is_file() or model_digest(model) != manifest["sha256"]:
         raise ModelError(f"{model}: missing or changed since its manifest was written (sha256 mismatch). Re-run `dvc repro`.")
     return manifest
 
@@ -48,6 +46,30 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
 def manifest_digest(model_dir: str | Path) -> str:
     """sha256 of the manifest file: the parent link of derived models."""
     return hashlib.sha256((Path(model_dir) / MANIFEST).read_bytes()).hexdigest()
+
+
+def side_file(model: str | Path) -> Path:
+    """Where a model's weights go when they are stored as ONNX external data: MODEL.data beside it.
+
+    squeezeflow writes weights there when they exceed SQUEEZEFLOW_EXTERNAL_DATA_BYTES (default
+    256 MiB; protobuf caps a file at 2 GB), and renames any other layout to this one when it copies a model in.
+    """
+    return Path(model).with_name(Path(model).name + ".data")
+
+
+def model_files(model: str | Path) -> list[Path]:
+    """The model file and, when it has one, its external data file."""
+    return [Path(model)] + [f for f in [side_file(model)] if f.is_file()]
+
+
+def model_digest(model: str | Path) -> str:
+    """sha256 of a model: its file's, or, with external data, of both files' names and digests."""
+    from squeezeflow.data import digest
+
+    files = model_files(model)
+    if len(files) == 1:
+        return digest(model)
+    return hashlib.sha256(b"".join(f.name.encode() + b"\0" + digest(f).encode() + b"\n" for f in files)).hexdigest()
 
 
 def model_path(model_dir: str | Path) -> Path:

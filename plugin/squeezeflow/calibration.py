@@ -53,6 +53,8 @@ def ranges(model: Path, inputs: dict[str, np.ndarray], method: str, workdir: Pat
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
+    from squeezeflow.artifacts import side_file
+
     samples = len(next(iter(inputs.values())))
     cache = workdir / f"ranges-{method}-{num_bins}-{percentile}-{samples}.json"
     if cache.is_file():
@@ -62,6 +64,7 @@ def ranges(model: Path, inputs: dict[str, np.ndarray], method: str, workdir: Pat
         augmented_model_path=str(workdir / f"augmented-{method}.onnx"),
         calibrate_method=getattr(CalibrationMethod, METHODS[method]),
         extra_options={"num_bins": num_bins, "percentile": percentile},
+        use_external_data_format=side_file(model).is_file(),
     )
     with contextlib.redirect_stdout(io.StringIO()):  # ORT prints histogram progress to stdout
         # histogram collectors cannot take a ragged last batch

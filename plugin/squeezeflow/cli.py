@@ -144,9 +144,12 @@ def _print_steps() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    from squeezeflow import timings
+
     args = _parser().parse_args(argv)
     try:
-        return _run(args)
+        with timings.recorded(" ".join(str(v) for v in (args.command, getattr(args, "recipe", None) or getattr(args, "name", None)) if v)):
+            return _run(args)
     except SqueezeflowError as e:
         if env.flag(env.DEBUG):
             raise

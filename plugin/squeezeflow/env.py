@@ -16,9 +16,12 @@ WEBHOOK_SECRET = "SQUEEZEFLOW_WEBHOOK_SECRET"
 GITHUB_TOKEN = "GITHUB_TOKEN"
 ALLOW_PICKLE = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"  # MLflow's own switch (its default is true)
 ALLOW_CODE = "MLFLOW_ALLOW_MODEL_CODE_EXECUTION"
+EXTERNAL_DATA_BYTES = "SQUEEZEFLOW_EXTERNAL_DATA_BYTES"
+TIMINGS = "SQUEEZEFLOW_TIMINGS"
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_REGISTRY_DEADLINE_S = 60.0
+DEFAULT_EXTERNAL_DATA_BYTES = 1 << 28  # 256 MiB: protobuf caps a file at 2 GB, and with weights beside the graph steps stream tensors instead of copying whole protos
 
 # MLflow retries an unreachable server for minutes by default; squeezeflow retries each registry
 # operation itself, with backoff, up to one total deadline (registry.call).
@@ -39,6 +42,14 @@ def flag(name: str) -> bool:
 def pickle_allowed() -> bool:
     """True only when the user set ALLOW_PICKLE or ALLOW_CODE to true themselves (MLflow's default does not count)."""
     return flag(ALLOW_PICKLE) or flag(ALLOW_CODE)
+
+
+def external_data_bytes() -> int:
+    """Weight bytes above which models are saved with ONNX external data (SQUEEZEFLOW_EXTERNAL_DATA_BYTES, default 256 MiB)."""
+    try:
+        return int(float(os.environ.get(EXTERNAL_DATA_BYTES, DEFAULT_EXTERNAL_DATA_BYTES)))
+    except ValueError:
+        return DEFAULT_EXTERNAL_DATA_BYTES
 
 
 def registry_deadline() -> float:

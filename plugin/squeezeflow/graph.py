@@ -17,6 +17,8 @@ def gemm_to_matmul(src: Path, dst: Path) -> int:
     import onnx
     from onnx import helper, numpy_helper
 
+    from squeezeflow import modelio
+
     model = onnx.load(str(src))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
@@ -39,7 +41,7 @@ def gemm_to_matmul(src: Path, dst: Path) -> int:
         count += 1
     del graph.node[:]
     graph.node.extend(nodes)
-    onnx.save(model, str(dst))
+    modelio.save_onnx(model, dst)
     return count
 
 
@@ -63,6 +65,8 @@ def palettize(src: Path, dst: Path, max_values: int = 256, min_size: int = 1024)
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from squeezeflow import modelio
 
     model = onnx.load(str(src))
     graph = model.graph
@@ -90,5 +94,5 @@ def palettize(src: Path, dst: Path, max_values: int = 256, min_size: int = 1024)
     nodes = list(graph.node)
     del graph.node[:]
     graph.node.extend(new_nodes + nodes)
-    onnx.save(model, str(dst))
+    modelio.save_onnx(model, dst)
     return count

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from squeezeflow import env
 from squeezeflow.errors import ModelError
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     if not path.is_file():
         raise ModelError(f"{path}: model file not found. Run the stage that writes it (`dvc repro`).")
     try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(path))  # by path: works for models over 2 GB (external data)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError, ValidationError, OSError...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{path}: not a valid ONNX model ({first}). Re-create it with `dvc repro --force` of the stage that wrote it.") from None
@@ -93,10 +94,11 @@ def weight_stats(path: str | Path) -> dict[str, Any]:
     from onnx import numpy_helper
 
     total = zeros = 0
-    for init in onnx.load(str(path)).graph.initializer:
+    for init in onnx.load(str(path), load_external_data=False).graph.initializer:
         if init.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) or not init.dims:
             continue  # shapes and scalars (scales, zero points) are not weights
-        arr = numpy_helper.to_array(init)
+        arr = numpy_helper.to_array(init, base_dir=str(Path(path).parent))  # external data: one tensor at a time
+        init.ClearField("raw_data")
         if arr.size < 2:
             continue
         total += arr.size
@@ -108,13 +110,56 @@ def set_metadata(path: str | Path, props: dict[str, str]) -> None:
     """Write `props` into the model's metadata_props (replacing keys of the same name), in place."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)  # external weights stay where they are
     keep = [p for p in model.metadata_props if p.key not in props]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     for key, value in sorted(props.items()):
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    """Whether the model's weights are too big to keep inside the .onnx file."""
+    return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer) > env.external_data_bytes()
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Save a model, its weights in PATH.data (ONNX external data) when `is_large`."""
+    import onnx
+
+    from squeezeflow.artifacts import side_file
+
+    path = Path(path)
+    side_file(path).unlink(missing_ok=True)
+    large = is_large(model)
+    onnx.save_model(model, str(path), save_as_external_data=large, all_tensors_to_one_file=True, location=side_file(path).name, size_threshold=1024)
+    return path
+
+
+def copy_onnx(src: str | Path, dst: str | Path) -> Path:
+    """Copy a model file with its external data, which ends up in DST.data whatever it was called."""
+    import shutil
+
+    import onnx
+
+    from squeezeflow.artifacts import side_file
+
+    src, dst = Path(src), Path(dst)
+    model = onnx.load(str(src), load_external_data=False)
+    locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    if not locations:
+        shutil.copyfile(src, dst)
+        return dst
+    if len(locations) > 1:
+        raise ModelError(f"{src}: weights are spread over {len(locations)} external data files; save the model with all_tensors_to_one_file=True.")
+    shutil.copyfile(src.parent / locations.pop(), side_file(dst))
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = side_file(dst).name
+    onnx.save(model, str(dst))
+    return dst
 
 
 def metadata(path: str | Path) -> dict[str, str]:
@@ -193,7 +238,7 @@ def export_onnx(model: Any, example: dict[str, np.ndarray], path: str | Path, ou
                 input_names=names,
                 output_names=[output_name],
                 dynamic_shapes=tuple({0: batch} for _ in names),
-                external_data=False,
+                external_data=sum(p.numel() * p.element_size() for p in model.parameters()) > env.external_data_bytes(),
                 verbose=False,
                 report=False,
             )

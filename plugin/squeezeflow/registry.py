@@ -231,8 +231,11 @@ def set_alias(name: str, alias: str, version: str) -> None:
     call(f"setting alias {name}@{alias}", lambda: c.set_registered_model_alias(name, alias, version))
 
 
-def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str, str]) -> tuple[str, bool]:
+def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str, str], metrics: dict[str, float] | None = None) -> tuple[str, bool]:
     """Log `onnx_file` as a model of run `run_id`, register it with `tags` (one call), then move `alias`.
+
+    `metrics` go to the run once the model is logged, linked to it in the same request (logged
+    before, MLflow copies each one to the model with one history request per metric).
 
     Safe when several processes publish at once: after registering, the lowest version carrying
     the same artifact sha256 wins; a process that lost deletes its own version and points the
@@ -247,14 +250,19 @@ def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str,
     import mlflow.onnx
     import onnx
 
+    from squeezeflow import modelio
+
     c = client()
     sha = tags[SHA_TAG]
 
     def log_model() -> Any:
         with mlflow.start_run(run_id=run_id):
-            return mlflow.onnx.log_model(onnx.load(str(onnx_file)), name="model", pip_requirements=["onnxruntime"], save_as_external_data=False)
+            model = onnx.load(str(onnx_file))  # with its external data, if any
+            return mlflow.onnx.log_model(model, name="model", pip_requirements=["onnxruntime"], save_as_external_data=modelio.is_large(model))
 
     info = call(f"logging the model of run {run_id}", log_model)
+    if metrics:
+        call(f"logging metrics of run {run_id}", lambda: _log_metrics(c, run_id, metrics, info.model_id))
     mv = call(f"registering {name}", lambda: mlflow.register_model(info.model_uri, name, tags=tags))
     if str(mv.status) not in ("READY", "ModelVersionStatus.READY"):
         call(f"deleting {name} version {mv.version}", lambda: c.delete_model_version(name, mv.version))
@@ -286,11 +294,22 @@ def register_torch(model: Any, name: str, example: Any, alias: str | None = None
         exp_id = exp.experiment_id if exp else c.create_experiment(experiment)
         with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{name}"):
             sample = tuple(np.ascontiguousarray(e) for e in example) if isinstance(example, tuple) else np.ascontiguousarray(example)
-            info = mlflow.pytorch.log_model(model, name="model", input_example=sample, pip_requirements=["torch"], serialization_format=serialization_format)
+            info = mlflow.pytorch.log_model(model, name="model", input_example=sample, signature=_tensor_signature(sample), pip_requirements=["torch"],
+                                            serialization_format=serialization_format)
         mv = mlflow.register_model(info.model_uri, name)
         if alias:
             c.set_registered_model_alias(name, alias, mv.version)
     return f"models:/{name}/{mv.version}"
+
+
+def _tensor_signature(sample: Any) -> Any:
+    """One TensorSpec per input, batch axis -1: what MLflow's pt2 format needs (it cannot infer one
+    from a tuple of arrays, so models with several inputs failed to register)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    arrays = sample if isinstance(sample, tuple) else (sample,)
+    return ModelSignature(inputs=Schema([TensorSpec(a.dtype, (-1, *a.shape[1:]), f"input_{i}" if len(arrays) > 1 else None) for i, a in enumerate(arrays)]))
 
 
 def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
@@ -321,19 +340,25 @@ def log_run(run_id: str, params: dict[str, Any], metrics: dict[str, float], file
 
 
 def _log(c: Any, run_id: str, params: dict[str, Any], metrics: dict[str, float], files: list[Path], parent_model_id: str | None) -> None:
-    from mlflow.entities import LoggedModelInput, Metric, Param
+    from mlflow.entities import LoggedModelInput, Param
 
     items = sorted(params.items())
     for start in range(0, len(items), 100):
         c.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in items[start : start + 100]])
-    ms = [Metric(k, float(v), 0, 0) for k, v in sorted(metrics.items())]
-    for start in range(0, len(ms), 500):
-        c.log_batch(run_id, metrics=ms[start : start + 500])
+    _log_metrics(c, run_id, metrics)
     for f in files:
         if f.is_file():
             c.log_artifact(run_id, str(f), artifact_path="squeezeflow")
     if parent_model_id:  # the client API; the fluent one allows models only on Databricks
         c.log_inputs(run_id, models=[LoggedModelInput(parent_model_id)])
+
+
+def _log_metrics(c: Any, run_id: str, metrics: dict[str, float], model_id: str | None = None) -> None:
+    from mlflow.entities import Metric
+
+    ms = [Metric(k, float(v), 0, 0, model_id=model_id) for k, v in sorted(metrics.items())]
+    for start in range(0, len(ms), 500):
+        c.log_batch(run_id, metrics=ms[start : start + 500])
 
 
 def end_run(run_id: str, status: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,7 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
         if not isinstance(current, Path):
             current = _export(current, params, Path(work) / "final-export.onnx")
         model = artifacts.model_path(tmp)
-        shutil.copyfile(current, model)
+        modelio.copy_onnx(current, model)
         manifest = {
             "format": "onnx",
             "files": {"model": artifacts.MODEL_FILE},
@@ -69,7 +68,7 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
         }
         modelio.set_metadata(model, lineage.onnx_props(manifest))
         modelio.load_onnx(model)
-        manifest["sha256"] = data.digest(model)
+        manifest["sha256"] = artifacts.model_digest(model)
         artifacts.write_manifest(tmp, manifest)
     return manifest
 

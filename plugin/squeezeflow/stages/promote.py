@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezeflow import artifacts, data, github, lineage, registry
-from squeezeflow.attempts import record_attempt
+from squeezeflow.attempts import attempt_metrics, record_attempt
 from squeezeflow.config import Params
 from squeezeflow.errors import ConfigError, GateFailedError
 from squeezeflow.stages import CANDIDATES_DIR, REPORTS_DIR
@@ -54,9 +54,10 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
         action = "register"
         tags = lineage.version_tags(manifest, verdict, _data_digests(params), data.digest(DVC_LOCK) if DVC_LOCK.is_file() else "")
         files = [gate_file, reports_dir / "gate.md", DVC_LOCK, cand_dir / artifacts.MANIFEST]
-        run_id = record_attempt(params, verdict, files, run_name=f"promote-{selected}", tags=tags, parent_model_id=manifest["root"].get("model_id"))
+        run_id = record_attempt(params, verdict, files, run_name=f"promote-{selected}", tags=tags, parent_model_id=manifest["root"].get("model_id"),
+                                with_metrics=False)
         try:
-            version, joined = registry.publish(name, alias, artifacts.model_path(cand_dir), run_id, tags)
+            version, joined = registry.publish(name, alias, artifacts.model_path(cand_dir), run_id, tags, attempt_metrics(verdict))
         except BaseException:
             with contextlib.suppress(Exception):  # the registry may be the thing that failed
                 registry.end_run(run_id, "FAILED")

@@ -39,10 +39,29 @@ def pull(params: Params, out_dir: Path = SOURCE_DIR, registered_dir: Path = REGI
     Raises:
         NotFoundError, RegistryUnreachableError, ModelError, DataError.
     """
+    unchanged = _unchanged(params, out_dir, registered_dir)
+    if unchanged is not None:
+        return unchanged
     source = registry.resolve(params.source.model_uri)
     refs = {uri: registry.resolve(uri) for uri in registry_refs(params)}  # a bad URI fails before any download
     manifest = fetch(source, out_dir, params.data.eval)
     pull_registered(refs, registered_dir, params.data.eval)
+    return manifest
+
+
+def _unchanged(params: Params, out_dir: Path, registered_dir: Path) -> dict[str, Any] | None:
+    """The source's manifest when every model already on disk is what its URI names now
+    (looked up without MLflow: the no-op `dvc repro` case); None when anything differs or is unsure."""
+    from squeezeflow import peek
+
+    def current(uri: str, folder: Path) -> dict[str, Any] | None:
+        hit = peek.version(uri)
+        return hit and _current(folder, registry.ModelRef(hit[0], hit[1], uri, hit[2], None, None, {}))
+
+    manifest = current(params.source.model_uri, out_dir)
+    index, refs = read_index(registered_dir), registry_refs(params)
+    if manifest is None or not (registered_dir / INDEX).is_file() or set(index) != set(refs) or not all(current(uri, registered_dir / index[uri]["dir"]) for uri in refs):
+        return None
     return manifest
 
 
@@ -84,9 +103,9 @@ def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, A
         example = {k: v[:EXAMPLE_SAMPLES] for k, v in data.inputs_of(eval_arrays).items()}
         files = {"model": artifacts.MODEL_FILE}
         if kind == "onnx":
-            shutil.copyfile(mlflow_dir / rel, onnx_file)
+            modelio.copy_onnx(mlflow_dir / rel, onnx_file)
             modelio.load_onnx(onnx_file)
-            artifact_sha256 = data.digest(onnx_file)
+            artifact_sha256 = artifacts.model_digest(mlflow_dir / rel)
             shutil.rmtree(mlflow_dir)  # the ONNX file is all later stages need
         else:
             modelio.export_onnx(modelio.load_torch(mlflow_dir), example, onnx_file)
@@ -108,7 +127,7 @@ def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, A
         manifest = {
             "format": "onnx",
             "files": files,
-            "sha256": data.digest(onnx_file),
+            "sha256": artifacts.model_digest(onnx_file),
             "parent_digest": None,
             "steps": [],
             "root": root,

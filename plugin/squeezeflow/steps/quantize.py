@@ -3,6 +3,7 @@ accuracy-aware fallback that keeps the most sensitive layers in float."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -55,15 +56,25 @@ def quantize(model: Path, config: QuantizeConfig, ctx: StepContext) -> StepResul
 
 
 def _prepare(model: Path, workdir: Path) -> Path:
-    """ORT's pre-processing: symbolic shape inference repairs value_info the dynamo exporter leaves inconsistent."""
+    """ORT's pre-processing: symbolic shape inference repairs value_info the dynamo exporter leaves inconsistent.
+
+    A model with external data (a big one) gets symbolic shape inference alone: ORT's graph
+    optimization and ONNX shape inference passes keep earlier copies of the model alive while they
+    load theirs (3 copies at the peak, found with memray), and the quantizers infer shapes again anyway.
+    """
     from onnxruntime.quantization import quant_pre_process
+
+    from squeezeflow.artifacts import side_file
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
     prepared = workdir / "prepared.onnx"
+    large = side_file(model).is_file()
+    external = dict(save_as_external_data=True, all_tensors_to_one_file=True, external_data_location=side_file(prepared).name) if large else {}
     try:
-        quant_pre_process(str(model), str(prepared))
+        quant_pre_process(str(model), str(prepared), skip_optimization=large, skip_onnx_shape=large, **external)
     except Exception:
-        quant_pre_process(str(model), str(prepared), skip_optimization=True)
+        quant_pre_process(str(model), str(prepared), skip_optimization=True, **external)
+    gc.collect()  # symbolic shape inference leaves a copy of the model in a reference cycle (1x the model, memray)
     return prepared
 
 
@@ -94,6 +105,7 @@ def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mo
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     from squeezeflow import calibration, data, modelio
+    from squeezeflow.artifacts import side_file
 
     cache, samples = None, 0
     if mode == "static":
@@ -113,10 +125,11 @@ def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mo
             nodes_to_quantize=list(only) if only else None,
         )
         if mode == "dynamic":
-            quantize_dynamic(str(prepared), str(out), **common)
+            quantize_dynamic(str(prepared), str(out), use_external_data_format=side_file(prepared).is_file(), **common)
         else:
             quantize_static(
                 str(prepared), str(out), None,
+                use_external_data_format=side_file(prepared).is_file(),
                 quant_format=QuantFormat.QDQ,
                 activation_type=getattr(QuantType, QUANT_TYPES[config.activation_type]),
                 calibrate_method=getattr(CalibrationMethod, calibration.METHODS[config.calibration]),
@@ -247,7 +260,7 @@ def _int4(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResul
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    from squeezeflow import graph
+    from squeezeflow import graph, modelio
     from squeezeflow.errors import ConfigError
 
     if config.block_size & (config.block_size - 1):
@@ -258,7 +271,7 @@ def _int4(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResul
     quantizer = MatMulNBitsQuantizer(onnx.load(str(matmul)), block_size=config.block_size, is_symmetric=True, op_types_to_quantize=("MatMul",))
     quantizer.process()
     out = ctx.workdir / "int4.onnx"
-    quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=modelio.is_large(quantizer.model.model))
     ops = _ops(out)
     if not ops.get("MatMulNBits"):
         raise ConfigError("quantize mode=int4 found no MatMul or Gemm weight to quantize in this model; use mode static or dynamic.")
@@ -270,8 +283,10 @@ def _fp16(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResul
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from squeezeflow import modelio
+
     out = ctx.workdir / "fp16.onnx"
-    onnx.save(convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True), str(out))
+    modelio.save_onnx(convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True), out)
     stats = {"mode": "fp16", "bits": 16}
     if all(p == "CPUExecutionProvider" for p in ctx.providers):
         stats["note"] = "fp16 gives no speedup on CPU execution providers; use it for GPU targets"

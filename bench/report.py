@@ -1,0 +1,120 @@
+"""Write bench/README.md: the markdown tables of every bench/results/*.json (`make bench` runs it last).
+
+    python bench/report.py [--results bench/results] [--out bench/README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+INTRO = """# Benchmarks
+
+`make bench` runs every benchmark in this folder, writes `results/NAME.json` (date, machine,
+library versions, method, figures) and regenerates this page from them (`python bench/report.py`).
+Every ratio is measured side by side in one process, on one machine, interleaved, with medians over
+repeats: compare ratios, not absolute times, across runs. Each benchmark has a `--smoke` mode that
+the test suite runs so that none of them rots; the figures themselves are never asserted as timings.
+"""
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+def provenance(report: dict) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+    return f"{report['date']}, {report['machine']['platform']}, Python {report['machine']['python']}; {versions}.\nMethod: {report['method']}.\n"
+
+
+def variants(report: dict, columns: list[str]) -> str:
+    out = []
+    for model, row in report["models"].items():
+        rows = row.get("variants", row)
+        out.append(f"**{model}**\n\n" + table(["variant", *columns], [[k, *[v.get(c) for c in columns]] for k, v in rows.items() if isinstance(v, dict)]))
+    return "\n\n".join(out)
+
+
+def peers(report: dict) -> str:
+    cols = ["accuracy_drop_points", "size_ratio", "batch1_speedup", "batch32_speedup", "batch1_p50_ms", "batch32_p50_ms"]
+    parts = []
+    for model, row in report["models"].items():
+        sf = row["squeezeflow"]
+        rows = [[k, *[v.get(c) for c in cols]] for k, v in row["variants"].items()]
+        parts.append(f"**{model}** (squeezeflow selected `{sf['selected']}` of {', '.join(sf['recipes'])} under {sf['budgets']})\n\n" + table(["variant", *cols], rows))
+    return "\n\n".join(parts) + "\n\nSpeedups are against FP32 ONNX Runtime; torchao's against FP32 PyTorch are in the JSON (`batchN_speedup_vs_torch_fp32`)."
+
+
+def overhead(report: dict) -> str:
+    row = next(iter(report["models"].values()))
+    runs = row["repro"]
+    rows = [[name, r["wall_s"], r["compute_s"], r["overhead_fraction"], r["imports_s"], r["startup_s"], r["dvc_s"]] for name, r in (("cold", runs["cold"]), ("forced (median)", runs["forced_median"]))]
+    text = table(["dvc repro", "wall s", "compute s", "overhead", "imports s", "start-up s", "DVC s"], rows)
+    stages = runs["cold"]["stages"]
+    text += "\n\nPer stage (cold run):\n\n" + table(["stage", "wall s", "compute s", "imports s"], [[k, v["wall_s"], v["compute_s"], v["import_s"]] for k, v in stages.items()])
+    promo = row["promotion"]
+    text += (f"\n\nNo-op `dvc repro`: median {row['noop_repro_s']['median']} s (target {row['targets']['noop_repro_s']} s). "
+             f"`squeezeflow --help`: median {row['help_s']['median']} s (target {row['targets']['help_s']} s).\n\n"
+             + table(["promotion", "HTTP requests", "wall s", "compute s", "imports s"], [[k, v["requests"], v["wall_s"], v["compute_s"], v["import_s"]] for k, v in promo.items()]))
+    return text
+
+
+def scale(report: dict) -> str:
+    parts = []
+    for size, row in report["models"].items():
+        rows = [[stage, v["wall_s"], round(v["peak_rss_bytes"] / 1e9, 3), v["peak_rss_over_fp32"], v.get("above_libraries_over_fp32"), v.get("compute_s")] for stage, v in row["stages"].items()]
+        parts.append(f"**{size}**: {row['params']:,} parameters, FP32 {row['fp32_bytes'] / 1e9:.3f} GB, external data: {row['external_data']}, "
+                     f"libraries alone {row.get('libraries_rss_bytes', 0) / 1e9:.2f} GB resident, promotion: {row['promotion']}\n\n"
+                     + table(["stage", "wall s", "peak RSS GB", "peak / FP32", "(peak - libraries) / FP32", "compute s"], rows))
+    sizes = list(report["models"])
+    if len(sizes) > 1:
+        base = sizes[0]
+        stages = list(report["models"][base]["stages"])
+        rows = [[stage, *[report["models"][s][f"time_ratio_vs_{base}"][stage] for s in sizes]] for stage in stages]
+        parts.append(f"Time ratios against {base} (parameter ratios: " + ", ".join(f"{s} {report['models'][s][f'params_ratio_vs_{base}']}x" for s in sizes) + ")\n\n" + table(["stage", *sizes], rows))
+        per_m = [[stage, *[round(report["models"][s]["stages"][stage]["compute_s"] / (report["models"][s]["params"] / 1e6), 4) for s in sizes]]
+                 for stage in stages if all("compute_s" in report["models"][s]["stages"][stage] for s in sizes)]
+        parts.append("Compute seconds per million parameters (constant = linear time; start-up and imports excluded)\n\n" + table(["stage", *sizes], per_m))
+    return "\n\n".join(parts)
+
+
+SECTIONS = {
+    "peers": ("Against the peers (`peers.py`)", peers),
+    "overhead": ("Pipeline overhead (`overhead.py`)", overhead),
+    "scale": ("Scale: 10M / 100M / 1B parameters (`scale.py`)", scale),
+    "quantization": ("Quantization modes against ORT defaults (`quantization.py`)", lambda r: variants(r, ["accuracy_drop_points", "size_ratio", "speedup", "latency_p50_ms"])),
+    "pruning": ("Pruning and clustering (`pruning.py`)", lambda r: variants(r, ["accuracy_drop_points", "params", "sparsity", "file_ratio", "gzip_ratio", "speedup"])),
+    "distillation": ("Distillation (`distillation.py`)", lambda r: variants(r, ["accuracy", "accuracy_drop_points", "size_ratio", "speedup"])),
+}
+
+
+def render(results: Path) -> str:
+    parts = [INTRO]
+    for name, (title, fn) in SECTIONS.items():
+        path = results / f"{name}.json"
+        if path.is_file():
+            report = json.loads(path.read_text())
+            parts.append(f"## {title}\n\n{provenance(report)}\n{fn(report)}\n")
+    if (results / "gate_stability.json").is_file():
+        parts.append("## Gate stability (`gate_stability.py`)\n\nSee `results/gate_stability.json` (verdicts, flips and intervals of 20 + 20 gate runs).\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--out", type=Path, default=HERE / "README.md")
+    args = parser.parse_args(argv)
+    args.out.write_text(render(args.results))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
