@@ -12,15 +12,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def arguments(doc: str, name: str, argv: list[str] | None) -> argparse.Namespace:
-    """--smoke, --out (bench/results/NAME.json) and --repeats."""
+def arguments(doc: str, name: str, argv: list[str] | None, models: tuple[str, ...] = ()) -> argparse.Namespace:
+    """--smoke, --out (bench/results/NAME.json), --repeats, and with `models` the ones to run
+    (positional, default all; `args.models`)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if models:
+        parser.add_argument("models", nargs="*", metavar="MODEL", help=f"which to run: {', '.join(models)} (default: all)")
     parser.add_argument("--smoke", action="store_true", help="smallest model, short training, few repeats (what the tests run)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / f"{name}.json")
     parser.add_argument("--repeats", type=int, default=300)
     args = parser.parse_args(argv)
     if args.smoke:
         args.repeats = 20
+    if models:
+        unknown = sorted(set(args.models) - set(models))
+        if unknown:
+            parser.error(f"unknown {', '.join(unknown)}; choose from {', '.join(models)}")
+        args.models = args.models or list(models)
     return args
 
 

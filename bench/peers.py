@@ -124,16 +124,13 @@ def compare(runners: dict, sizes: dict[str, int], files: dict, repeats: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    models = [a for a in argv if a in PIPELINES]
-    args = arguments(__doc__, "peers", [a for a in argv if a not in models])
-    args.models = models
+    args = arguments(__doc__, "peers", argv, tuple(PIPELINES))
     import torch
 
     torch.set_num_threads(1)
     from squeezeflow import modelio
 
-    names = ["digits-cnn"] if args.smoke else [n for n in PIPELINES if not args.models or n in args.models]
+    names = ["digits-cnn"] if args.smoke else args.models
     report = header(f"1 thread, batch {' and '.join(map(str, BATCHES))}, median of {args.repeats} interleaved runs per model at batch 1 and "
                     f"{max(10, args.repeats // BATCH32_FEWER)} at batch 32; "
                     "accuracy on the eval split; squeezeflow = the gate's selected candidate under the pipeline's own recipes and budgets")

@@ -11,7 +11,7 @@ the FP32 model's own predictions, so accuracy_drop is the disagreement rate. Wri
 bench/results/scale.json.
 
     python bench/scale.py                   # 10m, 100m, 1b (about 30 minutes, 12 GB of memory)
-    python bench/scale.py --sizes 10m 100m  # some of them
+    python bench/scale.py 10m 100m          # some of them
     python bench/scale.py --smoke           # 10m only (what the tests run)
 """
 
@@ -133,9 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--setup"]:
         setup(argv[1], Path(argv[3]))
         return 0
-    extra = [a for a in argv if a not in ("--sizes",) and a in SIZES]
-    args = arguments(__doc__, "scale", [a for a in argv if a not in extra and a != "--sizes"])
-    sizes = ["10m"] if args.smoke else (extra or list(SIZES))
+    args = arguments(__doc__, "scale", argv, tuple(SIZES))
+    sizes = ["10m"] if args.smoke else args.models
     report = header("synthetic transformer (seq 32, vocab 4000, 2 classes, 64 eval samples labelled by FP32), stages as separate processes against a "
                     "sqlite registry; peak RSS of each stage's own process (wait4); target.max_seconds 10, 1 thread, batch 1")
     for size in sizes:

@@ -89,17 +89,12 @@ def local_registry(tmp_path, monkeypatch) -> str:
 def register_onnx(path: Path, name: str, alias: str | None = None) -> str:
     """Register an ONNX file as an mlflow.onnx model version; returns its version."""
     import mlflow
-    import mlflow.onnx
-    import onnx
 
     from squeezeflow import registry
 
-    from squeezeflow import modelio
-
     c = registry.client()
-    model = onnx.load(str(path))
     with mlflow.start_run():
-        info = mlflow.onnx.log_model(model, name="model", pip_requirements=["onnxruntime"], save_as_external_data=modelio.is_large(model))
+        info = registry.log_onnx(path)
     mv = mlflow.register_model(info.model_uri, name)
     if alias:
         c.set_registered_model_alias(name, alias, mv.version)

@@ -72,6 +72,12 @@ def model_digest(model: str | Path) -> str:
     return hashlib.sha256(b"".join(f.name.encode() + b"\0" + digest(f).encode() + b"\n" for f in files)).hexdigest()
 
 
+def inside(folder: str | Path, path: str | Path) -> bool:
+    """Whether `path` is `folder` or below it once `..` and symlinks are resolved (paths named by artifacts are untrusted)."""
+    folder, path = Path(folder).resolve(), Path(path).resolve()
+    return path == folder or folder in path.parents
+
+
 def model_path(model_dir: str | Path) -> Path:
     """The model file of a model directory."""
     return Path(model_dir) / MODEL_FILE

@@ -9,12 +9,20 @@ from typing import Any
 from squeezeflow import registry
 from squeezeflow.config import Params
 
+OWNER_TAG = "squeezeflow.owner"
+
 
 def record_attempt(params: Params, verdict: dict[str, Any], files: list[Path], run_name: str, tags: dict[str, str], parent_model_id: str | None = None,
                    with_metrics: bool = True) -> str:
     """Create an MLflow run holding the params, every candidate's metrics (unless `with_metrics` is
-    False: `registry.publish` logs them once the model exists) and the reports."""
-    run_id = registry.start_run(params.promote.experiment, run_name, tags)
+    False: `registry.publish` logs them once the model exists) and the reports.
+
+    The run records which process owns it (`squeezeflow.owner`: host and pid). Runs of the same
+    experiment left RUNNING by an owner on this host that no longer exists (a promote killed
+    mid-way) are first closed as KILLED, with what they had got done.
+    """
+    close_abandoned(params.promote.experiment)
+    run_id = registry.start_run(params.promote.experiment, run_name, {**tags, OWNER_TAG: owner()})
     flat_params = {
         "source.model_uri": params.source.model_uri,
         "selection.objective": params.selection.objective,
@@ -32,3 +40,46 @@ def attempt_metrics(verdict: dict[str, Any]) -> dict[str, float]:
     for name, cand in verdict["candidates"].items():
         metrics.update({f"{name}.{k}": v for k, v in cand["metrics"].items() if isinstance(v, (int, float))})
     return metrics
+
+
+def owner() -> str:
+    """HOST:PID of this process (what `close_abandoned` checks)."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def close_abandoned(experiment: str) -> list[str]:
+    """Mark KILLED every RUNNING squeezeflow run of `experiment` whose owner process on this host is gone.
+
+    Runs owned by another host are left alone (their process cannot be checked from here).
+    Returns the run ids closed.
+    """
+    import os
+    import socket
+
+    host = socket.gethostname()
+    closed = []
+    for run_id, tags in registry.running_runs(experiment, OWNER_TAG):
+        owner_host, _, pid = tags.get(OWNER_TAG, "").rpartition(":")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)) or int(pid) == os.getpid():
+            continue
+        done = tags.get("squeezeflow.promotion.version")
+        registry.set_run_tags(run_id, {"squeezeflow.outcome": f"killed (process {pid} ended without closing the run)"
+                                       + (f" after registering version {done}" if done else "")})
+        registry.end_run(run_id, "KILLED")
+        closed.append(run_id)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,6 +1,7 @@
 """The `squeezeflow` command: parses arguments, calls one stage, maps errors to exit codes.
 
-Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 registry or service unreachable.
+Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 registry or service unreachable,
+4 unexpected internal error (a bug).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import sys
 from pathlib import Path
 
 from squeezeflow import __version__, env
-from squeezeflow.errors import SqueezeflowError
+from squeezeflow.errors import INTERNAL_EXIT, SqueezeflowError
 
-EPILOG = "exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 registry unreachable. Set SQUEEZEFLOW_DEBUG=1 for tracebacks."
+EPILOG = "exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 registry unreachable, 4 internal error. Set SQUEEZEFLOW_DEBUG=1 for tracebacks."
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     wh.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     wh.add_argument("--window", type=float, default=300.0, help="replay window in seconds: older or future timestamps are refused (default 300)")
+    wh.add_argument("--state", type=Path, default=Path(".squeezeflow/webhook-deliveries"),
+                    help="file of accepted delivery ids, so a restarted receiver still refuses replays (default .squeezeflow/webhook-deliveries)")
     wh.add_argument("--command", dest="run_command", metavar="COMMAND", default="dvc repro", help="what to run for an accepted event (default `dvc repro`); it gets SQUEEZEFLOW_WEBHOOK_MODEL_URI")
     wh.add_argument("--github-repo", metavar="OWNER/REPO", help=f"send a repository_dispatch (type model-registered) to this repository instead, with {env.GITHUB_TOKEN}")
     wh.add_argument("--dispatch-url", help="the repository_dispatch endpoint (default https://api.github.com/repos/OWNER/REPO/dispatches)")
@@ -127,7 +130,7 @@ def _webhook(args: argparse.Namespace, params) -> int:
         raise ConfigError(f"{args.params}: source.model_uri is {params.source.model_uri}; the webhook watches an alias, so use models:/NAME@ALIAS.")
     url = args.dispatch_url or (f"https://api.github.com/repos/{args.github_repo}/dispatches" if args.github_repo else None)
     trigger = webhook.Trigger(name, alias, tuple(shlex.split(args.run_command)), url, os.environ.get(env.GITHUB_TOKEN))
-    webhook.serve(args.host, args.port, webhook.Verifier(webhook.secret_from_env(), args.window), trigger)
+    webhook.serve(args.host, args.port, webhook.Verifier(webhook.secret_from_env(), args.window, args.state), trigger)
     return 0
 
 
@@ -158,6 +161,16 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - nothing unanticipated may exit 1, which CI reads as "gate failed"
+        if env.flag(env.DEBUG):
+            raise
+        from squeezeflow.registry import redact
+
+        text = redact(" ".join(str(e).split()))[:300]
+        print(f"squeezeflow: error: `squeezeflow {args.command}` stopped on an unexpected {type(e).__name__}{': ' + text if text else ''}. "
+              f"This is a squeezeflow bug, not a failed gate (exit {INTERNAL_EXIT}); please report it with the traceback.", file=sys.stderr)
+        print(f"(set {env.DEBUG}=1 for the traceback)", file=sys.stderr)
+        return INTERNAL_EXIT
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
+from squeezeflow import safeyaml
 from squeezeflow.errors import ConfigError
 from squeezeflow.steps import StepConfig, config_class
 
@@ -25,6 +26,11 @@ METRIC_DIRECTIONS = {  # objective -> True when larger is better
     "size_gzip_mb": False,
     "compression_ratio": True,
 }
+
+
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and torch's generators take 32-bit seeds everywhere
+RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # recipe names become folder and file names
+RESERVED_NAMES = frozenset({"baseline"})  # the source's own row in metrics/ and the gate
 
 
 class _Model(BaseModel):
@@ -50,8 +56,8 @@ class Target(_Model):
     providers: tuple[str, ...] = Field(("CPUExecutionProvider",), min_length=1, description="ONNX Runtime execution providers, in order of preference.")
     threads: int = Field(1, ge=1, le=256, description="Intra-op threads of the ONNX Runtime session.")
     batch_size: int = Field(1, ge=1, description="Batch size of the latency measurement.")
-    warmup: int = Field(20, ge=0, description="Untimed runs before the latency measurement.")
-    repeats: int = Field(200, ge=5, description="Fewest timed runs per model; baseline and candidate alternate, in rounds of 20.")
+    warmup: int = Field(20, ge=0, description="Untimed runs before the latency measurement (they stop once they have taken half of `max_seconds`).")
+    repeats: int = Field(200, ge=5, description="Fewest timed runs per model; baseline and candidate alternate, in rounds of 20 (measuring stops at `max_seconds` even if fewer ran).")
     ci_width: float = Field(0.1, gt=0, description="Measuring stops once the speedup's 95% interval is this narrow (high / low - 1) ...")
     max_seconds: float = Field(30.0, gt=0, description="... or after this many seconds per candidate; the gate then judges the interval it has.")
 
@@ -109,7 +115,7 @@ class Params(_Model):
     selection: Selection = Selection()
     promote: Promote
     demo: Demo = Demo()
-    seed: int = Field(0, ge=0, description="Seed of every random choice in the stages.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of every random choice in the stages (0 to 2**32 - 1).")
 
     @field_validator("recipes", mode="before")
     @classmethod
@@ -123,6 +129,11 @@ def parse_recipes(raw: Any, file: str) -> dict[str, list[StepConfig]]:
         raise ConfigError(f"{file}: recipes must be a mapping of recipe name to a list of steps. Got {_show(raw)}.")
     recipes = {}
     for name, steps in raw.items():
+        if not isinstance(name, str) or not RECIPE_NAME.match(name):
+            raise ConfigError(f"{file}: recipe name {_show(name)} is not allowed: it becomes a folder name, so use letters, digits, `_`, `-` and `.` "
+                              "(starting with a letter or digit, at most 100 characters), such as int8-static.")
+        if name in RESERVED_NAMES:
+            raise ConfigError(f"{file}: recipe name {name!r} is reserved for the FP32 source model's own row. Rename the recipe.")
         if not isinstance(steps, list) or not steps:
             raise ConfigError(f"{file}: recipes.{name} must be a non-empty list of steps such as [{{quantize: {{mode: static}}}}]. Got {_show(steps)}.")
         parsed = []
@@ -139,7 +150,7 @@ def parse_recipes(raw: Any, file: str) -> dict[str, list[StepConfig]]:
                 parsed.append(step_cls.model_validate(body or {}))
             except ValidationError as e:
                 raise ConfigError(describe_validation_error(e, file, f"{where}.{kind}", step_cls)) from None
-        recipes[str(name)] = parsed
+        recipes[name] = parsed
     return recipes
 
 
@@ -173,8 +184,19 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value, default=str)
+    text = json.dumps(_clip(value), default=str)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _clip(value: Any, depth: int = 0) -> Any:
+    """A bounded preview of a value (messages never serialize a huge input whole)."""
+    if depth > 3:
+        return "..."
+    if isinstance(value, dict):
+        return {str(k)[:40]: _clip(v, depth + 1) for k, v in list(value.items())[:8]}
+    if isinstance(value, (list, tuple)):
+        return [_clip(v, depth + 1) for v in list(value)[:8]]
+    return value[:200] if isinstance(value, str) else value
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -196,10 +218,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found. Run from the pipeline folder or pass --params PATH.")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}).") from None
+    raw = safeyaml.load_file(path, ConfigError)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a mapping with keys source, data, recipes, promote. Got {_show(raw)}.")
     try:

@@ -17,24 +17,84 @@ _NP_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int3
 
 
 def load(path: str | Path, role: str) -> dict[str, np.ndarray]:
-    """All arrays of an npz file, read eagerly.
+    """All arrays of an npz file, read eagerly after their headers are checked.
+
+    Data files come from others: each array's declared shape and the archive's inflated size are
+    checked against `SQUEEZEFLOW_MAX_DATA_BYTES` before anything is allocated, nothing is
+    unpickled, and every array must share one non-empty sample axis.
 
     Raises:
-        DataError: the file is missing or not an npz.
+        DataError: the file is missing, not an npz, too large, or its arrays are inconsistent.
     """
+    import zipfile
+
     import numpy as np
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {role} data file not found. Set data.{role} in params.yaml or run `squeezeflow demo` to create the demo data.")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an .npz file (a zip archive of .npy arrays). Write it with numpy.savez.")
+    _check_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e}). Write it with numpy.savez.") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__}). Write it with numpy.savez.") from None
     if not inputs_of(arrays):
         raise DataError(f"{path}: holds no input arrays (only {sorted(arrays)}). Save one array per model input.")
+    scalar = [k for k, v in arrays.items() if v.ndim == 0]
+    if scalar:
+        raise DataError(f"{path}: array {scalar[0]!r} is a scalar; every array needs a first axis of samples.")
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"{path}: arrays have different numbers of samples ({', '.join(f'{k}: {n}' for k, n in lengths.items())}). Every array's first axis must be the sample axis.")
+    if not next(iter(lengths.values())):
+        raise DataError(f"{path}: holds 0 samples. A {role} file needs at least one.")
     return arrays
+
+
+def _check_sizes(path: Path) -> None:
+    """Refuse an archive whose arrays declare, or whose members inflate to, more than the limit."""
+    import zipfile
+
+    import numpy as np
+
+    from squeezeflow import env
+
+    limit = env.max_data_bytes()
+    hint = f"Split the data or raise {env.MAX_DATA_BYTES} (now {limit} bytes)."
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            inflated = sum(m.file_size for m in members)
+            if inflated > limit:
+                raise DataError(f"{path}: inflates to {inflated} bytes, more than the {limit} allowed. {hint}")
+            declared = 0
+            for member in members:
+                if not member.filename.endswith(".npy"):
+                    continue
+                with archive.open(member) as f:
+                    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(f))
+                    if read_header is None:
+                        raise ValueError(f"{member.filename} has an unknown .npy format version")
+                    shape, _, dtype = read_header(f)
+                    header = f.tell()
+                if dtype.hasobject:
+                    raise DataError(f"{path}: array {member.filename[:-4]!r} holds Python objects, which load only by unpickling. Save numeric arrays.")
+                size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                declared += size
+                if declared > limit:
+                    raise DataError(f"{path}: array {member.filename[:-4]!r} declares shape {list(shape)} ({size} bytes); the arrays exceed the {limit} allowed. {hint}")
+                if size > member.file_size - header:
+                    raise DataError(f"{path}: array {member.filename[:-4]!r} declares shape {list(shape)} ({size} bytes) but holds {member.file_size - header}; the file is corrupt.")
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__}). Write it with numpy.savez.") from None
+
+
+def samples(arrays: dict[str, np.ndarray]) -> int:
+    """The number of samples (the shared first axis, checked by `load`)."""
+    return len(next(iter(arrays.values())))
 
 
 def inputs_of(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -57,11 +117,6 @@ def check_inputs(arrays: dict[str, np.ndarray], specs: Sequence, path: str | Pat
     extra = [n for n in inputs_of(arrays) if n not in names]
     if extra:
         raise DataError(f"{path}: array {extra[0]!r} is not a model input (inputs: {names}). Remove it or rename it to `labels`.")
-    lengths = {len(arrays[n]) for n in names}
-    if LABELS in arrays:
-        lengths.add(len(arrays[LABELS]))
-    if len(lengths) > 1:
-        raise DataError(f"{path}: arrays have different numbers of samples {sorted(lengths)}. Every array's first axis must be the sample axis.")
     for spec in specs:
         arr = arrays[spec.name]
         want = list(spec.shape)

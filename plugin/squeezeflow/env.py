@@ -18,9 +18,11 @@ ALLOW_PICKLE = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"  # MLflow's own switch (its
 ALLOW_CODE = "MLFLOW_ALLOW_MODEL_CODE_EXECUTION"
 EXTERNAL_DATA_BYTES = "SQUEEZEFLOW_EXTERNAL_DATA_BYTES"
 TIMINGS = "SQUEEZEFLOW_TIMINGS"
+MAX_DATA_BYTES = "SQUEEZEFLOW_MAX_DATA_BYTES"
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_REGISTRY_DEADLINE_S = 60.0
+DEFAULT_MAX_DATA_BYTES = 1 << 32  # 4 GiB of arrays per data file: 1,000 ImageNet crops in float32 are 0.6 GB
 DEFAULT_EXTERNAL_DATA_BYTES = 1 << 28  # 256 MiB: protobuf caps a file at 2 GB, and with weights beside the graph steps stream tensors instead of copying whole protos
 
 # MLflow retries an unreachable server for minutes by default; squeezeflow retries each registry
@@ -50,6 +52,14 @@ def external_data_bytes() -> int:
         return int(float(os.environ.get(EXTERNAL_DATA_BYTES, DEFAULT_EXTERNAL_DATA_BYTES)))
     except ValueError:
         return DEFAULT_EXTERNAL_DATA_BYTES
+
+
+def max_data_bytes() -> int:
+    """Largest array bytes (declared, and inflated) one npz data file may hold (SQUEEZEFLOW_MAX_DATA_BYTES, default 4 GiB)."""
+    try:
+        return int(float(os.environ.get(MAX_DATA_BYTES, DEFAULT_MAX_DATA_BYTES)))
+    except ValueError:
+        return DEFAULT_MAX_DATA_BYTES
 
 
 def registry_deadline() -> float:

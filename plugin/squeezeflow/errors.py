@@ -1,4 +1,10 @@
-"""One exception root; each kind of failure carries its documented exit code."""
+"""One exception root; each kind of failure carries its documented exit code.
+
+Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 registry or service unreachable,
+4 an error squeezeflow did not anticipate (a bug: never read as a failed gate).
+"""
+
+INTERNAL_EXIT = 4
 
 
 class SqueezeflowError(Exception):
@@ -27,6 +33,14 @@ class RegistryUnreachableError(SqueezeflowError):
     """The tracking server or registry database does not answer."""
 
     exit_code = 3
+
+
+class RegistryAccessError(SqueezeflowError):
+    """The registry answered but refused the credentials (HTTP 401/403): a configuration problem."""
+
+
+class NotARegistryError(RegistryUnreachableError):
+    """What answers at the tracking URI is not an MLflow server (HTTP 404, not JSON); not retried."""
 
 
 class GateFailedError(SqueezeflowError):

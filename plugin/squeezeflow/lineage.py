@@ -86,7 +86,21 @@ def _steps_tag(steps: list[dict[str, Any]]) -> str:
 
 
 def _link(ref: Any) -> dict[str, Any]:
-    """One link of a chain, from a registered version's `squeezeflow.*` tags."""
+    """One link of a chain, from a registered version's `squeezeflow.*` tags (untrusted: whoever
+    can tag a version wrote them).
+
+    Raises:
+        ModelError: tags that do not parse as squeezeflow writes them.
+    """
+    from squeezeflow.errors import ModelError
+
+    try:
+        return _parse_link(ref)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ModelError(f"{ref.uri}: malformed squeezeflow.* lineage tags ({type(e).__name__}: {str(e)[:120]}); they were not written by squeezeflow promote.") from None
+
+
+def _parse_link(ref: Any) -> dict[str, Any]:
     tags = {k[len(PREFIX):]: v for k, v in ref.tags.items() if k.startswith(PREFIX)}
     return {
         "uri": ref.uri,
@@ -95,7 +109,7 @@ def _link(ref: Any) -> dict[str, Any]:
         "run_id": ref.run_id or "",
         "recipe": tags.get("recipe.name", ""),
         "recipe_digest": tags.get("recipe.digest", ""),
-        "steps": json.loads(tags["steps"]) if tags.get("steps") else [{"kind": k} for k in tags.get("recipe.steps", "").split(",") if k],
+        "steps": _steps(json.loads(tags["steps"])) if tags.get("steps") else [{"kind": k} for k in tags.get("recipe.steps", "").split(",") if k],
         "teachers": [t for t in tags.get("teachers", "").split(",") if t],
         "data": {k[len("data."):-len("_sha256")]: v for k, v in sorted(tags.items()) if k.startswith("data.")},
         "git_commit": tags.get("git_commit", ""),
@@ -134,14 +148,28 @@ def from_onnx(path: str | Path) -> list[dict[str, Any]]:
     props = modelio.metadata(path)
     if PREFIX + "root" not in props:
         raise ModelError(f"{path}: no squeezeflow lineage in its metadata_props; it was not written by squeezeflow compress.")
-    root = json.loads(props[PREFIX + "root"])
-    steps = json.loads(props.get(PREFIX + "steps", "[]"))
-    recipe = json.loads(props.get(PREFIX + "recipe", "{}") or "{}")
-    source = f"models:/{root['name']}/{root['version']}"
-    made = _blank(uri=str(path), recipe=recipe.get("name", ""), recipe_digest=recipe.get("digest", ""), steps=[without_stats(s) for s in steps],
-                  teachers=teachers({"steps": steps}), parent=source)
-    origin = _blank(uri=source, name=root["name"], version=root["version"], run_id=root.get("run_id") or "", sha256=root.get("artifact_sha256", ""))
+    try:
+        root = json.loads(props[PREFIX + "root"])
+        steps = _steps(json.loads(props.get(PREFIX + "steps", "[]")))
+        recipe = json.loads(props.get(PREFIX + "recipe", "{}") or "{}")
+        source = f"models:/{str(root['name'])}/{str(root['version'])}"
+        made = _blank(uri=str(path), recipe=str(recipe.get("name", "")), recipe_digest=str(recipe.get("digest", "")), steps=[without_stats(s) for s in steps],
+                      teachers=teachers({"steps": steps}), parent=source)
+        origin = _blank(uri=source, name=str(root["name"]), version=str(root["version"]), run_id=str(root.get("run_id") or ""), sha256=str(root.get("artifact_sha256", "")))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ModelError(f"{path}: malformed squeezeflow lineage in its metadata_props ({type(e).__name__}: {str(e)[:120]}); it was not written by squeezeflow compress.") from None
     return [made, origin]
+
+
+def _steps(value: Any) -> list[dict[str, Any]]:
+    """Recorded steps, checked to be a list of {"kind": str, ...} (with stats a mapping, teachers a list of mappings)."""
+    if not isinstance(value, list) or not all(isinstance(s, dict) and isinstance(s.get("kind"), str) for s in value):
+        raise ValueError("steps must be a list of mappings with a `kind`")
+    for s in value:
+        stats = s.get("stats", {})
+        if not isinstance(stats, dict) or not all(isinstance(t, dict) and {"name", "version"} <= set(t) for t in stats.get("teachers", [])):
+            raise ValueError("step stats must be a mapping; teachers a list of {name, version}")
+    return value
 
 
 def _blank(**known: Any) -> dict[str, Any]:

@@ -29,13 +29,78 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found. Run the stage that writes it (`dvc repro`).")
+    model = _read(path)
+    external_data(model, path)  # before anything reads the weights
     try:
         onnx.checker.check_model(str(path))  # by path: works for models over 2 GB (external data)
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError, ValidationError, OSError...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: not a valid ONNX model ({first}). Re-create it with `dvc repro --force` of the stage that wrote it.") from None
+    except Exception as e:  # ValidationError...
+        raise ModelError(f"{path}: not a valid ONNX model ({_first_line(e)}). Re-create it with `dvc repro --force` of the stage that wrote it.") from None
     return model
+
+
+def _read(path: Path) -> onnx.ModelProto:
+    """The graph of an ONNX file; weights in external data are not read."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError, OSError...
+        raise ModelError(f"{path}: not a valid ONNX model ({_first_line(e)}). Re-create it with `dvc repro --force` of the stage that wrote it.") from None
+    return model
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def external_data(model: onnx.ModelProto, path: str | Path) -> dict[str, int]:
+    """The external data files of a model and the bytes its tensors declare in each, checked.
+
+    Tensor locations come from the model file, which others write: each must name a regular
+    file (not a symlink) inside the model's folder, and each tensor's offset + length must lie
+    inside that file, so that neither reading nor copying the weights touches anything else.
+
+    Raises:
+        ModelError: an absolute location, `..`, a symlink, a missing or special file, or an extent past its end.
+    """
+    import os
+    import stat
+
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors  # initializers and attribute tensors, subgraphs included
+
+    folder = Path(path).parent
+    declared: dict[str, int] = {}
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entry = {e.key: e.value for e in tensor.external_data}
+        location = entry.get("location", "")
+        where = f"{path}: tensor {tensor.name!r} keeps its data in {location[:200]!r}"
+        rel = Path(location)
+        if not location or rel.is_absolute() or ".." in rel.parts or "\\" in location:
+            raise ModelError(f"{where}, which is not a file name inside the model folder; refusing to read it. Save the model with its weights beside it.")
+        full = folder / rel
+        try:
+            info = os.lstat(full)
+        except OSError:
+            raise ModelError(f"{where}, which does not exist beside the model. Copy the model with its external data file.") from None
+        if not stat.S_ISREG(info.st_mode) or not _inside(folder, full):
+            raise ModelError(f"{where}, which is a symlink or not a regular file; refusing to read it. Replace it with the weights file itself.")
+        try:
+            offset, length = int(entry.get("offset", 0)), int(entry.get("length", info.st_size - int(entry.get("offset", 0))))
+        except ValueError:
+            raise ModelError(f"{where} with a non-numeric offset or length; the model is corrupt.") from None
+        if offset < 0 or length < 0 or offset + length > info.st_size:
+            raise ModelError(f"{where} at bytes {offset}..{offset + length}, but the file has {info.st_size}; the model is corrupt or truncated.")
+        declared[location] = declared.get(location, 0) + length
+    return declared
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    from squeezeflow.artifacts import inside
+
+    return inside(folder, path)
 
 
 def session(path: str | Path, threads: int = 1, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> onnxruntime.InferenceSession:
@@ -142,19 +207,20 @@ def copy_onnx(src: str | Path, dst: str | Path) -> Path:
     import shutil
 
     import onnx
+    from onnx.external_data_helper import _get_all_tensors
 
     from squeezeflow.artifacts import side_file
 
     src, dst = Path(src), Path(dst)
-    model = onnx.load(str(src), load_external_data=False)
-    locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    model = _read(src)
+    locations = set(external_data(model, src))
     if not locations:
         shutil.copyfile(src, dst)
         return dst
     if len(locations) > 1:
         raise ModelError(f"{src}: weights are spread over {len(locations)} external data files; save the model with all_tensors_to_one_file=True.")
     shutil.copyfile(src.parent / locations.pop(), side_file(dst))
-    for tensor in model.graph.initializer:
+    for tensor in _get_all_tensors(model):
         for entry in tensor.external_data:
             if entry.key == "location":
                 entry.value = side_file(dst).name
@@ -163,36 +229,54 @@ def copy_onnx(src: str | Path, dst: str | Path) -> Path:
 
 
 def metadata(path: str | Path) -> dict[str, str]:
-    """The model's metadata_props as a dict."""
-    import onnx
+    """The model's metadata_props as a dict.
 
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    Raises:
+        ModelError: the file is not ONNX.
+    """
+    return {p.key: p.value for p in _read(Path(path)).metadata_props}
 
 
 def load_torch(model_dir: str | Path) -> Any:
     """Load an MLflow pytorch-flavor model directory into an eval-mode module.
 
-    The `pt2` format (torch.export) holds no code. A `pickle` model runs code from the file when
-    loaded, so it is loaded only when the user allows it explicitly (`env.pickle_allowed`).
+    Loading a pickle runs code stored in the file, so unless the user allows it explicitly
+    (`env.pickle_allowed`) this process runs with MLflow's own pickle switch off: MLflow then
+    refuses pickled models and pt2 archives whose weights, constants or sample inputs are not
+    plain tensors. On top of that, squeezeflow refuses a model folder that holds a pickled
+    `model.pth` (which MLflow would load instead of `model.pt2`) or code paths (which MLflow
+    puts on sys.path).
 
     Raises:
-        ConfigError: a pickled model without that permission. ModelError: it does not load.
+        ConfigError: anything that would unpickle or import code, without that permission.
+        ModelError: it does not load.
     """
-    import mlflow.pytorch
-    import yaml
+    import os
 
-    from squeezeflow import env
+    from squeezeflow import env, safeyaml
     from squeezeflow.errors import ConfigError
 
-    flavor = (yaml.safe_load((Path(model_dir) / "MLmodel").read_text()) or {}).get("flavors", {}).get("pytorch", {})
-    if not (Path(model_dir) / flavor.get("model_data", "data") / PT2_FILE).is_file() and not env.pickle_allowed():
-        raise ConfigError(f"{model_dir}: the PyTorch model is in pickle format, and loading it runs code stored in the file. If you trust it, set "
-                          f"{env.ALLOW_PICKLE}=true (or {env.ALLOW_CODE}=true); or register it with serialization_format='pt2'.")
+    model_dir = Path(model_dir)
+    spec = safeyaml.load_file(model_dir / "MLmodel", ModelError)
+    flavor = ((spec.get("flavors") or {}).get("pytorch") or {}) if isinstance(spec, dict) else {}
+    data_dir = model_dir / str(flavor.get("model_data", "data"))
+    consent = (f"If you trust the model, set {env.ALLOW_PICKLE}=true (or {env.ALLOW_CODE}=true); or register it with "
+               "mlflow.pytorch.log_model(..., serialization_format='pt2') and no code_paths.")
+    if not env.pickle_allowed():
+        os.environ[env.ALLOW_PICKLE] = "false"  # MLflow's switch; its default is true
+        pickled = [p.name for p in (data_dir / "model.pth", data_dir / "pickle_module_info.txt") if p.exists()]
+        if pickled or not (data_dir / PT2_FILE).is_file():
+            raise ConfigError(f"{model_dir}: the PyTorch model is in pickle format ({', '.join(pickled) or 'no ' + PT2_FILE}), and loading it runs code stored in the file. {consent}")
+        if flavor.get("code"):
+            raise ConfigError(f"{model_dir}: the model ships code paths ({str(flavor['code'])[:80]}), which MLflow puts on sys.path when it loads the model. {consent}")
+    import mlflow.pytorch
 
     try:
         model = mlflow.pytorch.load_model(str(model_dir), map_location="cpu")
     except Exception as e:
-        raise ModelError(f"{model_dir}: cannot load the PyTorch model ({str(e).splitlines()[0]}).") from None
+        if "pickle is disallowed" in str(e):
+            raise ConfigError(f"{model_dir}: the pt2 archive holds pickled records beyond plain tensors, and loading them runs code. {consent}") from None
+        raise ModelError(f"{model_dir}: cannot load the PyTorch model ({_first_line(e)}).") from None
     try:
         model.eval()
     except NotImplementedError:

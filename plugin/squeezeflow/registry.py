@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from squeezeflow import env
-from squeezeflow.errors import ModelError, NotFoundError, RegistryUnreachableError
+from squeezeflow.errors import ModelError, NotARegistryError, NotFoundError, RegistryAccessError, RegistryUnreachableError
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+|latest))$")
 _UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish", "unable to open database", "could not connect", "timed out",
@@ -47,8 +47,12 @@ class ModelRef:
 
 
 def redact(text: str) -> str:
-    """Hide user:password@ in URIs and token-like query values."""
-    text = re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+    """Hide user:password@ in URIs and token-like query values.
+
+    User info ends at the last `@` before the host: a password with an unencoded `@`
+    (`user:S3c@ret@host`) is hidden whole.
+    """
+    text = re.sub(r"(?<=://)[^/\s]+@", "***@", text)
     return re.sub(r"(?i)((?:token|password|secret|key)=)[^&\s]+", r"\1***", text)
 
 
@@ -67,13 +71,22 @@ def errors(what: str) -> Iterator[None]:
     """Translate MLflow and transport exceptions raised while doing `what`."""
     try:
         yield
-    except (NotFoundError, ModelError):
+    except (NotFoundError, ModelError, RegistryAccessError, RegistryUnreachableError):
         raise
     except Exception as e:
         text = redact(str(e))
         code = getattr(e, "error_code", "")
         if code == "RESOURCE_DOES_NOT_EXIST":
             raise NotFoundError(f"{what}: {text.splitlines()[0]}") from None
+        status = re.search(r"error code (\d{3}) != 200", text)
+        if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or (status and status[1] in ("401", "403")):
+            raise RegistryAccessError(f"MLflow registry at {redact(env.tracking_uri())} refused access while {what} ({code or 'HTTP ' + status[1]}). "
+                                      "Set MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, to credentials it accepts.") from None
+        if (status and status[1].startswith("4")) or "not in a valid JSON format" in text:
+            body = text.split("Response body:", 1)[-1].strip()[:80] if "Response body:" in text else ""
+            raise NotARegistryError(f"the server at {redact(env.tracking_uri())} does not answer as an MLflow tracking server while {what} "
+                                    f"({'HTTP ' + status[1] if status else 'a reply that is not JSON'}{': ' + body if body else ''}). "
+                                    f"Set {env.TRACKING_URI} to the server's root URL.") from None
         if any(marker.lower() in text.lower() for marker in _UNREACHABLE) or type(e).__name__ in {"ConnectionError", "OperationalError", "Timeout"}:
             where = redact(env.tracking_uri())
             raise RegistryUnreachableError(f"MLflow registry at {where} does not answer while {what}. Start the server or fix {env.TRACKING_URI}.") from None
@@ -83,21 +96,70 @@ def errors(what: str) -> Iterator[None]:
 def call(what: str, fn: Callable[[], T]) -> T:
     """Run `fn` (registry calls) with errors translated, retrying transient failures until the deadline.
 
+    The deadline (`SQUEEZEFLOW_REGISTRY_DEADLINE`) bounds the whole call, however the registry
+    fails: each attempt's HTTP timeout is cut to the time left, and an attempt that still has not
+    returned at the deadline (a server that accepts and never answers, MLflow's own retries
+    against a database that refuses connections) is abandoned in its thread.
+
     Raises:
         RegistryUnreachableError: still failing at the deadline; the message names the URI and how long it tried.
     """
-    deadline = time.monotonic() + env.registry_deadline()
+    budget = env.registry_deadline()
+    start = time.monotonic()
+    deadline = start + budget
     delay, tries = 0.5, 0
     while True:
         tries += 1
+        left = max(deadline - time.monotonic(), 0.1)
+        _cap_http_timeout(left)
         try:
             with errors(what):
-                return fn()
+                return _bounded(fn, left, what)
         except RegistryUnreachableError as e:
+            if isinstance(e, NotARegistryError):
+                raise
             if time.monotonic() + delay > deadline:
-                raise RegistryUnreachableError(f"{e} (tried {tries} times in {env.registry_deadline():g} s; {env.REGISTRY_DEADLINE} sets the deadline)") from None
+                raise RegistryUnreachableError(f"{e} (tried {tries} time{'s' if tries > 1 else ''} in {time.monotonic() - start:.0f} s; "
+                                               f"{env.REGISTRY_DEADLINE}={budget:g} sets the deadline)") from None
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
+
+
+_HTTP_TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+_configured_timeout: list[float] = []  # the user's (or squeezeflow's default) value, read once
+
+
+def _cap_http_timeout(left: float) -> None:
+    """MLflow reads its per-request timeout from the environment at each request: cut it to the time left."""
+    if not _configured_timeout:
+        try:
+            _configured_timeout.append(float(os.environ.get(_HTTP_TIMEOUT) or env.MLFLOW_CLIENT_DEFAULTS[_HTTP_TIMEOUT]))
+        except ValueError:
+            _configured_timeout.append(float(env.MLFLOW_CLIENT_DEFAULTS[_HTTP_TIMEOUT]))
+    os.environ[_HTTP_TIMEOUT] = str(max(1, int(min(_configured_timeout[0], left + 0.999))))
+
+
+def _bounded(fn: Callable[[], T], seconds: float, what: str) -> T:
+    """fn() in a daemon thread, given up after `seconds` (then RegistryUnreachableError)."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = e
+
+    worker = threading.Thread(target=target, name=f"registry: {what}", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        where = redact(env.tracking_uri())
+        raise RegistryUnreachableError(f"MLflow registry at {where} did not answer within {seconds:.0f} s while {what}. Start the server or fix {env.TRACKING_URI}.")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _registered(c: Any, name: str) -> Any | None:
@@ -175,26 +237,39 @@ def download(ref: ModelRef, dst: Path) -> Path:
     """Download the version's MLflow model directory into `dst` (which must not exist)."""
     import mlflow.artifacts
 
+    from squeezeflow import artifacts
+
     client()
     dst.mkdir(parents=True)
-    path = Path(call(f"downloading {ref.uri}", lambda: mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst)))).resolve()
-    if dst.resolve() not in (path, *path.parents):  # artifact paths stay inside the stage's folder
-        raise ModelError(f"{ref.uri}: downloaded outside {dst}; refusing to use it.")
+    outside = f"{ref.uri}: the artifact holds a path that resolves outside its folder (a symlink or `..`); refusing it."
+    try:
+        path = Path(call(f"downloading {ref.uri}", lambda: mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst)))).resolve()
+    except Exception as e:
+        if "resolved path is outside" in str(e) or "Invalid path" in str(e):  # MLflow's own refusal of such a path
+            raise ModelError(outside) from None
+        raise
+    if not artifacts.inside(dst, path) or any(p.is_symlink() or not artifacts.inside(dst, p) for p in path.rglob("*")):
+        raise ModelError(outside)
     return path
 
 
 def flavor(model_dir: Path) -> tuple[str, str]:
     """The usable flavor of an MLflow model dir: ("onnx", file) or ("pytorch", file)."""
-    import yaml
+    from squeezeflow import artifacts, safeyaml
 
     mlmodel = model_dir / "MLmodel"
-    if not mlmodel.is_file():
+    if not mlmodel.is_file() or mlmodel.is_symlink():
         raise ModelError(f"{model_dir}: no MLmodel file; the registered artifact is not an MLflow model.")
-    flavors = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {})
-    if "onnx" in flavors:
-        return "onnx", flavors["onnx"].get("data", "model.onnx")
-    if "pytorch" in flavors:
-        return "pytorch", flavors["pytorch"].get("model_data", "data")
+    spec = safeyaml.load_file(mlmodel, ModelError)
+    flavors = spec.get("flavors") if isinstance(spec, dict) else None
+    if not isinstance(flavors, dict) or not all(isinstance(f, dict) for f in flavors.values()):
+        raise ModelError(f"{mlmodel}: has no `flavors` mapping; the registered artifact is not an MLflow model.")
+    for kind, key, default in (("onnx", "data", "model.onnx"), ("pytorch", "model_data", "data")):
+        if kind in flavors:
+            rel = flavors[kind].get(key, default)
+            if not isinstance(rel, str) or not artifacts.inside(model_dir, model_dir / rel):
+                raise ModelError(f"{mlmodel}: flavors.{kind}.{key} is {str(rel)[:80]!r}, a path outside the model folder; refusing it.")
+            return kind, rel
     raise ModelError(f"{model_dir}: flavors {sorted(flavors)} are not supported. Register the model with mlflow.pytorch or mlflow.onnx.")
 
 
@@ -247,20 +322,11 @@ def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str,
         (the version the alias now points at, True when another process had registered it).
     """
     import mlflow
-    import mlflow.onnx
-    import onnx
-
-    from squeezeflow import modelio
 
     c = client()
     sha = tags[SHA_TAG]
 
-    def log_model() -> Any:
-        with mlflow.start_run(run_id=run_id):
-            model = onnx.load(str(onnx_file))  # with its external data, if any
-            return mlflow.onnx.log_model(model, name="model", pip_requirements=["onnxruntime"], save_as_external_data=modelio.is_large(model))
-
-    info = call(f"logging the model of run {run_id}", log_model)
+    info = call(f"logging the model of run {run_id}", lambda: log_onnx(onnx_file, run_id))  # the run stays RUNNING until promote ends it
     if metrics:
         call(f"logging metrics of run {run_id}", lambda: _log_metrics(c, run_id, metrics, info.model_id))
     mv = call(f"registering {name}", lambda: mlflow.register_model(info.model_uri, name, tags=tags))
@@ -273,6 +339,19 @@ def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str,
         call(f"deleting duplicate {name} version {mv.version}", lambda: c.delete_model_version(name, mv.version))
     set_alias(name, alias, version)
     return version, version != str(mv.version)
+
+
+def log_onnx(onnx_file: Path, run_id: str | None = None) -> Any:
+    """Log an ONNX file as an mlflow.onnx model of run `run_id` (default: the active run), weights as
+    external data when large, requirements given so MLflow infers none; returns the ModelInfo."""
+    import mlflow.onnx
+    import onnx
+
+    from squeezeflow import modelio
+
+    model = onnx.load(str(onnx_file))  # with its external data, if any
+    kwargs = {"run_id": run_id} if run_id else {}
+    return mlflow.onnx.log_model(model, name="model", pip_requirements=["onnxruntime"], save_as_external_data=modelio.is_large(model), **kwargs)
 
 
 def register_torch(model: Any, name: str, example: Any, alias: str | None = None, experiment: str = "squeezeflow", serialization_format: str = "pt2") -> str:
@@ -361,8 +440,22 @@ def _log_metrics(c: Any, run_id: str, metrics: dict[str, float], model_id: str |
         c.log_batch(run_id, metrics=ms[start : start + 500])
 
 
+def running_runs(experiment: str, tag: str) -> list[tuple[str, dict[str, str]]]:
+    """(run id, tags) of the RUNNING runs of `experiment` that carry `tag`."""
+    c = client()
+
+    def search() -> list[tuple[str, dict[str, str]]]:
+        exp = c.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        runs = c.search_runs([exp.experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{tag}` != ''", max_results=1000)
+        return [(r.info.run_id, dict(r.data.tags)) for r in runs]
+
+    return call(f"searching running runs of experiment {experiment}", search)
+
+
 def end_run(run_id: str, status: str) -> None:
-    """Terminate a run as FINISHED or FAILED."""
+    """Terminate a run as FINISHED, FAILED or KILLED."""
     c = client()
     call(f"closing run {run_id}", lambda: c.set_terminated(run_id, status=status))
 

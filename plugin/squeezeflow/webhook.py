@@ -12,11 +12,13 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 import threading
 import time
 from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from squeezeflow.errors import ConfigError
@@ -27,6 +29,8 @@ DELIVERY_HEADER = "X-MLflow-Delivery-Id"
 EVENT = ("model_version_alias", "created")
 MAX_BODY = 1 << 20
 SEEN_DELIVERIES = 10_000
+SOCKET_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 32
 
 
 class Rejected(Exception):
@@ -45,19 +49,39 @@ def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
 
 @dataclasses.dataclass
 class Verifier:
-    """Checks signature, replay window and delivery-id reuse; remembers the last deliveries it accepted."""
+    """Checks signature, replay window and delivery-id reuse; remembers the deliveries it accepted.
+
+    With `state`, accepted delivery ids are appended to that file (one `ID TIMESTAMP` line each,
+    flushed before the delivery is acted on) and read back at start, so a restarted receiver
+    still refuses a replay inside the window.
+    """
 
     secret: str
     window_s: float = 300.0
-    seen: OrderedDict[str, float] = dataclasses.field(default_factory=OrderedDict)
+    state: Path | None = None
+    seen: OrderedDict[str, int] = dataclasses.field(default_factory=OrderedDict)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.state is None:
+            return
+        now = time.time()
+        if self.state.is_file():
+            for line in self.state.read_text(errors="replace").splitlines()[-SEEN_DELIVERIES:]:
+                delivery, _, stamp = line.rpartition(" ")
+                if delivery and stamp.isdigit() and abs(now - int(stamp)) <= self.window_s:
+                    self.seen[delivery] = int(stamp)
+        self.state.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state.with_name(self.state.name + ".tmp")  # rewritten without the expired ids
+        tmp.write_text("".join(f"{d} {t}\n" for d, t in self.seen.items()))
+        tmp.replace(self.state)
 
     def check(self, headers: Any, body: bytes, now: float | None = None) -> dict[str, Any]:
         """The delivery's JSON payload, or `Rejected` (401 bad or missing signature, stale; 409 replayed id)."""
         delivery, stamp, signature = (headers.get(h) for h in (DELIVERY_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER))
         if not (delivery and stamp and signature):
             raise Rejected(401, f"missing {SIGNATURE_HEADER}, {TIMESTAMP_HEADER} or {DELIVERY_HEADER}")
-        if not hmac.compare_digest(sign(self.secret, delivery, stamp, body), signature.strip()):
+        if not hmac.compare_digest(sign(self.secret, delivery, stamp, body).encode(), signature.strip().encode("utf-8", "replace")):
             raise Rejected(401, "signature does not match")
         try:
             age = (time.time() if now is None else now) - int(stamp)
@@ -65,12 +89,19 @@ class Verifier:
             raise Rejected(401, f"{TIMESTAMP_HEADER} is not a Unix time") from None
         if abs(age) > self.window_s:
             raise Rejected(401, f"timestamp {age:+.0f} s away, outside the {self.window_s:g} s replay window")
+        if len(delivery) > 200 or any(c.isspace() for c in delivery):
+            raise Rejected(400, f"{DELIVERY_HEADER} is not a delivery id")
         with self.lock:
             if delivery in self.seen:
                 raise Rejected(409, f"delivery {delivery} was already received")
-            self.seen[delivery] = age
+            self.seen[delivery] = int(stamp)
             while len(self.seen) > SEEN_DELIVERIES:
                 self.seen.popitem(last=False)
+            if self.state is not None:
+                with self.state.open("a") as f:
+                    f.write(f"{delivery} {int(stamp)}\n")
+                    f.flush()
+                    os.fsync(f.fileno())
         try:
             return json.loads(body)
         except ValueError:
@@ -110,16 +141,24 @@ class Trigger:
         print(f"webhook: `{' '.join(self.command)}` for {model_uri} exited {result.returncode}", flush=True)
 
 
-def serve(host: str, port: int, verifier: Verifier, trigger: Trigger) -> None:
-    """Answer deliveries until interrupted; accepted events start the trigger one at a time, in order."""
+def server(host: str, port: int, verifier: Verifier, trigger: Trigger, timeout_s: float = SOCKET_TIMEOUT_S) -> ThreadingHTTPServer:
+    """The receiver, bound and ready for `serve_forever`; accepted events start the trigger one at a
+    time, in order. A connection that sends nothing for `timeout_s` seconds is closed."""
     runs = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = timeout_s  # socket timeout of each connection: a half-sent request cannot hold a thread
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.headers.get("Content-Length")
+            if raw is None or not raw.strip().isdigit():
+                return self._answer(400 if raw is not None else 411, f"Content-Length must be a non-negative integer, got {str(raw)[:40]!r}")
+            length = int(raw)
             if length > MAX_BODY:
                 return self._answer(413, "body too large")
             body = self.rfile.read(length)
+            if len(body) < length:
+                return self._answer(400, "body shorter than its Content-Length")
             try:
                 payload = verifier.check(self.headers, body)
             except Rejected as e:
@@ -149,12 +188,39 @@ def serve(host: str, port: int, verifier: Verifier, trigger: Trigger) -> None:
         def log_message(self, *_: Any) -> None:  # the decisions are printed above
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    print(f"webhook: listening on http://{host}:{server.server_address[1]}/ for {EVENT[0]}.{EVENT[1]} on models:/{trigger.name}@{trigger.alias}", flush=True)
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = MAX_CONNECTIONS
+        slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+        def process_request(self, request: Any, client_address: Any) -> None:  # at most MAX_CONNECTIONS threads at a time
+            if not self.slots.acquire(blocking=False):
+                self.shutdown_request(request)
+                return
+            super().process_request(request, client_address)
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
+
+        def handle_error(self, request: Any, client_address: Any) -> None:  # a broken connection is the sender's problem: one line, no traceback
+            import sys
+
+            print(f"webhook: dropped a connection from {client_address[0]}: {sys.exc_info()[0].__name__}", flush=True)
+
+    return Server((host, port), Handler)
+
+
+def serve(host: str, port: int, verifier: Verifier, trigger: Trigger) -> None:
+    """Answer deliveries until interrupted (see `server`)."""
+    httpd = server(host, port, verifier, trigger)
+    print(f"webhook: listening on http://{host}:{httpd.server_address[1]}/ for {EVENT[0]}.{EVENT[1]} on models:/{trigger.name}@{trigger.alias}", flush=True)
     try:
-        server.serve_forever()
+        httpd.serve_forever()
     finally:
-        server.server_close()
+        httpd.server_close()
 
 
 def secret_from_env() -> str:

@@ -10,13 +10,14 @@ if TYPE_CHECKING:
     import onnxruntime
 
 
-def measure(sessions: dict[str, onnxruntime.InferenceSession], feed: dict[str, np.ndarray], warmup: int, repeats: int, progress: bool = True) -> dict[str, np.ndarray]:
+def measure(sessions: dict[str, onnxruntime.InferenceSession], feed: dict[str, np.ndarray], warmup: int, repeats: int, progress: bool = True,
+            warmup_seconds: float = float("inf")) -> dict[str, np.ndarray]:
     """Per-call latencies in milliseconds of each session on the same input.
 
     Args:
         sessions: name -> session; all are timed in alternation within each repeat.
         feed: one batch of inputs.
-        warmup: untimed calls per session first.
+        warmup: untimed calls per session first, stopped after `warmup_seconds` in all.
         repeats: timed calls per session.
 
     Returns:
@@ -25,8 +26,11 @@ def measure(sessions: dict[str, onnxruntime.InferenceSession], feed: dict[str, n
     import numpy as np
     from tqdm import tqdm
 
-    for sess in sessions.values():
-        for _ in range(warmup):
+    stop = time.monotonic() + warmup_seconds
+    for _ in range(warmup):
+        if time.monotonic() > stop:
+            break
+        for sess in sessions.values():
             sess.run(None, feed)
     times = {name: np.empty(repeats) for name in sessions}
     order = list(sessions.items())
@@ -51,9 +55,10 @@ def measure_until(sessions: dict[str, onnxruntime.InferenceSession], feed: dict[
     """Interleaved rounds until every speedup's 95% interval is narrow enough or time runs out.
 
     Each round times every session `round_size` times in alternation; a round gives one ratio
-    reference p50 / session p50 and one p95 per session. Rounds continue until `min_repeats` calls
-    were timed and the interval of each speedup satisfies high / low - 1 <= `ci_width`, or until
-    `max_seconds` have passed.
+    reference p50 / session p50 and one p95 per session. Warm-up takes at most half of
+    `max_seconds`. Rounds continue (at least 3) until `min_repeats` calls were timed and the
+    interval of each speedup satisfies high / low - 1 <= `ci_width`, or until `max_seconds` have
+    passed since the warm-up began, whichever comes first.
 
     Returns:
         (name -> all latencies in ms, name -> speedup / speedup_ci_low / speedup_ci_high /
@@ -62,16 +67,17 @@ def measure_until(sessions: dict[str, onnxruntime.InferenceSession], feed: dict[
     import numpy as np
     from tqdm import tqdm
 
-    measure(sessions, feed, warmup, 1, progress=False)
-    rounds: list[dict[str, np.ndarray]] = []
     start = time.monotonic()
+    measure(sessions, feed, warmup, 1, progress=False, warmup_seconds=max_seconds / 2)
+    rounds: list[dict[str, np.ndarray]] = []
     bar = tqdm(desc="latency rounds", unit="round", disable=not progress, leave=False)
     while True:
         rounds.append(measure(sessions, feed, 0, round_size, progress=False))
         bar.update()
-        if len(rounds) * round_size >= min_repeats and len(rounds) >= 3:
-            narrow = all(hi / lo - 1 <= ci_width for n, (_, lo, hi) in _speedups(rounds, reference).items() if n != reference)
-            if narrow or time.monotonic() - start > max_seconds:
+        if len(rounds) >= 3:  # the fewest that give an interval
+            if time.monotonic() - start > max_seconds:
+                break
+            if len(rounds) * round_size >= min_repeats and all(hi / lo - 1 <= ci_width for n, (_, lo, hi) in _speedups(rounds, reference).items() if n != reference):
                 break
     bar.close()
     return {n: np.concatenate([r[n] for r in rounds]) for n in sessions}, _round_stats(rounds, reference)

@@ -8,6 +8,7 @@ from typing import Any
 
 from squeezeflow import artifacts, contracts, data, modelio
 from squeezeflow.config import Params
+from squeezeflow.evaluate import classification
 from squeezeflow.stages import REPORTS_DIR, SOURCE_DIR
 
 
@@ -24,7 +25,11 @@ def check_data(params: Params, source_dir: Path = SOURCE_DIR, reports_dir: Path 
     specs = sess.get_inputs()
     eval_arrays = data.load(params.data.eval, "eval")
     runnable = all(s.name in eval_arrays for s in specs)  # if not, the first contract says which array is missing
-    classes = int(modelio.run(sess, {s.name: eval_arrays[s.name][:2] for s in specs}).shape[1]) if runnable else 0
+    if runnable:
+        probe = {s.name: eval_arrays[s.name][:2] for s in specs}
+        classes = int(classification.check_logits(modelio.run(sess, probe), len(next(iter(probe.values()))), str(artifacts.model_path(source_dir))).shape[1])
+    else:
+        classes = 0
     files = {role: path for role, path in (("eval", params.data.eval), ("calibration", params.data.calibration), ("train", params.data.train)) if path is not None}
     reports_dir.mkdir(parents=True, exist_ok=True)
     out = reports_dir / "data.json"

@@ -29,14 +29,14 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         ConfigError: unknown recipe; DataError: eval data does not fit the model;
         ModelError: a corrupt model or non-finite outputs.
     """
-    from squeezeflow.errors import ConfigError
+    from squeezeflow.errors import ConfigError, ModelError
 
     if name != BASELINE and name not in params.recipes:
         raise ConfigError(f"Unknown candidate {name!r}. Use `baseline` or a recipe of params.yaml: {', '.join(sorted(params.recipes))}.")
     base_dir = Path(source_dir)
     cand_dir = base_dir if name == BASELINE else Path(candidates_dir) / name
-    artifacts.read_manifest(base_dir)
-    cand_manifest = artifacts.read_manifest(cand_dir)
+    base_manifest = artifacts.read_manifest(base_dir)  # hashes the model: once, even for the baseline
+    cand_manifest = base_manifest if cand_dir == base_dir else artifacts.read_manifest(cand_dir)
     target = params.target
     arrays = data.load(params.data.eval, "eval")
     sessions = {BASELINE: modelio.session(artifacts.model_path(base_dir), target.threads, target.providers)}
@@ -44,7 +44,11 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         sessions[name] = modelio.session(artifacts.model_path(cand_dir), target.threads, target.providers)
     for sess in sessions.values():
         data.check_inputs(arrays, sess.get_inputs(), params.data.eval)
-    logits = {n: modelio.run(s, arrays) for n, s in sessions.items()}
+    samples = data.samples(arrays)
+    model_files = {BASELINE: artifacts.model_path(base_dir), name: artifacts.model_path(cand_dir)}
+    logits = {n: classification.check_logits(modelio.run(s, arrays), samples, str(model_files[n])) for n, s in sessions.items()}
+    if logits[name].shape != logits[BASELINE].shape:
+        raise ModelError(f"{model_files[name]}: outputs {list(logits[name].shape)}, the source model {list(logits[BASELINE].shape)}; a candidate must keep the source's outputs.")
     labels = data.check_labels(arrays, logits[BASELINE].shape[1], params.data.eval)
     correct = {n: logits[n].argmax(axis=1) == labels for n in logits}
     classes = {n: classification.per_class_accuracy(logits[n], labels) for n in logits}

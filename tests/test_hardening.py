@@ -1,0 +1,494 @@
+"""Untrusted models, data and requests: no code runs, no file outside the artifact is read, nothing
+exhausts the machine or slips past the gate, and every refusal is one line with exit code 2 or 3.
+
+Each test builds its malicious input itself, on a temp sqlite registry (or a receiver on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import pickle
+import socket
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import BIN, error_line, free_port, register_onnx, sh, write_params
+from squeezeflow import registry
+
+SQUEEZEFLOW = BIN / "squeezeflow"
+
+
+class _Payload:
+    """Unpickling this creates `marker`: proof that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def _stored(name: str, version: str = "1") -> Path:
+    """The artifact folder of a registered version in the local (file) artifact store."""
+    c = registry.client()
+    mv = c.get_model_version(name, version)
+    location = c.get_logged_model(mv.source.removeprefix("models:/")).artifact_location
+    return Path(location.removeprefix("file://"))
+
+
+def _run(*args, env=None, timeout=300, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SQUEEZEFLOW), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def _refused(proc: subprocess.CompletedProcess, code: int, *words: str) -> str:
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = error_line(proc)
+    assert all(w in line for w in words), line
+    return line
+
+
+# 1. pickle consent -------------------------------------------------------------------------------
+
+def _pt2_model(digits_cnn, digits_dir, name: str) -> Path:
+    example = np.load(digits_dir / "eval.npz")["input"][:4]
+    registry.register_torch(digits_cnn, name, example, alias="champion")
+    return _stored(name) / "data"
+
+
+def _rewrite_zip(path: Path, member: str, payload: bytes) -> None:
+    with zipfile.ZipFile(path) as src:
+        records = {i.filename: src.read(i) for i in src.infolist()}
+    names = [n for n in records if n.endswith(member)]
+    assert names, sorted(records)
+    records[names[0]] = payload
+    with zipfile.ZipFile(path, "w") as dst:
+        for name, blob in records.items():
+            dst.writestr(name, blob)
+
+
+@pytest.mark.parametrize("where", ["model.pth beside model.pt2", "pickle in the pt2 sample inputs"])
+def test_pull_never_unpickles_without_consent(local_registry, digits_cnn, digits_dir, tmp_path, where):
+    data_dir = _pt2_model(digits_cnn, digits_dir, "digits-cnn")
+    marker = tmp_path / "code-ran"
+    payload = pickle.dumps(_Payload(marker))
+    if where.startswith("model.pth"):
+        (data_dir / "model.pth").write_bytes(payload)
+        (data_dir / "pickle_module_info.txt").write_text("pickle")
+    else:
+        _rewrite_zip(data_dir / "model.pt2", "sample_inputs/model.pt", payload)
+    write_params(tmp_path, digits_dir)
+    env = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "", "MLFLOW_ALLOW_MODEL_CODE_EXECUTION": ""}
+    _refused(_run("pull", env=env), 2, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true")
+    assert not marker.exists()
+    assert not (tmp_path / "artifacts" / "source").exists()
+    _run("pull", env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"})  # with consent the payload is live: the test is real
+    assert marker.exists()
+
+
+def test_pt2_source_still_pulls_without_consent(local_registry, digits_cnn, digits_dir, tmp_path):
+    _pt2_model(digits_cnn, digits_dir, "digits-cnn")
+    write_params(tmp_path, digits_dir)
+    proc = _run("pull", env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": ""})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# 2, 3. ONNX external data ------------------------------------------------------------------------
+
+def _point_weights_at(model_file: Path, location: str, length: int | None = None) -> None:
+    """Make the largest initializer of `model_file` read its bytes from `location`."""
+    import onnx
+
+    model = onnx.load(str(model_file))
+    tensor = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    size = len(tensor.raw_data)
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", "0"), ("length", str(size if length is None else length))):
+        tensor.external_data.add(key=key, value=value)
+    onnx.save(model, str(model_file))
+
+
+EXTERNAL = [
+    ("absolute path", lambda secret, folder: str(secret), "not a file name inside the model folder"),
+    ("parent folder", lambda secret, folder: os.path.relpath(secret, folder), "not a file name inside the model folder"),
+    ("symlink", lambda secret, folder: (folder / "weights.bin").symlink_to(secret) or "weights.bin", "symlink"),
+    ("device", lambda secret, folder: "/dev/zero", "not a file name inside the model folder"),
+    ("symlink to a device", lambda secret, folder: (folder / "zero.bin").symlink_to("/dev/zero") or "zero.bin", "symlink"),
+]
+
+
+@pytest.mark.parametrize("case,location,message", EXTERNAL, ids=[c[0] for c in EXTERNAL])
+def test_external_data_outside_the_model_is_refused(local_registry, digits_onnx, digits_dir, tmp_path, case, location, message):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOP-SECRET-" * 4000)
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    model_file = _stored("digits-cnn") / "model.onnx"
+    _point_weights_at(model_file, location(secret, model_file.parent))
+    write_params(tmp_path, digits_dir)
+    _refused(_run("pull"), 2, message)
+    assert not (tmp_path / "artifacts" / "source").exists()
+    assert not any(b"TOP-SECRET" in f.read_bytes() for f in tmp_path.joinpath("artifacts").rglob("*") if f.is_file())
+
+
+def test_declared_length_past_the_end_of_the_file_is_refused(local_registry, digits_onnx, digits_dir, tmp_path):
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    model_file = _stored("digits-cnn") / "model.onnx"
+    (model_file.parent / "weights.bin").write_bytes(b"\0" * 100)
+    _point_weights_at(model_file, "weights.bin", length=1 << 40)
+    write_params(tmp_path, digits_dir)
+    _refused(_run("pull", timeout=120), 2, "weights.bin", "but the file has 100")
+
+
+# 4. outputs that cannot be scored ----------------------------------------------------------------
+
+def _onnx_with_output(path: Path, tail: str) -> Path:
+    """A linear digits classifier whose logits are reshaped by `tail` before they leave the graph."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32), "w")
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])]
+    inits = [w]
+    if tail == "N,C,1":
+        inits.append(numpy_helper.from_array(np.array([2], np.int64), "axes"))
+        nodes.append(helper.make_node("Unsqueeze", ["logits", "axes"], ["output"]))
+    elif tail == "N":
+        nodes.append(helper.make_node("ReduceMax", ["logits"], ["output"], axes=[1], keepdims=0))
+    elif tail == "1,C":
+        nodes.append(helper.make_node("ReduceMean", ["logits"], ["output"], axes=[0], keepdims=1))
+    shape = {"N,C,1": ["batch", 10, 1], "N": ["batch"], "1,C": [1, 10]}[tail]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("shape", ["N,C,1", "N", "1,C"])
+def test_outputs_that_cannot_be_scored_are_refused(local_registry, digits_dir, tmp_path, shape):
+    register_onnx(_onnx_with_output(tmp_path / "odd.onnx", shape), "digits-cnn", alias="champion")
+    write_params(tmp_path, digits_dir)
+    sh(SQUEEZEFLOW, "pull")
+    _refused(_run("check-data"), 2, "task classification needs [")
+    _refused(_run("evaluate", "baseline"), 2, "task classification needs [")
+    assert not (tmp_path / "metrics" / "baseline.json").exists()
+
+
+# 5. recipe names ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,message", [("..", "is not allowed"), ("", "is not allowed"), ("a/b", "is not allowed"), (".hidden", "is not allowed"),
+                                          ("baseline", "is reserved")])
+def test_recipe_names_that_are_paths_or_reserved(tmp_path, digits_dir, name, message):
+    raw = yaml.safe_load(write_params(tmp_path, digits_dir).read_text())
+    raw["recipes"] = {name: [{"quantize": {"mode": "dynamic"}}], "int8-static": [{"quantize": {"mode": "static"}}]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    keep = tmp_path / "artifacts" / "candidates" / "int8-static" / "keep.txt"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("still here")
+    _refused(_run("compress", name, cwd=tmp_path), 2, "recipe name", message)
+    assert keep.read_text() == "still here"
+
+
+# 6. webhook receiver -----------------------------------------------------------------------------
+
+@pytest.fixture
+def receiver(tmp_path):
+    """A webhook receiver on 127.0.0.1 in this process (1 s socket timeout); yields (port, start)."""
+    import threading
+
+    from squeezeflow import webhook
+
+    servers = []
+
+    def start(state: Path | None = tmp_path / "deliveries"):
+        httpd = webhook.server("127.0.0.1", 0, webhook.Verifier("s3cret", 300, state), webhook.Trigger("m", "champion", ("true",)), timeout_s=1.0)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return httpd.server_address[1]
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _raw(port: int, request: bytes, wait: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        s.sendall(request)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _signed(delivery: str, body: bytes = b"{}") -> bytes:
+    from squeezeflow.webhook import sign
+
+    stamp = str(int(time.time()))
+    headers = {"X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": stamp, "X-MLflow-Signature": sign("s3cret", delivery, stamp, body),
+               "Content-Length": str(len(body))}
+    return b"POST / HTTP/1.1\r\nHost: x\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n" + body
+
+
+@pytest.mark.parametrize("length", [b"-1", b"abc", b"1e3", b""])
+def test_webhook_malformed_content_length_is_400(receiver, length):
+    port = receiver()
+    reply = _raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n" + b"x" * 1000)
+    assert reply.startswith(b"HTTP/1.0 400") or reply.startswith(b"HTTP/1.1 400"), reply[:200]
+    assert _raw(port, _signed("ok-1")).split(b" ")[1] == b"200"  # still serving
+
+
+def test_webhook_non_ascii_signature_is_401(receiver):
+    port = receiver()
+    request = _signed("x-1").replace(b"X-MLflow-Signature: v1,", "X-MLflow-Signature: v1,\u00e9".encode())
+    assert _raw(port, request).split(b" ")[1] == b"401"
+
+
+def test_webhook_half_sent_request_is_dropped(receiver):
+    port = receiver()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        start = time.monotonic()
+        reply = s.recv(65536)  # the server gives up on the body: it answers 400 or closes; without a socket timeout this blocks for 30 s
+        waited = time.monotonic() - start
+    assert waited < 20 and (reply == b"" or b" 400 " in reply[:20]), (waited, reply[:100])
+
+
+def test_webhook_replay_is_refused_after_a_restart(receiver):
+    request = _signed("delivery-42")
+    assert _raw(receiver(), request).split(b" ")[1] == b"200"
+    assert _raw(receiver(), request).split(b" ")[1] == b"409"  # a fresh receiver on the same state file
+
+
+# 7. npz bounds -----------------------------------------------------------------------------------
+
+def _npz_declaring(path: Path, shape: tuple, payload: bytes = b"\0" * 64) -> Path:
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    text = repr(header).encode()
+    text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + payload
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("input.npy", npy)
+    return path
+
+
+@pytest.fixture
+def pulled_source(local_registry, digits_onnx, digits_dir, tmp_path):
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    write_params(tmp_path, digits_dir)
+    sh(SQUEEZEFLOW, "pull")
+    return tmp_path
+
+
+def _with_eval(tmp_path, digits_dir, path) -> None:
+    write_params(tmp_path, digits_dir, data__eval=str(path))
+
+
+NPZ = [
+    ("declares 20 GB", lambda p: _npz_declaring(p, (5_000_000_000, 1, 8, 8)), {}, "declares shape [5000000000, 1, 8, 8]"),
+    ("zip bomb", lambda p: np.savez_compressed(p, input=np.zeros((200_000, 1, 8, 8), np.float32)) or p, {"SQUEEZEFLOW_MAX_DATA_BYTES": "10000000"},
+     "inflates to 51200"),
+    ("object array", lambda p: np.savez(p, input=np.array([{"a": 1}] * 3, dtype=object)) or p, {}, "holds Python objects"),
+    ("zero samples", lambda p: np.savez(p, input=np.zeros((0, 1, 8, 8), np.float32), labels=np.zeros(0, np.int64)) or p, {}, "holds 0 samples"),
+    ("labels shorter", lambda p: np.savez(p, input=np.zeros((10, 1, 8, 8), np.float32), labels=np.zeros(5, np.int64)) or p, {}, "different numbers of samples"),
+    ("not a zip", lambda p: p.write_bytes(b"\x93NUMPY junk") and p, {}, "not an .npz"),
+]
+
+
+@pytest.mark.parametrize("case,make,env,message", NPZ, ids=[c[0] for c in NPZ])
+def test_npz_files_are_checked_before_loading(pulled_source, digits_dir, case, make, env, message):
+    bad = make(pulled_source / "bad.npz")
+    _with_eval(pulled_source, digits_dir, bad)
+    _refused(_run("check-data", env=env, timeout=120), 2, str(bad), message)
+
+
+# 8. YAML aliases ---------------------------------------------------------------------------------
+
+def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, digits_dir):
+    text = write_params(tmp_path, digits_dir).read_text()
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+                                                              for p, c in zip("abcdefgh", "bcdefghi"))
+    (tmp_path / "params.yaml").write_text(text + "bomb:\n  - " + bomb.replace("\n", "\n    ").rstrip() + "\n")
+    proc = _run("pull", timeout=60, cwd=tmp_path)  # 10^9 strings when expanded: minutes and gigabytes
+    line = _refused(proc, 2, "YAML aliases")
+    assert len(line) < 400
+
+
+# 9. bounded warm-up, sane seeds ------------------------------------------------------------------
+
+def test_huge_warmup_is_bounded_by_max_seconds(pulled_source, digits_dir):
+    write_params(pulled_source, digits_dir, target__warmup=10**9, target__max_seconds=2)
+    proc = _run("evaluate", "baseline", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((pulled_source / "metrics" / "baseline.json").read_text())["latency_rounds"] >= 3
+
+
+def test_huge_seed_is_a_config_error(tmp_path, digits_dir):
+    write_params(tmp_path, digits_dir, seed=1e26)
+    _refused(_run("pull", cwd=tmp_path), 2, "seed")
+
+
+# 10. bad input never exits 1 ---------------------------------------------------------------------
+
+@pytest.fixture
+def fake_server():
+    """An HTTP server on 127.0.0.1 that answers every request with one fixed (status, body)."""
+    import http.server
+    import threading
+
+    servers = []
+
+    def start(status: int, body: bytes) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(self, *_):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+
+
+@pytest.mark.parametrize("status,body,code,message", [
+    (401, b"Unauthorized", 2, "refused access"),
+    (403, b'{"error_code": "PERMISSION_DENIED", "message": "no"}', 2, "refused access"),
+    (404, b"<html>not here</html>", 3, "does not answer as an MLflow tracking server"),
+    (200, b"<html>a web page</html>", 3, "does not answer as an MLflow tracking server"),
+])
+def test_servers_that_are_not_a_usable_registry(fake_server, tmp_path, digits_dir, status, body, code, message):
+    write_params(tmp_path, digits_dir)
+    env = {"MLFLOW_TRACKING_URI": fake_server(status, body), "SQUEEZEFLOW_REGISTRY_DEADLINE": "5"}
+    _refused(_run("pull", env=env, cwd=tmp_path), code, message)
+
+
+def test_lineage_of_garbage_or_malformed_files(tmp_path, digits_onnx):
+    from squeezeflow import modelio
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(os.urandom(4096))
+    _refused(_run("lineage", str(garbage)), 2, "not a valid ONNX model")
+    forged = tmp_path / "forged.onnx"
+    forged.write_bytes(digits_onnx.read_bytes())
+    modelio.set_metadata(forged, {"squeezeflow.root": "{not json", "squeezeflow.steps": "[]"})
+    _refused(_run("lineage", str(forged)), 2, "malformed squeezeflow lineage")
+    modelio.set_metadata(forged, {"squeezeflow.root": json.dumps({"name": "x", "version": "1"}), "squeezeflow.steps": json.dumps([{"kind": 3}])})
+    _refused(_run("lineage", str(forged)), 2, "malformed squeezeflow lineage")
+
+
+def test_a_symlink_in_the_artifact_store_is_refused(local_registry, digits_onnx, digits_dir, tmp_path):
+    secret = tmp_path / "secret.onnx"
+    secret.write_bytes(digits_onnx.read_bytes())
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    stored = _stored("digits-cnn") / "model.onnx"
+    stored.unlink()
+    stored.symlink_to(secret)
+    write_params(tmp_path, digits_dir)
+    _refused(_run("pull"), 2, "outside its folder")
+
+
+# 11. the registry deadline -----------------------------------------------------------------------
+
+def _closed_port() -> int:
+    return free_port()  # bound once, then released: nothing listens
+
+
+@pytest.mark.parametrize("kind", ["closed postgres port", "server that never answers"])
+def test_registry_deadline_bounds_the_whole_call(tmp_path, digits_dir, kind):
+    pytest.importorskip("psycopg")
+    listener = None
+    if kind.startswith("closed"):
+        uri = f"postgresql://postgres@127.0.0.1:{_closed_port()}/nothing"
+    else:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)  # accepts connections (kernel backlog) and never answers
+        uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    write_params(tmp_path, digits_dir)
+    start = time.monotonic()
+    try:
+        proc = _run("pull", env={"MLFLOW_TRACKING_URI": uri, "SQUEEZEFLOW_REGISTRY_DEADLINE": "3"}, cwd=tmp_path, timeout=120)
+    finally:
+        if listener:
+            listener.close()
+    elapsed = time.monotonic() - start
+    _refused(proc, 3, "answer", "SQUEEZEFLOW_REGISTRY_DEADLINE=3")
+    assert elapsed < 3 + 15, elapsed  # the deadline plus interpreter start-up and imports; it took 52-117 s before
+
+
+# 12. credentials with an unencoded @ -------------------------------------------------------------
+
+def test_password_with_at_sign_is_hidden_whole(tmp_path, digits_dir):
+    assert registry.redact("postgresql://admin:S3c@ret@db.example:5432/m") == "postgresql://***@db.example:5432/m"
+    write_params(tmp_path, digits_dir)
+    proc = _run("pull", env={"MLFLOW_TRACKING_URI": f"http://admin:S3c@ret@127.0.0.1:{_closed_port()}", "SQUEEZEFLOW_REGISTRY_DEADLINE": "1"}, cwd=tmp_path)
+    assert proc.returncode == 3
+    assert "S3c" not in proc.stderr + proc.stdout and "ret@" not in proc.stderr + proc.stdout, proc.stderr
+
+
+# 13. a killed promote --------------------------------------------------------------------------
+
+def _promote_runs(c) -> list:
+    exp = c.get_experiment_by_name("squeezeflow")
+    return c.search_runs([exp.experiment_id], filter_string="tags.`squeezeflow.owner` != ''") if exp else []
+
+
+@pytest.mark.parametrize("when", ["after the run started", "after the model upload"])
+def test_killed_promote_is_marked_killed_by_the_next_one(local_registry, digits_onnx, digits_dir, tmp_path, when):
+    from helpers import run_until_gate
+    from squeezeflow.config import load_params
+    from squeezeflow.stages.gate import gate
+
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    path = write_params(tmp_path, digits_dir, recipes={"int8-static": [{"quantize": {"mode": "static"}}]})
+    run_until_gate(path)
+    gate(load_params(path), params_file=path)
+    c = registry.client()
+    proc = subprocess.Popen([str(SQUEEZEFLOW), "promote"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import sqlite3
+
+    # watch the registry's database read-only, a query per millisecond, and kill at once
+    query = ("SELECT count(*) FROM logged_models m JOIN runs r ON m.source_run_id = r.run_uuid WHERE r.name LIKE 'promote-%' AND m.status = 2"  # 2: LoggedModelStatus.READY, the upload is done
+             if when.endswith("upload") else "SELECT count(*) FROM runs WHERE name LIKE 'promote-%'")
+    deadline = time.monotonic() + 120
+    with sqlite3.connect(f"file:{tmp_path / 'mlflow.db'}?mode=ro", uri=True, timeout=5) as db:
+        while not db.execute(query).fetchone()[0]:
+            assert time.monotonic() < deadline and proc.poll() is None, "promote finished before it could be killed"
+            time.sleep(0.001)
+    proc.kill()
+    proc.wait()
+    runs = _promote_runs(c)
+    assert len(runs) == 1
+    killed = runs[0].info.run_id
+    assert c.get_run(killed).info.status == "RUNNING"  # not FINISHED: the promotion had not finished
+    sh(SQUEEZEFLOW, "promote")
+    assert c.get_run(killed).info.status == "KILLED"
+    assert "killed" in c.get_run(killed).data.tags["squeezeflow.outcome"]
+    assert registry.alias_version("digits-cnn-edge", "candidate") is not None
+    assert {r.info.status for r in _promote_runs(c) if r.info.run_id != killed} == {"FINISHED"}
