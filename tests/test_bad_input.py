@@ -129,7 +129,7 @@ CONTRACTS = [  # (case, data file role, change, expectation, what the message na
 @pytest.mark.parametrize("case,role,change,expectation,detail", CONTRACTS, ids=[c[0] for c in CONTRACTS])
 def test_data_contracts_name_the_expectation_file_and_array(pulled, digits_dir, tmp_path, case, role, change, expectation, detail):
     bad = _file(tmp_path, digits_dir, role, change)
-    path = write_params(tmp_path, digits_dir, **{f"data__{role}": str(bad)})
+    path = write_params(tmp_path, digits_dir, **{f"data__{role}": str(bad)}, contracts={"strict": True, "all_classes": True})
     proc = sh(BIN / "squeezeflow", "--params", path, "check-data", check=False)
     assert proc.returncode == 2
     line = error_line(proc)
@@ -143,3 +143,50 @@ def test_good_data_meets_every_contract(pulled, tmp_path):
     results = json.loads((tmp_path / "reports/data.json").read_text())["results"]
     assert all(r["success"] for r in results) and f"{len(results)} expectations met on eval, calibration, train" in out
     assert {r["file"] for r in results} == {"eval", "calibration", "train"}
+
+
+def test_by_default_a_subset_of_classes_passes_and_a_calibration_shift_warns(pulled, digits_dir, tmp_path):
+    arrays = dict(np.load(digits_dir / "eval.npz"))
+    keep = arrays["labels"] != 3
+    subset = tmp_path / "subset_eval.npz"
+    np.savez(subset, input=arrays["input"][keep], labels=arrays["labels"][keep])
+    shifted = _file(tmp_path, digits_dir, "calibration", lambda a: {"input": a["input"] * 0.2 + 3.0})
+    path = write_params(tmp_path, digits_dir, data__eval=str(subset), data__calibration=str(shifted))
+    proc = sh(BIN / "squeezeflow", "--params", path, "check-data")
+    assert "1 warning" in proc.stdout and "shifted more than 0.5" in proc.stderr and "contracts.strict" in proc.stderr
+    results = json.loads((tmp_path / "reports/data.json").read_text())["results"]
+    assert [r["severity"] for r in results if not r["success"]] == ["warning"]
+    assert not any(r["expectation"] == "ExpectColumnDistinctValuesToContainSet" for r in results)
+
+
+def test_data_classes_must_match_the_model(pulled, digits_dir, tmp_path):
+    path = write_params(tmp_path, digits_dir, data__classes=1000)
+    proc = sh(BIN / "squeezeflow", "--params", path, "check-data", check=False)
+    assert proc.returncode == 2 and "data.classes is 1000, but the model" in error_line(proc)
+
+
+def test_a_1000_class_model_evaluated_on_60_classes_passes_check_data(local_registry, digits_dir, tmp_path):
+    """ImageNet-style: 1,000 outputs, an eval set whose labels cover 60 of them."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(64, 1000)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["output"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1000])], [w])
+    model = tmp_path / "wide.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    register_onnx(model, "digits-cnn", alias="champion")
+    arrays = dict(np.load(digits_dir / "eval.npz"))
+    labels = rng.choice(rng.choice(1000, size=60, replace=False), size=len(arrays["input"]))
+    ev = tmp_path / "eval60.npz"
+    np.savez(ev, input=arrays["input"], labels=labels.astype(np.int64))
+    assert len(np.unique(labels)) == 60
+    path = write_params(tmp_path, digits_dir, data__eval=str(ev), data__classes=1000)
+    sh(BIN / "squeezeflow", "--params", path, "pull")
+    out = sh(BIN / "squeezeflow", "--params", path, "check-data").stdout
+    assert "expectations met" in out and "warning" not in out
+    strict = write_params(tmp_path, digits_dir, data__eval=str(ev), contracts={"all_classes": True})
+    proc = sh(BIN / "squeezeflow", "--params", strict, "check-data", check=False)
+    assert proc.returncode == 2 and "classes [" in error_line(proc) and "missing" in error_line(proc)

@@ -34,6 +34,6 @@ def test_params_reference_is_generated_from_the_config_models():
 def test_commands_and_exit_codes_are_documented():
     for command in ("pull", "soft-labels", "compress", "evaluate", "gate", "promote", "demo", "lineage", "webhook", "steps"):
         assert f"`squeezeflow {command}" in README
-    for code in range(4):
+    for code in range(5):
         assert re.search(rf"^\| {code} \|", README, re.M)
     assert README.index("make demo") < README.index("make test") < README.index("## Commands")

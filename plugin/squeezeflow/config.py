@@ -49,6 +49,12 @@ class Data(_Model):
     eval: Path = Field(description="npz with one array per model input plus `labels`, for accuracy and latency.")
     calibration: Path | None = Field(None, description="npz of representative inputs for static quantization.")
     train: Path | None = Field(None, description="npz of training inputs (and labels) for steps that train.")
+    classes: int | None = Field(None, ge=2, description="How many classes the model predicts (default: the width of its output; a different width is an error). Labels must lie in 0..classes-1.")
+
+
+class Contracts(_Model):
+    strict: bool = Field(False, description="Fail check-data when the calibration inputs are distributed unlike the eval inputs (default: a warning with the statistic; real calibration data often comes from other sources than eval).")
+    all_classes: bool = Field(False, description="Require every class in the eval set (default: the labels present must be valid classes; an eval set covering 60 of 1,000 classes is normal).")
 
 
 class Target(_Model):
@@ -110,6 +116,7 @@ class Params(_Model):
     source: Source
     data: Data
     recipes: dict[str, list[SerializeAsAny[StepConfig]]] = Field(min_length=1, description="Candidates: name -> ordered list of steps.")
+    contracts: Contracts = Contracts()
     budgets: Budgets = Budgets()
     target: Target = Target()
     selection: Selection = Selection()

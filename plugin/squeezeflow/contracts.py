@@ -3,8 +3,8 @@
 Each file is summarised into small tables (one row per model input, one row per sample, one row
 per feature) and validated with one expectation suite: the arrays the model takes are there with
 its dtypes and shapes, no NaN or inf, labels inside the model's classes, every class present in
-the eval set, and calibration inputs drawn like the eval inputs (per-feature mean shift, in eval
-standard deviations).
+the eval set when asked (`contracts.all_classes`), and calibration inputs drawn like the eval
+inputs (per-feature mean shift, in eval standard deviations; a warning unless `contracts.strict`).
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def tables(role: str, arrays: dict[str, np.ndarray], specs: list[Any], classes: 
     return out
 
 
-def expectations(role: str, frames: dict[str, pd.DataFrame], classes: int) -> list[tuple[str, Any]]:
-    """(table, expectation) pairs for one file."""
+def expectations(role: str, frames: dict[str, pd.DataFrame], classes: int, all_classes: bool = False) -> list[tuple[str, Any]]:
+    """(table, expectation) pairs for one file; every class in eval only with `all_classes`."""
     import great_expectations as gx
 
     e = gx.expectations
@@ -68,23 +68,28 @@ def expectations(role: str, frames: dict[str, pd.DataFrame], classes: int) -> li
         checks += [("samples", e.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=0)) for c in cols if c.startswith("nonfinite__")]
         if "label" in cols:
             checks.append(("samples", e.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=classes - 1)))
-            if role == "eval":
+            if role == "eval" and all_classes:
                 checks.append(("samples", e.ExpectColumnDistinctValuesToContainSet(column="label", value_set=list(range(classes)))))
     if "features" in frames:
         checks.append(("features", e.ExpectColumnValuesToBeBetween(column="shift", max_value=MAX_SHIFT, mostly=SHIFT_MOSTLY)))
     return checks
 
 
-def validate(files: dict[str, Path], specs: list[Any], classes: int) -> dict[str, Any]:
+def validate(files: dict[str, Path], specs: list[Any], classes: int, strict: bool = False, all_classes: bool = False) -> dict[str, Any]:
     """Validate every data file; returns the results (for reports/data.json and the HTML report).
+
+    The calibration-vs-eval distribution check is a warning (`severity: warning`, success false,
+    the statistic in `detail`) unless `strict`; every other check is an error.
 
     Args:
         files: role (eval, calibration, train) -> npz path.
         specs: the model's ONNX inputs (`InferenceSession.get_inputs()`).
-        classes: the model's number of outputs.
+        classes: the model's number of classes.
+        strict: a calibration distribution shift fails too.
+        all_classes: the eval set must hold every class.
 
     Raises:
-        DataError: the first failed expectation, naming the file, the expectation and the array.
+        DataError: the first failed error-severity expectation, naming the file, the expectation and the array.
     """
     import great_expectations as gx
 
@@ -96,7 +101,7 @@ def validate(files: dict[str, Path], specs: list[Any], classes: int) -> dict[str
     results = []
     for role, path in files.items():
         frames = tables(role, loaded[role], specs, classes, loaded.get("eval"))
-        for i, (table, expectation) in enumerate(expectations(role, frames, classes)):
+        for i, (table, expectation) in enumerate(expectations(role, frames, classes, all_classes)):
             name = f"{role}-{table}-{i}"
             batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
             suite = ctx.suites.add(gx.ExpectationSuite(name=name))
@@ -105,8 +110,10 @@ def validate(files: dict[str, Path], specs: list[Any], classes: int) -> dict[str
             frame = frames[table]
             index = ["array"] if table == "arrays" else []
             outcome = run.run(batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE", **({"unexpected_index_column_names": index} if index else {})}).results[0]
-            results.append(_entry(role, path, table, expectation, outcome))
-    failed = [r for r in results if not r["success"]]
+            entry = _entry(role, path, table, expectation, outcome)
+            entry["severity"] = "warning" if table == "features" and not strict else "error"
+            results.append(entry)
+    failed = [r for r in results if not r["success"] and r["severity"] == "error"]
     if failed:
         first = failed[0]
         error = DataError(f"{first['path']}: data contract failed: {first['expectation']} on {first['what']} ({first['detail']}). "

@@ -43,13 +43,16 @@ def _rows(prefix: str, model: Any) -> list[str]:
 
 def params_reference() -> str:
     """Markdown tables: every params.yaml key, then every step's parameters."""
+    from pydantic import BaseModel
+
     from squeezeflow import config
     from squeezeflow.steps import config_class, known_steps
 
     head = ["| key | default | meaning |", "|---|---|---|"]
     lines = list(head)
-    for section in ("source", "data", "target", "budgets", "selection", "promote", "demo"):
-        lines += _rows(f"{section}.", config.Params.model_fields[section].annotation)
+    for section, field in config.Params.model_fields.items():  # every section, so a new one cannot go undocumented
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            lines += _rows(f"{section}.", field.annotation)
     lines += [f"| `recipes` | *required* | {config.Params.model_fields['recipes'].description} |",
               f"| `seed` | {config.Params.model_fields['seed'].default} | {config.Params.model_fields['seed'].description} |"]
     for kind in known_steps():

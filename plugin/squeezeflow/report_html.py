@@ -150,7 +150,7 @@ def _lineage(manifest: dict[str, Any]) -> str:
 
 def _contracts(contracts: dict[str, Any]) -> str:
     body = "".join(f"<tr><td>{html.escape(r['file'])}</td><td>{html.escape(r['expectation'])}</td><td>{html.escape(r.get('column', ''))}</td>"
-                   f"<td class='{'' if r['success'] else 'miss'}'>{'pass' if r['success'] else 'FAIL'}</td></tr>" for r in contracts.get("results", []))
+                   f"<td class='{'' if r['success'] else 'miss'}'>{'pass' if r['success'] else ('warning' if r.get('severity') == 'warning' else 'FAIL')}</td></tr>" for r in contracts.get("results", []))
     return f"<table id='contracts'><tr><th>file</th><th>expectation</th><th>column</th><th>result</th></tr>{body}</table>"
 
 

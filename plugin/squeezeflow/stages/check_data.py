@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +26,25 @@ def check_data(params: Params, source_dir: Path = SOURCE_DIR, reports_dir: Path 
     specs = sess.get_inputs()
     eval_arrays = data.load(params.data.eval, "eval")
     runnable = all(s.name in eval_arrays for s in specs)  # if not, the first contract says which array is missing
+    classes = 0
     if runnable:
         probe = {s.name: eval_arrays[s.name][:2] for s in specs}
         classes = int(classification.check_logits(modelio.run(sess, probe), len(next(iter(probe.values()))), str(artifacts.model_path(source_dir))).shape[1])
-    else:
-        classes = 0
+        if params.data.classes is not None and params.data.classes != classes:
+            raise DataError(f"params data.classes is {params.data.classes}, but the model {artifacts.model_path(source_dir)} outputs {classes} classes. "
+                            "Fix data.classes (or leave it out: it defaults to the model's output width).")
     files = {role: path for role, path in (("eval", params.data.eval), ("calibration", params.data.calibration), ("train", params.data.train)) if path is not None}
     reports_dir.mkdir(parents=True, exist_ok=True)
     out = reports_dir / "data.json"
     try:
-        result = contracts.validate(files, specs, classes)
+        result = contracts.validate(files, specs, classes, params.contracts.strict, params.contracts.all_classes)
     except DataError as e:
         out.write_text(json.dumps({"error": str(e), "results": getattr(e, "results", [])}, indent=2, sort_keys=True) + "\n")
         raise
     out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(f"check-data: {len(result['results'])} expectations met on {', '.join(files)}")
+    warnings = [r for r in result["results"] if not r["success"]]
+    for w in warnings:
+        print(f"warning: {w['path']}: {w['expectation']} on {w['what']} ({w['detail']}); set contracts.strict: true to make this an error.", file=sys.stderr)
+    met = len(result["results"]) - len(warnings)
+    print(f"check-data: {met} expectations met on {', '.join(files)}" + (f", {len(warnings)} warning{'s' if len(warnings) > 1 else ''}" if warnings else ""))
     return result
