@@ -85,8 +85,11 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "evaluate":
         from squeezeflow.stages.evaluate import evaluate
 
+        from squeezeflow.evaluate.tasks import PRIMARY
+
         m = evaluate(params, args.name)
-        print(f"evaluate {args.name}: accuracy {m['accuracy']:.4f} (drop {m['accuracy_drop']:+.4f}), p50 {m['latency_p50_ms']:.3f} ms, speedup {m['speedup']:.2f}x, {m['size_mb']:.3f} MB")
+        metric, versus = PRIMARY[params.data.task]
+        print(f"evaluate {args.name}: {metric} {m[metric]:.4f} ({versus} {m[versus]:+.4f}), p50 {m['latency_p50_ms']:.3f} ms, speedup {m['speedup']:.2f}x, {m['size_mb']:.3f} MB")
     elif args.command == "gate":
         from squeezeflow.stages.gate import gate
 

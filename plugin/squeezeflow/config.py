@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from squeezeflow import safeyaml
 from squeezeflow.errors import ConfigError
@@ -25,6 +25,16 @@ METRIC_DIRECTIONS = {  # objective -> True when larger is better
     "size_mb": False,
     "size_gzip_mb": False,
     "compression_ratio": True,
+    "mae": False,
+    "mae_increase": False,
+    "rmse": False,
+    "rmse_increase": False,
+    "cosine": True,
+    "retrieval_agreement": True,
+    "max_abs_error": False,
+    "mean_abs_error": False,
+    "max_rel_error": False,
+    "mean_rel_error": False,
 }
 
 
@@ -45,8 +55,10 @@ class Source(_Model):
 
 
 class Data(_Model):
-    task: Literal["classification"] = Field("classification", description="What the model predicts; sets the metrics.")
-    eval: Path = Field(description="npz with one array per model input plus `labels`, for accuracy and latency.")
+    task: Literal["classification", "regression", "embedding", "generic"] = Field(
+        "classification", description="What the model predicts; sets the metrics: classification (accuracy, agreement), regression (MAE/RMSE and their increase), "
+        "embedding (cosine similarity to FP32, retrieval agreement), generic (absolute and relative difference to FP32 per output).")
+    eval: Path = Field(description="npz with one array per model input, plus `labels` (integer classes for classification; optional targets for regression), for quality and latency.")
     calibration: Path | None = Field(None, description="npz of representative inputs for static quantization.")
     train: Path | None = Field(None, description="npz of training inputs (and labels) for steps that train.")
     classes: int | None = Field(None, ge=2, description="How many classes the model predicts (default: the width of its output; a different width is an error). Labels must lie in 0..classes-1.")
@@ -76,6 +88,12 @@ class Budgets(_Model):
     max_size_mb: float | None = Field(None, gt=0, description="Largest allowed model file size in MB (1e6 bytes).")
     min_compression_ratio: float | None = Field(None, gt=0, description="Smallest allowed baseline bytes / candidate bytes.")
     max_class_accuracy_drop: float | None = Field(None, ge=0, description="Largest allowed accuracy drop on any single class (absolute).")
+    min_agreement: float | None = Field(None, ge=0, le=1, description="classification: smallest allowed share of samples where the candidate predicts the FP32 model's class.")
+    max_mae_increase: float | None = Field(None, ge=0, description="regression: largest allowed candidate MAE minus FP32 MAE (in the labels' unit), judged on its 95% interval.")
+    max_rmse_increase: float | None = Field(None, ge=0, description="regression: largest allowed candidate RMSE minus FP32 RMSE.")
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="embedding: smallest allowed mean cosine similarity to the FP32 embeddings (worst output), judged on its 95% interval.")
+    min_retrieval_agreement: float | None = Field(None, ge=0, le=1, description="embedding: smallest allowed share of samples whose nearest neighbour is the FP32 embedding's.")
+    max_output_error: float | None = Field(None, ge=0, description="generic: largest allowed mean absolute difference to the FP32 outputs relative to their mean magnitude (worst output; 0.01 = 1%).")
     inconclusive: Literal["fail", "warn"] = Field("fail", description="When a budget lies inside a metric's 95% interval (accuracy drop, speedup, p95 latency): fail the candidate, or pass it with a warning.")
 
 
@@ -87,11 +105,29 @@ BUDGET_METRICS = {  # budget -> (metric key, bound kind)
     "max_size_mb": ("size_mb", "max"),
     "min_compression_ratio": ("compression_ratio", "min"),
     "max_class_accuracy_drop": ("class_accuracy_drop_max", "max"),
+    "min_agreement": ("agreement", "min"),
+    "max_mae_increase": ("mae_increase", "max"),
+    "max_rmse_increase": ("rmse_increase", "max"),
+    "min_cosine": ("cosine", "min"),
+    "min_retrieval_agreement": ("retrieval_agreement", "min"),
+    "max_output_error": ("mean_rel_error", "max"),
 }
+TASK_BUDGETS = {  # budgets that only one task's metrics can judge
+    "max_accuracy_drop": "classification", "min_accuracy": "classification", "max_class_accuracy_drop": "classification", "min_agreement": "classification",
+    "max_mae_increase": "regression", "max_rmse_increase": "regression",
+    "min_cosine": "embedding", "min_retrieval_agreement": "embedding",
+    "max_output_error": "generic",
+}
+TASK_METRICS = {"accuracy": "classification", "accuracy_drop": "classification", "agreement": "classification",
+                "mae": "regression", "mae_increase": "regression", "rmse": "regression", "rmse_increase": "regression",
+                "cosine": "embedding", "retrieval_agreement": "embedding",
+                "max_abs_error": "generic", "mean_abs_error": "generic", "max_rel_error": "generic", "mean_rel_error": "generic"}
 BUDGET_INTERVALS = {  # metrics measured with a 95% interval: (low key, high key)
     "accuracy_drop": ("accuracy_drop_ci_low", "accuracy_drop_ci_high"),
     "speedup": ("speedup_ci_low", "speedup_ci_high"),
     "latency_p95_ms": ("latency_p95_ms_ci_low", "latency_p95_ms_ci_high"),
+    "mae_increase": ("mae_increase_ci_low", "mae_increase_ci_high"),
+    "cosine": ("cosine_ci_low", "cosine_ci_high"),
 }
 
 
@@ -123,6 +159,17 @@ class Params(_Model):
     promote: Promote
     demo: Demo = Demo()
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of every random choice in the stages (0 to 2**32 - 1).")
+
+    @model_validator(mode="after")
+    def _budgets_fit_the_task(self) -> Params:
+        for budget, value in self.budgets.model_dump().items():
+            task = TASK_BUDGETS.get(budget)
+            if value is not None and task and task != self.data.task:
+                others = sorted(b for b, t in TASK_BUDGETS.items() if t == self.data.task)
+                raise ValueError(f"budgets.{budget} judges task {task}, but data.task is {self.data.task}; its budgets are {', '.join(others)}")
+        if self.selection.objective in TASK_METRICS and TASK_METRICS[self.selection.objective] != self.data.task:
+            raise ValueError(f"selection.objective {self.selection.objective} is a metric of task {TASK_METRICS[self.selection.objective]}, but data.task is {self.data.task}")
+        return self
 
     @field_validator("recipes", mode="before")
     @classmethod
@@ -174,6 +221,8 @@ def describe_validation_error(err: ValidationError, file: str, prefix: str, mode
     if kind == "missing":
         return f"{file}: {path} is required."
     msg = first["msg"].replace("Input should be", "must be").replace("Value error, ", "")
+    if not loc and not prefix:  # a check across sections (model_validator): the message names its keys
+        return f"{file}: {msg}."
     more = len(err.errors()) - 1
     tail = f" ({more} more error{'s' if more > 1 else ''} after this one)" if more else ""
     return f"{file}: {path} {msg[0].lower() + msg[1:]}. Got {_show(first['input'])}.{tail}"

@@ -41,7 +41,7 @@ def tables(role: str, arrays: dict[str, np.ndarray], specs: list[Any], classes: 
     out = {"arrays": pd.DataFrame(inputs)}
     present = [s.name for s in specs if s.name in arrays]
     samples = {f"nonfinite__{n}": (~np.isfinite(arrays[n].reshape(len(arrays[n]), -1))).sum(axis=1) for n in present if arrays[n].dtype.kind == "f"}
-    if data.LABELS in arrays:
+    if data.LABELS in arrays and classes > 0:  # class labels (classification); other tasks' labels are targets
         samples["label"] = arrays[data.LABELS].astype(np.int64)
     if samples:
         out["samples"] = pd.DataFrame(samples)

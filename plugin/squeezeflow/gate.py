@@ -79,7 +79,7 @@ def _validate(rows: dict[str, dict[str, float]], checks: list[tuple]) -> list[li
     return out
 
 
-def decide(baseline: dict[str, float], rows: dict[str, dict[str, float]], budgets: Budgets, objective: str) -> dict[str, Any]:
+def decide(baseline: dict[str, float], rows: dict[str, dict[str, float]], budgets: Budgets, objective: str, task: str = "classification") -> dict[str, Any]:
     """The verdict: per-candidate budget checks and the best passing candidate by `objective`."""
     missed, unsure = violations(rows, budgets)
     warn = budgets.inconclusive == "warn"
@@ -88,6 +88,7 @@ def decide(baseline: dict[str, float], rows: dict[str, dict[str, float]], budget
     ranked = sorted(passing, key=lambda n: (-rows[n][objective] if larger_is_better else rows[n][objective], n))
     return {
         "verdict": "pass" if ranked else "fail",
+        "task": task,
         "selected": ranked[0] if ranked else None,
         "objective": objective,
         "budgets": {k: v for k, v in budgets.model_dump().items() if v is not None and k in BUDGET_METRICS},

@@ -59,7 +59,8 @@ def version_tags(manifest: dict[str, Any], verdict: dict[str, Any], data_digests
         "dvc_lock_digest": dvc_lock_digest,
         "gate.verdict": verdict["verdict"],
         **{f"data.{role}_sha256": d for role, d in sorted(data_digests.items())},
-        **{f"metric.{k}": f"{metrics[k]:.6g}" for k in ("accuracy", "accuracy_drop", "latency_p95_ms", "speedup", "size_mb", "compression_ratio") if k in metrics},
+        **{f"metric.{k}": f"{metrics[k]:.6g}" for k in ("accuracy", "accuracy_drop", "agreement", "mae", "mae_increase", "cosine", "retrieval_agreement", "max_abs_error", "mean_rel_error",
+                                                                    "latency_p95_ms", "speedup", "size_mb", "compression_ratio") if k in metrics},
     }
     return {PREFIX + k: str(v) for k, v in tags.items()}
 

@@ -126,13 +126,30 @@ def session(path: str | Path, threads: int = 1, providers: tuple[str, ...] = ("C
 
 def run(sess: onnxruntime.InferenceSession, arrays: dict[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
     """The first output of `sess` over all samples, in batches, checked to be finite."""
+    return next(iter(run_outputs(sess, arrays, batch_size).values()))
+
+
+def run_outputs(sess: onnxruntime.InferenceSession, arrays: dict[str, np.ndarray], batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Every output of `sess` (name -> array, in the model's order) over all samples, in batches, checked to be finite.
+
+    Raises:
+        ModelError: an output is not batched along its first axis, or holds NaN/inf.
+    """
     import numpy as np
 
     from squeezeflow import data
 
-    outs = [sess.run(None, batch)[0] for batch in data.batches(arrays, batch_size)]
-    result = np.concatenate(outs)
-    check_finite(result, "ONNX Runtime outputs")
+    names = [o.name for o in sess.get_outputs()]
+    parts: list[list[np.ndarray]] = [[] for _ in names]
+    for batch in data.batches(arrays, batch_size):
+        for i, out in enumerate(sess.run(None, batch)):
+            parts[i].append(np.asarray(out))
+    result = {}
+    for name, chunks in zip(names, parts):
+        if any(c.ndim == 0 for c in chunks):
+            raise ModelError(f"ONNX Runtime output {name!r} is a scalar; every output needs a first axis of samples.")
+        result[name] = np.concatenate(chunks)
+        check_finite(result[name], f"ONNX Runtime outputs ({name!r})")
     return result
 
 

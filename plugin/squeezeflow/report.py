@@ -6,7 +6,14 @@ from typing import Any
 
 from squeezeflow.config import BUDGET_INTERVALS, BUDGET_METRICS
 
-COLUMNS = ("accuracy", "accuracy_drop", "latency_p50_ms", "latency_p95_ms", "speedup", "size_mb", "compression_ratio")
+SPEED_SIZE = ("latency_p50_ms", "latency_p95_ms", "speedup", "size_mb", "compression_ratio")
+
+
+def columns(verdict: dict[str, Any]) -> tuple[str, ...]:
+    """The table's metric columns: the task's primary metric and its comparison to FP32, then speed and size."""
+    from squeezeflow.evaluate.tasks import PRIMARY
+
+    return (*PRIMARY[verdict.get("task", "classification")], *SPEED_SIZE)
 
 
 def _fmt(value: Any) -> str:
@@ -27,9 +34,10 @@ def rows(verdict: dict[str, Any]) -> list[list[str]]:
     """Table rows: baseline first, then every candidate with its status; ✗ marks a missed budget, ? an inconclusive one."""
     failed_cells = {name: {v["metric"] for v in c["violations"]} for name, c in verdict["candidates"].items()}
     unsure_cells = {name: {v["metric"] for v in c.get("inconclusive", [])} for name, c in verdict["candidates"].items()}
-    out = [["baseline (fp32)", *(_fmt(verdict["baseline"].get(k, "")) for k in COLUMNS), "reference"]]
+    cols = columns(verdict)
+    out = [["baseline (fp32)", *(_fmt(verdict["baseline"].get(k, "")) for k in cols), "reference"]]
     for name, cand in verdict["candidates"].items():
-        cells = [cell(cand["metrics"], k) + (" ✗" if k in failed_cells[name] else " ?" if k in unsure_cells[name] else "") for k in COLUMNS]
+        cells = [cell(cand["metrics"], k) + (" ✗" if k in failed_cells[name] else " ?" if k in unsure_cells[name] else "") for k in cols]
         status = "selected" if name == verdict["selected"] else cand.get("status", "pass" if cand["passed"] else "fail")
         out.append([name, *cells, status])
     return out
@@ -74,7 +82,7 @@ def missed_lines(verdict: dict[str, Any]) -> list[str]:
 
 def markdown(verdict: dict[str, Any]) -> str:
     """reports/gate.md: verdict, budgets, the candidates table and each missed budget."""
-    head = ["candidate", *COLUMNS, "status"]
+    head = ["candidate", *columns(verdict), "status"]
     lines = [
         f"## squeezeflow gate: {'PASS' if verdict['verdict'] == 'pass' else 'FAIL'}",
         "",
@@ -100,7 +108,7 @@ def markdown(verdict: dict[str, Any]) -> str:
 
 def text_table(verdict: dict[str, Any]) -> str:
     """A fixed-width table for the terminal."""
-    head = ["candidate", *COLUMNS, "status"]
+    head = ["candidate", *columns(verdict), "status"]
     body = rows(verdict)
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from squeezeflow.report import COLUMNS, inconclusive_lines, missed_lines, rows
+from squeezeflow.report import columns, inconclusive_lines, missed_lines, rows
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#1b1f24}
@@ -37,10 +37,12 @@ def render(verdict: dict[str, Any], plots: dict[str, dict[str, Any]], manifests:
     title = f"PASS: {selected} selected (best {verdict['objective']})" if ok else "FAIL: no candidate met every budget; nothing is promoted"
     parts = [f"<div id='verdict' class='verdict {'pass' if ok else 'fail'}'>squeezeflow gate: {html.escape(title)}</div>",
              "<h2>Candidates against the budgets</h2>", _budgets(verdict), _table(verdict), _lines(verdict),
-             "<h2>Accuracy against latency and size</h2>", f"<div class='plots'>{_pareto(verdict, 'latency_p50_ms', 'latency p50 (ms)')}{_pareto(verdict, 'size_mb', 'size (MB)')}</div>"]
+             f"<h2>{html.escape(columns(verdict)[0].capitalize())} against latency and size</h2>",
+             f"<div class='plots'>{_pareto(verdict, 'latency_p50_ms', 'latency p50 (ms)')}{_pareto(verdict, 'size_mb', 'size (MB)')}</div>"]
     if selected and selected in plots:
-        parts += ["<h2>Latency distributions</h2>", f"<div class='plots'>{_latency(plots[selected], selected)}</div>",
-                  "<h2>Per-class accuracy</h2>", _classes(plots[selected], selected)]
+        parts += ["<h2>Latency distributions</h2>", f"<div class='plots'>{_latency(plots[selected], selected)}</div>"]
+        if "class_accuracy" in plots[selected]:
+            parts += ["<h2>Per-class accuracy</h2>", _classes(plots[selected], selected)]
     if selected and selected in manifests:
         parts += ["<h2>Lineage of the selected candidate</h2>", _lineage(manifests[selected])]
     if contracts:
@@ -54,7 +56,7 @@ def _budgets(verdict: dict[str, Any]) -> str:
 
 
 def _table(verdict: dict[str, Any]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ("candidate", *COLUMNS, "status"))
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ("candidate", *columns(verdict), "status"))
     body = []
     for row in rows(verdict):
         name = row[0]
@@ -91,25 +93,27 @@ def _figure() -> tuple[Any, Any]:
 
 
 def _pareto(verdict: dict[str, Any], x_key: str, x_label: str) -> str:
-    """Accuracy against one cost, every candidate and the baseline, with the budget lines."""
+    """The task's primary metric against one cost, every candidate and the baseline, with the budget lines."""
     fig, ax = _figure()
     base = verdict["baseline"]
-    ax.scatter([base[x_key]], [base["accuracy"]], marker="s", color="#57606a", label="baseline (fp32)")
+    y_key = columns(verdict)[0]
+    ax.scatter([base[x_key]], [base.get(y_key, 0.0)], marker="s", color="#57606a", label="baseline (fp32)")
     for name, cand in verdict["candidates"].items():
         m = cand["metrics"]
         color = "#1a7f37" if cand["passed"] else "#cf222e"
-        ax.scatter([m[x_key]], [m["accuracy"]], color=color, marker="*" if name == verdict.get("selected") else "o", s=120 if name == verdict.get("selected") else 40)
-        ax.annotate(name, (m[x_key], m["accuracy"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.scatter([m[x_key]], [m.get(y_key, 0.0)], color=color, marker="*" if name == verdict.get("selected") else "o", s=120 if name == verdict.get("selected") else 40)
+        ax.annotate(name, (m[x_key], m.get(y_key, 0.0)), fontsize=8, xytext=(4, 4), textcoords="offset points")
     budgets = verdict["budgets"]
-    if "max_accuracy_drop" in budgets:
+    if "max_accuracy_drop" in budgets and y_key == "accuracy":
         ax.axhline(base["accuracy"] - budgets["max_accuracy_drop"], ls="--", color="#9a6700", lw=1, label="accuracy budget")
-    if "min_accuracy" in budgets:
-        ax.axhline(budgets["min_accuracy"], ls="--", color="#9a6700", lw=1)
+    for budget in ("min_accuracy", "min_cosine"):
+        if budget in budgets and y_key == budget.removeprefix("min_"):
+            ax.axhline(budgets[budget], ls="--", color="#9a6700", lw=1, label=f"{y_key} budget")
     limit = {"latency_p50_ms": base["latency_p50_ms"] / budgets["min_speedup"] if "min_speedup" in budgets else None, "size_mb": budgets.get("max_size_mb")}.get(x_key)
     if limit:
         ax.axvline(limit, ls=":", color="#8250df", lw=1, label=f"{x_label.split(' (')[0]} budget")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(y_key)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     return _svg(fig)

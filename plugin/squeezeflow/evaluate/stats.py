@@ -34,10 +34,26 @@ def paired_drop(base_correct: np.ndarray, cand_correct: np.ndarray, seed: int = 
     from scipy import special
 
     diff = base_correct.astype(np.int8) - cand_correct.astype(np.int8)
-    rng = np.random.default_rng(seed)
-    boot = diff[rng.integers(0, len(diff), size=(BOOTSTRAP, len(diff)))].mean(axis=1)
-    lo, hi = np.percentile(boot, [50 * (1 - LEVEL), 100 - 50 * (1 - LEVEL)])
+    _, lo, hi = bootstrap_mean(diff, seed)
     worse, better = int((diff > 0).sum()), int((diff < 0).sum())
     p = min(1.0, 2 * float(special.bdtr(min(worse, better), worse + better, 0.5))) if worse + better else 1.0  # Bin(n, 1/2) is symmetric
     return {"accuracy_drop": float(diff.mean()), "accuracy_drop_ci_low": float(lo), "accuracy_drop_ci_high": float(hi),
             "mcnemar_p": p, "discordant_worse": worse, "discordant_better": better}
+
+
+def bootstrap_mean(values: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of per-sample values with its 95% bootstrap interval (samples resampled with replacement)."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    boot = values[rng.integers(0, len(values), size=(BOOTSTRAP, len(values)))].mean(axis=1)
+    lo, hi = np.percentile(boot, [50 * (1 - LEVEL), 100 - 50 * (1 - LEVEL)])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def paired_mean_difference(cand: np.ndarray, base: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """(mean of cand - base, low, high): a paired-bootstrap 95% interval of a per-sample metric's change."""
+    import numpy as np
+
+    return bootstrap_mean(np.asarray(cand, dtype=float) - np.asarray(base, dtype=float), seed)

@@ -9,7 +9,7 @@ from typing import Any
 
 from squeezeflow import artifacts, contracts, data, modelio
 from squeezeflow.config import Params
-from squeezeflow.evaluate import classification
+from squeezeflow.evaluate import tasks
 from squeezeflow.stages import REPORTS_DIR, SOURCE_DIR
 
 
@@ -29,8 +29,9 @@ def check_data(params: Params, source_dir: Path = SOURCE_DIR, reports_dir: Path 
     classes = 0
     if runnable:
         probe = {s.name: eval_arrays[s.name][:2] for s in specs}
-        classes = int(classification.check_logits(modelio.run(sess, probe), len(next(iter(probe.values()))), str(artifacts.model_path(source_dir))).shape[1])
-        if params.data.classes is not None and params.data.classes != classes:
+        outputs = tasks.check_outputs(modelio.run_outputs(sess, probe), data.samples(probe), params.data.task, str(artifacts.model_path(source_dir)))
+        classes = int(next(iter(outputs.values())).shape[1]) if params.data.task == "classification" else 0  # 0: labels are not classes
+        if params.data.task == "classification" and params.data.classes is not None and params.data.classes != classes:
             raise DataError(f"params data.classes is {params.data.classes}, but the model {artifacts.model_path(source_dir)} outputs {classes} classes. "
                             "Fix data.classes (or leave it out: it defaults to the model's output width).")
     files = {role: path for role, path in (("eval", params.data.eval), ("calibration", params.data.calibration), ("train", params.data.train)) if path is not None}

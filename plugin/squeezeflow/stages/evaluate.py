@@ -8,13 +8,16 @@ from typing import Any
 
 from squeezeflow import artifacts, data, modelio
 from squeezeflow.config import Params
-from squeezeflow.evaluate import classification, latency, size, stats
+from squeezeflow.evaluate import latency, size, tasks
 from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, SOURCE_DIR
 
 
 def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidates_dir: Path = CANDIDATES_DIR, out_dir: Path = METRICS_DIR,
              plots_dir: Path = PLOTS_DIR) -> dict[str, float]:
     """Measure `name` (a recipe, or `baseline`) and write metrics/NAME.json and plots/NAME.json.
+
+    Quality is scored by `data.task` (see `evaluate.tasks`): accuracy for classification,
+    MAE/RMSE for regression, cosine similarity for embeddings, output error for generic models.
 
     The baseline and the candidate are timed alternately in this one process, in rounds, until the
     95% interval of `speedup` (geometric mean over rounds of baseline p50 / candidate p50) is as
@@ -29,7 +32,7 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         ConfigError: unknown recipe; DataError: eval data does not fit the model;
         ModelError: a corrupt model or non-finite outputs.
     """
-    from squeezeflow.errors import ConfigError, ModelError
+    from squeezeflow.errors import ConfigError
 
     if name != BASELINE and name not in params.recipes:
         raise ConfigError(f"Unknown candidate {name!r}. Use `baseline` or a recipe of params.yaml: {', '.join(sorted(params.recipes))}.")
@@ -44,23 +47,19 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         sessions[name] = modelio.session(artifacts.model_path(cand_dir), target.threads, target.providers)
     for sess in sessions.values():
         data.check_inputs(arrays, sess.get_inputs(), params.data.eval)
-    samples = data.samples(arrays)
+    samples, task = data.samples(arrays), params.data.task
     model_files = {BASELINE: artifacts.model_path(base_dir), name: artifacts.model_path(cand_dir)}
-    logits = {n: classification.check_logits(modelio.run(s, arrays), samples, str(model_files[n])) for n, s in sessions.items()}
-    if logits[name].shape != logits[BASELINE].shape:
-        raise ModelError(f"{model_files[name]}: outputs {list(logits[name].shape)}, the source model {list(logits[BASELINE].shape)}; a candidate must keep the source's outputs.")
-    labels = data.check_labels(arrays, logits[BASELINE].shape[1], params.data.eval)
-    correct = {n: logits[n].argmax(axis=1) == labels for n in logits}
-    classes = {n: classification.per_class_accuracy(logits[n], labels) for n in logits}
+    outputs = {n: tasks.check_outputs(modelio.run_outputs(s, arrays), samples, task, str(model_files[n])) for n, s in sessions.items()}
+    labels = arrays.get(data.LABELS)
+    if task == "classification":
+        labels = data.check_labels(arrays, next(iter(outputs[BASELINE].values())).shape[1], params.data.eval)
+    quality, extra_plots = tasks.score(task, outputs[BASELINE], outputs[name], labels, params.seed)
     feed = next(data.batches(arrays, target.batch_size))
     times, timing = latency.measure_until(sessions, feed, BASELINE, target.warmup, target.repeats, target.ci_width, target.max_seconds)
     lat = latency.summarize(times[name], target.batch_size)
     cand_size = size.sizes(artifacts.model_path(cand_dir))
     metrics: dict[str, Any] = {
-        "accuracy": float(correct[name].mean()),
-        **stats.paired_drop(correct[BASELINE], correct[name], params.seed),
-        "class_accuracy_drop_max": max(classes[BASELINE][c] - classes[name][c] for c in classes[BASELINE]),
-        "agreement": classification.agreement(logits[name], logits[BASELINE]),
+        **quality,
         **lat,
         **timing[name],
         "size_mb": cand_size["size_mb"],
@@ -70,7 +69,9 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         "steps": len(cand_manifest["steps"]),
     }
     plots_dir.mkdir(parents=True, exist_ok=True)
-    plot = {"latency_ms": {BASELINE: times[BASELINE].round(5).tolist(), name: times[name].round(5).tolist()}, "class_accuracy": {BASELINE: classes[BASELINE], name: classes[name]}}
+    plot = {"latency_ms": {BASELINE: times[BASELINE].round(5).tolist(), name: times[name].round(5).tolist()}}
+    if "class_accuracy" in extra_plots:
+        plot["class_accuracy"] = {BASELINE: extra_plots["class_accuracy"]["baseline"], name: extra_plots["class_accuracy"]["candidate"]}
     (plots_dir / f"{name}.json").write_text(json.dumps(plot, sort_keys=True) + "\n")
     metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
     out_dir.mkdir(parents=True, exist_ok=True)

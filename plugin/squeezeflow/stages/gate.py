@@ -30,7 +30,7 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
     """
     baseline = _read(metrics_dir / f"{BASELINE}.json")
     rows = {name: _read(metrics_dir / f"{name}.json") for name in sorted(params.recipes)}
-    verdict = decide(baseline, rows, params.budgets, params.selection.objective)
+    verdict = decide(baseline, rows, params.budgets, params.selection.objective, params.data.task)
     for name, cand in verdict["candidates"].items():
         manifest = candidates_dir / name / "manifest.json"
         cand["notes"] = report.step_notes(json.loads(manifest.read_text())) if manifest.is_file() else []
