@@ -325,8 +325,16 @@ def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, digits_dir):
                                                               for p, c in zip("abcdefgh", "bcdefghi"))
     (tmp_path / "params.yaml").write_text(text + "bomb:\n  - " + bomb.replace("\n", "\n    ").rstrip() + "\n")
     proc = _run("pull", timeout=60, cwd=tmp_path)  # 10^9 strings when expanded: minutes and gigabytes
-    line = _refused(proc, 2, "YAML aliases")
+    line = _refused(proc, 2, "aliases (*name) expand to more than 100000 values")
     assert len(line) < 400
+
+
+def test_yaml_aliases_that_stay_small_are_fine(tmp_path, digits_dir):
+    from squeezeflow.config import load_params
+
+    text = write_params(tmp_path, digits_dir).read_text()
+    (tmp_path / "params.yaml").write_text(text.replace("recipes:", "recipes:\n  one: [{quantize: &q {mode: static}}]\n  two: [{quantize: *q}]", 1))
+    assert load_params(tmp_path / "params.yaml").recipes["two"][0].mode == "static"
 
 
 # 9. bounded warm-up, sane seeds ------------------------------------------------------------------
