@@ -258,7 +258,7 @@ def load_torch(model_dir: str | Path) -> Any:
     """Load an MLflow pytorch-flavor model directory into an eval-mode module.
 
     Loading a pickle runs code stored in the file, so unless the user allows it explicitly
-    (`env.pickle_allowed`) this process runs with MLflow's own pickle switch off: MLflow then
+    (`env.pickle_allowed`) MLflow loads it with its own pickle switch off: MLflow then
     refuses pickled models and pt2 archives whose weights, constants or sample inputs are not
     plain tensors. On top of that, squeezeflow refuses a model folder that holds a pickled
     `model.pth` (which MLflow would load instead of `model.pt2`) or code paths (which MLflow
@@ -279,8 +279,8 @@ def load_torch(model_dir: str | Path) -> Any:
     data_dir = model_dir / str(flavor.get("model_data", "data"))
     consent = (f"If you trust the model, set {env.ALLOW_PICKLE}=true (or {env.ALLOW_CODE}=true); or register it with "
                "mlflow.pytorch.log_model(..., serialization_format='pt2') and no code_paths.")
-    if not env.pickle_allowed():
-        os.environ[env.ALLOW_PICKLE] = "false"  # MLflow's switch; its default is true
+    allowed = env.pickle_allowed()
+    if not allowed:
         pickled = [p.name for p in (data_dir / "model.pth", data_dir / "pickle_module_info.txt") if p.exists()]
         if pickled or not (data_dir / PT2_FILE).is_file():
             raise ConfigError(f"{model_dir}: the PyTorch model is in pickle format ({', '.join(pickled) or 'no ' + PT2_FILE}), and loading it runs code stored in the file. {consent}")
@@ -288,16 +288,27 @@ def load_torch(model_dir: str | Path) -> Any:
             raise ConfigError(f"{model_dir}: the model ships code paths ({str(flavor['code'])[:80]}), which MLflow puts on sys.path when it loads the model. {consent}")
     import mlflow.pytorch
 
+    before = os.environ.get(env.ALLOW_PICKLE)
+    if not allowed:
+        os.environ[env.ALLOW_PICKLE] = "false"  # MLflow's own switch (its default is true), off while it loads
     try:
         model = mlflow.pytorch.load_model(str(model_dir), map_location="cpu")
     except Exception as e:
         if "pickle is disallowed" in str(e):
             raise ConfigError(f"{model_dir}: the pt2 archive holds pickled records beyond plain tensors, and loading them runs code. {consent}") from None
         raise ModelError(f"{model_dir}: cannot load the PyTorch model ({_first_line(e)}).") from None
+    finally:
+        if before is None:
+            os.environ.pop(env.ALLOW_PICKLE, None)
+        else:
+            os.environ[env.ALLOW_PICKLE] = before
+    from squeezeflow import torchgraph
+
+    model = torchgraph.with_modules(model)  # pt2: real Conv/Linear/BatchNorm layers again, so every step treats it like the pickled module
     try:
         model.eval()
     except NotImplementedError:
-        pass  # pt2 (torch.export) modules are captured in eval mode already and refuse .eval()
+        pass  # exported graphs that keep no layer to rebuild refuse .eval(); they are captured in eval mode
     return model
 
 

@@ -29,10 +29,10 @@ def cluster(model: Any, config: ClusterConfig, ctx: StepContext) -> StepResult:
     """Cluster, optionally fine-tune the centroids, export to ONNX and palettize the clustered weights."""
     import torch
 
-    from squeezeflow import graph, modelio, train
+    from squeezeflow import graph, modelio, torchgraph, train
     from squeezeflow.steps.finetune import training_data
 
-    model = _fold_batchnorm(model)
+    model = torchgraph.fold_batchnorm(model)  # the exporter would fold it anyway, scaling each channel and multiplying a clustered kernel's distinct values
     assignments = {}
     with torch.no_grad():
         for name, p in train.weights(model).items():
@@ -59,22 +59,8 @@ def cluster(model: Any, config: ClusterConfig, ctx: StepContext) -> StepResult:
     stats = {"clusters": config.clusters, "layers_clustered": len(assignments), "layers_palettized": count,
              "weights_clustered": int(sum(len(a[0]) for a in assignments.values())), "centroid_epochs": config.epochs}
     if count < len(assignments):
-        stats["note"] = f"{len(assignments) - count} clustered layer(s) stay dense in the file: the exporter folded a per-channel BatchNorm into them (a traced pt2 source cannot be folded before clustering)"
+        stats["note"] = f"{len(assignments) - count} clustered layer(s) stay dense in the file: the exporter folded a per-channel BatchNorm into them (one torch.fx could not fold before clustering)"
     return StepResult(out, stats)
-
-
-def _fold_batchnorm(model: Any) -> Any:
-    """Fold BatchNorm into the preceding convolutions first: the exporter would fold it anyway,
-    scaling each channel and multiplying the distinct values of a clustered kernel."""
-    from torch.fx.experimental.optimization import fuse
-
-    from squeezeflow.train import switch_mode
-
-    switch_mode(model, False)
-    try:
-        return fuse(model)
-    except Exception:  # not symbolically traceable (e.g. an exported graph): cluster as it is
-        return model
 
 
 def _kmeans(p: Any, clusters: int, seed: int) -> tuple[Any, int | None]:
