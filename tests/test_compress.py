@@ -79,3 +79,27 @@ def test_deep_compression_recipe_on_a_registered_pt2_model(local_registry, digit
     ev = np.load(digits_dir / "eval.npz")
     out = modelio.run(modelio.session(model), {"input": ev["input"]})
     assert (out.argmax(1) == ev["labels"]).mean() >= 0.9
+
+
+def test_qat_takes_a_model_with_two_inputs(tmp_path):
+    """QAT on a transformer over (input_ids, attention_mask): fake-quantized training, ONNX QDQ export with both inputs."""
+    import onnx
+
+    from squeezeflow import modelio, train, zoo
+    from squeezeflow.steps import StepContext
+    from squeezeflow.steps.qat import QatConfig, qat
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50, size=(128, 8), dtype=np.int64)
+    mask = np.ones((128, 8), dtype=np.int64)
+    labels = (ids[:, 0] >= 25).astype(np.int64)
+    np.savez(tmp_path / "train.npz", input_ids=ids, attention_mask=mask, labels=labels)
+    model = train.fit(zoo.text_transformer(50, 8, 2, dim=32, heads=2, layers=1, ff=64), {"input_ids": ids, "attention_mask": mask}, labels, epochs=3, seed=0, desc="t")
+    work = tmp_path / "qat"
+    work.mkdir()
+    result = qat(model, QatConfig(epochs=1), StepContext(workdir=work, train=tmp_path / "train.npz"))
+    graph = onnx.load(str(result.model)).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    assert result.stats["quantized_ops"].get("QuantizeLinear", 0) > 0
+    out = modelio.run(modelio.session(result.model), {"input_ids": ids, "attention_mask": mask})
+    assert out.shape == (128, 2)

@@ -27,24 +27,22 @@ def qat(model: Any, config: QatConfig, ctx: StepContext) -> StepResult:
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer, get_default_x86_inductor_quantization_config
 
     from squeezeflow import modelio, train
-    from squeezeflow.errors import ConfigError
     from squeezeflow.steps.finetune import training_data
 
     inputs, labels, _ = training_data(ctx, "qat")
-    if len(inputs) != 1:
-        raise ConfigError(f"step qat supports single-input models for now; {ctx.train} has inputs {sorted(inputs)}.")
-    (name, x), = inputs.items()
-    example = (torch.from_numpy(x[:8]),)
-    graph = torch.export.export(model, example, dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    example = tuple(torch.from_numpy(v[:8]) for v in inputs.values())  # positional, in file order, as every step feeds the model
+    batch = torch.export.Dim("batch")
+    graph = torch.export.export(model, example, dynamic_shapes=tuple({0: batch} for _ in example)).module()
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
     prepared = prepare_qat_pt2e(graph, quantizer)
     set_mode = lambda m, training: (pt2e.move_exported_model_to_train if training else pt2e.move_exported_model_to_eval)(m)  # noqa: E731
-    train.fit(prepared, x, labels, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=ctx.seed, desc="qat", set_mode=set_mode)
+    train.fit(prepared, inputs, labels, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=ctx.seed, desc="qat", set_mode=set_mode)
     converted = convert_pt2e(prepared)
     pt2e.move_exported_model_to_eval(converted)
     out = Path(ctx.workdir) / "qat.onnx"
     # torch simulates the integer arithmetic in float and ORT's integer kernels round differently
     # (logits differ by up to ~10% here): check that they predict the same classes
-    modelio.export_onnx(converted, {name: x[:256]}, out, min_agreement=0.97)
+    modelio.export_onnx(converted, {n: v[:256] for n, v in inputs.items()}, out, min_agreement=0.97)
     ops = modelio.op_counts(out)
-    return StepResult(out, {"mode": "qat", "bits": 8, "epochs": config.epochs, "train_samples": int(len(x)), "quantized_ops": {k: v for k, v in sorted(ops.items()) if k.endswith("QuantizeLinear")}})
+    samples = len(next(iter(inputs.values())))
+    return StepResult(out, {"mode": "qat", "bits": 8, "epochs": config.epochs, "train_samples": int(samples), "quantized_ops": {k: v for k, v in sorted(ops.items()) if k.endswith("QuantizeLinear")}})
