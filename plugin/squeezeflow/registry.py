@@ -93,13 +93,15 @@ def errors(what: str) -> Iterator[None]:
         raise
 
 
-def call(what: str, fn: Callable[[], T]) -> T:
+def call(what: str, fn: Callable[[], T], transfer: bool = False) -> T:
     """Run `fn` (registry calls) with errors translated, retrying transient failures until the deadline.
 
     The deadline (`SQUEEZEFLOW_REGISTRY_DEADLINE`) bounds the whole call, however the registry
     fails: each attempt's HTTP timeout is cut to the time left, and an attempt that still has not
     returned at the deadline (a server that accepts and never answers, MLflow's own retries
-    against a database that refuses connections) is abandoned in its thread.
+    against a database that refuses connections) is abandoned in its thread. A `transfer`
+    (uploading or downloading a model) is not cut off while it makes progress: its HTTP timeout
+    bounds each wait for the server, not the whole transfer, which grows with the model.
 
     Raises:
         RegistryUnreachableError: still failing at the deadline; the message names the URI and how long it tried.
@@ -114,7 +116,7 @@ def call(what: str, fn: Callable[[], T]) -> T:
         _cap_http_timeout(left)
         try:
             with errors(what):
-                return _bounded(fn, left, what)
+                return fn() if transfer else _bounded(fn, left, what)
         except RegistryUnreachableError as e:
             if isinstance(e, NotARegistryError):
                 raise
@@ -243,7 +245,7 @@ def download(ref: ModelRef, dst: Path) -> Path:
     dst.mkdir(parents=True)
     outside = f"{ref.uri}: the artifact holds a path that resolves outside its folder (a symlink or `..`); refusing it."
     try:
-        path = Path(call(f"downloading {ref.uri}", lambda: mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst)))).resolve()
+        path = Path(call(f"downloading {ref.uri}", lambda: mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst)), transfer=True)).resolve()
     except Exception as e:
         if "resolved path is outside" in str(e) or "Invalid path" in str(e):  # MLflow's own refusal of such a path
             raise ModelError(outside) from None
@@ -326,7 +328,7 @@ def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str,
     c = client()
     sha = tags[SHA_TAG]
 
-    info = call(f"logging the model of run {run_id}", lambda: log_onnx(onnx_file, run_id))  # the run stays RUNNING until promote ends it
+    info = call(f"logging the model of run {run_id}", lambda: log_onnx(onnx_file, run_id), transfer=True)  # the run stays RUNNING until promote ends it
     if metrics:
         call(f"logging metrics of run {run_id}", lambda: _log_metrics(c, run_id, metrics, info.model_id))
     mv = call(f"registering {name}", lambda: mlflow.register_model(info.model_uri, name, tags=tags))

