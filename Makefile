@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo demo-mnist demo-zoo test test-fast bench docs clean chromium
+.PHONY: demo demo-mnist demo-zoo test test-fast bench docs clean chromium speech
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,12 @@ chromium:  ## Debian's headless browser for the report's screenshot test (best e
 test-fast: $(STAMP)  ## skip the end-to-end tests
 	$(BIN)/python -m pytest -q -ra -m "not slow" tests
 
-bench: $(STAMP)  ## every benchmark (about an hour; 12 GB of memory for the 1B model), then bench/README.md from bench/results/*.json
+speech: $(STAMP)  ## what pipelines/resemblyzer needs beyond the suite: resemblyzer and Debian's espeak-ng
+	$(BIN)/python -m pip install -q -e '.[test,mnist,text,zoo,speech]'
+	@command -v espeak-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q espeak-ng >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng >/dev/null 2>&1)) \
+		|| echo "espeak-ng not installed: pipelines/resemblyzer cannot synthesize its speech"; }
+
+bench: $(STAMP) speech  ## every benchmark (about an hour; 12 GB of memory for the 1B model), then bench/README.md from bench/results/*.json
 	for b in zoo peers overhead scale quantization pruning distillation gate_stability; do $(BIN)/python bench/$$b.py || exit 1; done
 	$(BIN)/python bench/report.py
 

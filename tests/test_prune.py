@@ -205,3 +205,12 @@ def test_pt2_and_pickle_cluster_alike(pt2_and_pickle, ctx, tmp_path, digits_dir)
     assert fp32 / sizes["pt2"] >= 3.5 and fp32 / sizes["pickle"] >= 3.5  # what the pickled path reached; the pt2 one got 2.8x before
     assert sizes["pt2"] == pytest.approx(sizes["pickle"], rel=0.05)  # the same weights; node names and graph metadata differ
     assert float(np.abs(outputs["pt2"] - outputs["pickle"]).max()) < 1e-4
+
+
+def test_cluster_needs_no_labels_without_centroid_finetuning(digits_cnn, digits_dir, tmp_path):
+    """Embedding and generic models have no class labels: clustering alone must not ask for them."""
+    np.savez(tmp_path / "unlabelled.npz", input=np.load(digits_dir / "train.npz")["input"][:64])
+    work = tmp_path / "work"
+    work.mkdir()
+    result = cluster(copy.deepcopy(digits_cnn), ClusterConfig(clusters=16), StepContext(workdir=work, train=tmp_path / "unlabelled.npz"))
+    assert result.stats["layers_palettized"] >= 3

@@ -146,7 +146,7 @@ class Demo(_Model):
     model: Literal["cnn", "mlp", "transformer"] = Field("cnn", description="Model family of the demo source model.")
     epochs: int = Field(8, ge=1, description="Training epochs of the demo source model.")
     lr: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate of the demo source model.")
-    pretrained: Literal["efficientnet-lite1"] | None = Field(None, description="Instead of training one: register this real pretrained model (weights from its package) and write crops of real photos labelled by it (the zoo pipelines).")
+    pretrained: Literal["efficientnet-lite1", "resemblyzer"] | None = Field(None, description="Instead of training one: register this real pretrained model (weights from its package) and write crops of real photos labelled by it (the zoo pipelines).")
 
 
 class Params(_Model):

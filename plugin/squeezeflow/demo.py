@@ -51,7 +51,8 @@ def register_demo_model(params: Params) -> str:
     if params.demo.pretrained:
         from squeezeflow import pretrained
 
-        uri = pretrained.register(params.demo.pretrained, name, alias, data.load(params.data.eval, "eval")["input"][:4])
+        example = next(iter(data.inputs_of(data.load(params.data.eval, "eval")).values()))[:4]
+        uri = pretrained.register(params.demo.pretrained, name, alias, example)
         print(f"demo: registered the pretrained {params.demo.pretrained} as {uri}" + (f" @{alias}" if alias else ""))
         return uri
     arrays = data.load(params.data.train, "train")

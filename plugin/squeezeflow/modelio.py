@@ -139,11 +139,14 @@ def run_outputs(sess: onnxruntime.InferenceSession, arrays: dict[str, np.ndarray
 
     from squeezeflow import data
 
-    names = [o.name for o in sess.get_outputs()]
-    parts: list[list[np.ndarray]] = [[] for _ in names]
+    parts: list[list[np.ndarray]] = []
     for batch in data.batches(arrays, batch_size):
-        for i, out in enumerate(sess.run(None, batch)):
+        outs = sess.run(None, batch)
+        parts = parts or [[] for _ in outs]
+        for i, out in enumerate(outs):
             parts[i].append(np.asarray(out))
+    # anything with ONNX Runtime's run() will do (the benches time PyTorch through the same call)
+    names = [o.name for o in sess.get_outputs()] if hasattr(sess, "get_outputs") else [f"output_{i}" for i in range(len(parts))]
     result = {}
     for name, chunks in zip(names, parts):
         if any(c.ndim == 0 for c in chunks):

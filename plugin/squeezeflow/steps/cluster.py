@@ -38,7 +38,7 @@ def cluster(model: Any, config: ClusterConfig, ctx: StepContext) -> StepResult:
         for name, p in train.weights(model).items():
             if p.numel() >= config.min_size:
                 assignments[name] = _kmeans(p, config.clusters, ctx.seed)
-    x, y, _ = training_data(ctx, "cluster")
+    x, y, _ = training_data(ctx, "cluster", labels_required=config.epochs > 0)  # without centroid fine-tuning the inputs are only the export example
     if config.epochs:
         params = dict(model.named_parameters())
 

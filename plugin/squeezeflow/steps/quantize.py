@@ -70,10 +70,17 @@ def _prepare(model: Path, workdir: Path) -> Path:
     prepared = workdir / "prepared.onnx"
     large = side_file(model).is_file()
     external = dict(save_as_external_data=True, all_tensors_to_one_file=True, external_data_location=side_file(prepared).name) if large else {}
-    try:
-        quant_pre_process(str(model), str(prepared), skip_optimization=large, skip_onnx_shape=large, **external)
-    except Exception:
-        quant_pre_process(str(model), str(prepared), skip_optimization=True, **external)
+    attempts = ({"skip_optimization": large, "skip_onnx_shape": large}, {"skip_optimization": True},
+                # ORT's symbolic shape inference fails on some graphs (exported LSTMs): keep the optimizer,
+                # whose constant folding turns the exporter's sliced and concatenated weights back into initializers
+                {"skip_optimization": large, "skip_symbolic_shape": True}, {"skip_optimization": True, "skip_symbolic_shape": True})
+    for i, options in enumerate(attempts):
+        try:
+            quant_pre_process(str(model), str(prepared), **options, **external)
+            break
+        except Exception:
+            if i == len(attempts) - 1:
+                raise
     gc.collect()  # symbolic shape inference leaves a copy of the model in a reference cycle (1x the model, memray)
     return prepared
 
