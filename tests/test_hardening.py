@@ -277,13 +277,13 @@ def test_webhook_replay_is_refused_after_a_restart(receiver):
 
 # 7. npz bounds -----------------------------------------------------------------------------------
 
-def _npz_declaring(path: Path, shape: tuple, payload: bytes = b"\0" * 64) -> Path:
+def _npz_declaring(path: Path, shape: tuple, payload: bytes = b"\0" * 64, member: str = "input.npy") -> Path:
     header = {"descr": "<f4", "fortran_order": False, "shape": shape}
     text = repr(header).encode()
     text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
     npy = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + payload
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("input.npy", npy)
+        z.writestr(member, npy)
     return path
 
 
@@ -301,6 +301,7 @@ def _with_eval(tmp_path, digits_dir, path) -> None:
 
 NPZ = [
     ("declares 20 GB", lambda p: _npz_declaring(p, (5_000_000_000, 1, 8, 8)), {}, "declares shape [5000000000, 1, 8, 8]"),
+    ("declares 20 GB, no .npy suffix", lambda p: _npz_declaring(p, (5_000_000_000, 1, 8, 8), member="input"), {}, "declares shape [5000000000, 1, 8, 8]"),
     ("zip bomb", lambda p: np.savez_compressed(p, input=np.zeros((200_000, 1, 8, 8), np.float32)) or p, {"SQUEEZEFLOW_MAX_DATA_BYTES": "10000000"},
      "inflates to 51200"),
     ("object array", lambda p: np.savez(p, input=np.array([{"a": 1}] * 3, dtype=object)) or p, {}, "holds Python objects"),

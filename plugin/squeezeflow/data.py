@@ -40,7 +40,7 @@ def load(path: str | Path, role: str) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__}). Write it with numpy.savez.") from None
+        raise _unreadable(path, e) from None
     if not inputs_of(arrays):
         raise DataError(f"{path}: holds no input arrays (only {sorted(arrays)}). Save one array per model input.")
     scalar = [k for k, v in arrays.items() if v.ndim == 0]
@@ -71,25 +71,31 @@ def _check_sizes(path: Path) -> None:
             if inflated > limit:
                 raise DataError(f"{path}: inflates to {inflated} bytes, more than the {limit} allowed. {hint}")
             declared = 0
-            for member in members:
-                if not member.filename.endswith(".npy"):
-                    continue
+            for member in members:  # every member whatever its name: numpy reads any that starts with the .npy magic as an array
+                name = member.filename.removesuffix(".npy")
                 with archive.open(member) as f:
+                    if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                        continue  # handed back as bytes, bounded by the inflated size above
+                    f.seek(0)
                     read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(f))
                     if read_header is None:
                         raise ValueError(f"{member.filename} has an unknown .npy format version")
                     shape, _, dtype = read_header(f)
                     header = f.tell()
                 if dtype.hasobject:
-                    raise DataError(f"{path}: array {member.filename[:-4]!r} holds Python objects, which load only by unpickling. Save numeric arrays.")
+                    raise DataError(f"{path}: array {name!r} holds Python objects, which load only by unpickling. Save numeric arrays.")
                 size = int(np.prod(shape, dtype=object)) * dtype.itemsize
                 declared += size
                 if declared > limit:
-                    raise DataError(f"{path}: array {member.filename[:-4]!r} declares shape {list(shape)} ({size} bytes); the arrays exceed the {limit} allowed. {hint}")
+                    raise DataError(f"{path}: array {name!r} declares shape {list(shape)} ({size} bytes); the arrays exceed the {limit} allowed. {hint}")
                 if size > member.file_size - header:
-                    raise DataError(f"{path}: array {member.filename[:-4]!r} declares shape {list(shape)} ({size} bytes) but holds {member.file_size - header}; the file is corrupt.")
+                    raise DataError(f"{path}: array {name!r} declares shape {list(shape)} ({size} bytes) but holds {member.file_size - header}; the file is corrupt.")
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__}). Write it with numpy.savez.") from None
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: BaseException) -> DataError:
+    return DataError(f"{path}: not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__}). Write it with numpy.savez.")
 
 
 def samples(arrays: dict[str, np.ndarray]) -> int:

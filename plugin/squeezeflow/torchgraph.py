@@ -132,21 +132,19 @@ def batch_norm_class() -> type:
 
 def _attr(model: Any, node: Any) -> Any:
     """The tensor a get_attr argument names, or None (an argument that is not a stored parameter)."""
-    if getattr(node, "op", None) != "get_attr":
-        return None
-    value = model
-    for part in node.target.split("."):
-        value = getattr(value, part)
-    return value
+    return _get(model, node.target) if getattr(node, "op", None) == "get_attr" else None
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    """obj.a.b.c for "a.b.c" ("" is obj itself)."""
+    return functools.reduce(getattr, dotted.split("."), obj) if dotted else obj
 
 
 def _copy_attr(model: Any, root: Any, target: str) -> None:
     """Give `root` the attribute a remaining get_attr node reads (a constant of the graph)."""
     import torch
 
-    value = model
-    for part in target.split("."):
-        value = getattr(value, part)
+    value = _get(model, target)
     owner = root
     *parents, leaf = target.split(".")
     for part in parents:
@@ -170,11 +168,8 @@ def _unique(root: Any, name: str) -> str:
 
 
 def _set_module(model: Any, target: str, module: Any) -> None:
-    *parents, leaf = target.split(".")
-    owner = model
-    for part in parents:
-        owner = getattr(owner, part)
-    setattr(owner, leaf, module)
+    parent, _, leaf = target.rpartition(".")
+    setattr(_get(model, parent), leaf, module)
 
 
 def _args(node: Any, names: tuple[str, ...], defaults: tuple) -> list[Any]:
@@ -192,11 +187,8 @@ def _conv(target: str, node: Any, params: list[Any]) -> Any:
     _, _, _, stride, padding, dilation, groups = _args(node, names, defaults)
     dims = _CONV[target]
     cls = torch.nn.Conv1d if dims == 1 else torch.nn.Conv2d
-    if isinstance(padding, str):
-        padding_arg: Any = padding
-    else:
-        padding_arg = tuple(padding) if isinstance(padding, (list, tuple)) else padding
-    conv = cls(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=_tuple(stride, dims), padding=padding_arg,
+    padding = tuple(padding) if isinstance(padding, (list, tuple)) else padding  # or "same"/"valid", or one int
+    conv = cls(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=_tuple(stride, dims), padding=padding,
                dilation=_tuple(dilation, dims), groups=groups, bias=bias is not None)
     with torch.no_grad():
         conv.weight.copy_(weight)
