@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo demo-mnist demo-zoo test test-fast bench docs clean chromium speech
+.PHONY: demo demo-mnist demo-zoo test test-fast bench docs clean chromium zoo-extras
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	# torch first, from the CPU build: anything that depends on torch would otherwise pull a CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test,mnist,text,zoo]'
+	# MTCNN's weights for pipelines/mtcnn-onet: without its dependencies, whose pins would replace torch
+	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $@
 
 demo: $(STAMP)  ## train+register the digits CNN if missing, then dvc repro the root pipeline
@@ -40,12 +42,14 @@ chromium:  ## Debian's headless browser for the report's screenshot test (best e
 test-fast: $(STAMP)  ## skip the end-to-end tests
 	$(BIN)/python -m pytest -q -ra -m "not slow" tests
 
-speech: $(STAMP)  ## what pipelines/resemblyzer needs beyond the suite: resemblyzer and Debian's espeak-ng
+zoo-extras: $(STAMP)  ## what the zoo pipelines need beyond the suite: resemblyzer, Debian's espeak-ng (speech) and DejaVu fonts (rendered text)
 	$(BIN)/python -m pip install -q -e '.[test,mnist,text,zoo,speech]'
 	@command -v espeak-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q espeak-ng >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng >/dev/null 2>&1)) \
 		|| echo "espeak-ng not installed: pipelines/resemblyzer cannot synthesize its speech"; }
+	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSerifCondensed.ttf || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q fonts-dejavu-core fonts-dejavu-extra >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-dejavu-core fonts-dejavu-extra >/dev/null 2>&1)) \
+		|| echo "Debian's DejaVu fonts not installed: the easyocr pipelines fall back to matplotlib's copies of the faces it ships"; }
 
-bench: $(STAMP) speech  ## every benchmark (about an hour; 12 GB of memory for the 1B model), then bench/README.md from bench/results/*.json
+bench: $(STAMP) zoo-extras  ## every benchmark (about an hour; 12 GB of memory for the 1B model), then bench/README.md from bench/results/*.json
 	for b in zoo peers overhead scale quantization pruning distillation gate_stability; do $(BIN)/python bench/$$b.py || exit 1; done
 	$(BIN)/python bench/report.py
 

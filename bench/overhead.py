@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.smoke:
                 params["demo"]["epochs"] = 2
             (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+            for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"]):
                 subprocess.run(cmd, cwd=work, check=True, env=env)
             os.environ["MLFLOW_TRACKING_URI"], cwd = url, os.getcwd()
             os.chdir(work)

@@ -1,7 +1,9 @@
 """Pruning and clustering benchmark on the digits and MNIST CNNs (issue acceptance figures).
 
 Each variant is timed interleaved with its FP32 baseline in one process (batch 1, one thread).
-Writes bench/results/pruning.json.
+The demo model (digits-cnn) runs twice: as the trained module (what a pickled MLflow model loads
+as) and as `digits-cnn-pt2`, saved in MLflow's default pt2 format and loaded back as `pull` does
+(the exported graph rebuilt into layers by squeezeflow.torchgraph). Writes bench/results/pruning.json.
 
     python bench/pruning.py            # digits and MNIST CNNs
     python bench/pruning.py --smoke    # digits only, 1 epoch, few repeats
@@ -62,6 +64,15 @@ def variants(model, files: dict, work: Path, epochs: int) -> dict[str, Path]:
     return out
 
 
+def as_pt2(model, files: dict, work: Path):
+    """The module saved in MLflow's default pt2 format and loaded back as `pull` loads it."""
+    import mlflow.pytorch
+
+    example = data.inputs_of(dict(np.load(files["eval"])))
+    mlflow.pytorch.save_model(model, str(work / "pt2-model"), serialization_format="pt2", input_example=next(iter(example.values()))[:4])
+    return modelio.load_torch(work / "pt2-model")
+
+
 def measure(fp32: Path, found: dict[str, Path], files: dict, repeats: int) -> dict:
     """Accuracy, raw and gzip size, parameters, sparsity and interleaved latency of every variant."""
     models = {"fp32": fp32, **found}
@@ -86,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     report = header(f"batch 1, 1 thread, median of {args.repeats} interleaved runs; fine-tuning with Adam lr 1e-3 and early stopping on the calibration split; accuracy on the eval split")
     for name, work in model_folders("sf-bench-prune-", names):
         model, fp32, files = build(name, work, epochs=2 if args.smoke else None)
-        found = variants(model, files, work, epochs=1 if args.smoke else 3)
-        report["models"][name] = measure(fp32, found, files, args.repeats)
-        print(name, json.dumps(report["models"][name]), flush=True)
+        sources = {name: model, **({f"{name}-pt2": as_pt2(model, files, work)} if name == "digits-cnn" else {})}
+        for key, source in sources.items():
+            (work / key).mkdir()
+            found = variants(source, files, work / key, epochs=1 if args.smoke else 3)
+            report["models"][key] = measure(fp32, found, files, args.repeats)
+            print(key, json.dumps(report["models"][key]), flush=True)
     write(report, args.out)
     return 0
 

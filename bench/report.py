@@ -84,17 +84,22 @@ def scale(report: dict) -> str:
     return "\n\n".join(parts)
 
 
+READOUTS = ("words_read_as_fp32", "text_pixel_iou", "face_decision_agreement")  # bench/zoo.py's read-outs of the outputs
+
+
 def zoo(report: dict) -> str:
     parts = []
     for model, row in report["models"].items():
-        metric = next(k for k in row if k.startswith("fp32_"))[len("fp32_"):]
+        metric = next(k for k in row if k.startswith("fp32_") and k != "fp32_readout")[len("fp32_"):]
         versus = {"accuracy": "accuracy_drop", "mae": "mae_increase", "cosine": "retrieval_agreement", "max_abs_error": "mean_abs_error"}[metric]
-        rows = [[name, c[metric], c[versus], "[{:.3g}, {:.3g}]".format(*c[f"{versus}_ci"]) if None not in c.get(f"{versus}_ci", [None]) else "", c.get("agreement"),
+        rows = [[name, c[metric], c[versus], "[{:.3g}, {:.3g}]".format(*c[f"{versus}_ci"]) if None not in c.get(f"{versus}_ci", [None]) else "",
+                 c.get("agreement", c.get("mean_rel_error")), "; ".join(f"{k} {c[k]:.3g}" for k in READOUTS if k in c),
                  c["speedup_batch1"], c["speedup_batch8"], c["size_ratio"], c["status"] + (f" ({', '.join(c['missed'])})" if c["missed"] else "")]
                 for name, c in row["candidates"].items()]
         stages = ", ".join(f"{k} {v:g} s" for k, v in row["stages_wall_s"].items())
         parts.append(f"**{model}** ({row['task']}; FP32 {metric} {row[f'fp32_{metric}']:.4g}; budgets {row['budgets']}; selected `{row['selected']}`, "
-                     f"promoted {row['promoted']})\n\n" + table(["candidate", metric, versus, "95% interval", "agreement", "speedup b1", "speedup b8", "size ratio", "status"], rows)
+                     f"promoted {row['promoted']})\n\n" + table(["candidate", metric, versus, "95% interval", "agreement / mean rel. error", "read-out vs FP32",
+                                                                "speedup b1", "speedup b8", "size ratio", "status"], rows)
                      + f"\n\nWall time per stage: {stages}.")
     return "\n\n".join(parts)
 

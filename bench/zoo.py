@@ -10,7 +10,12 @@ bench/results/zoo.json.
 
     python bench/zoo.py                      # every zoo pipeline
     python bench/zoo.py efficientnet-lite1   # some of them
-    python bench/zoo.py --smoke              # fewer crops and one recipe (what the tests run)
+    python bench/zoo.py --smoke              # efficientnet-lite1, fewer crops, one recipe (what the tests run)
+
+Beside the gate's task metric, each model's own read-out of its outputs, candidate against FP32 on
+the eval set: the recognizer's decoded words (greedy CTC), the detector's text pixels (region
+score > 0.4, easyocr's low_text), ONet's face decision (probability > 0.7, MTCNN's third
+threshold), the classifier's top-1 and the encoder's nearest neighbour are in the task metrics.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ BIN = Path(sys.executable).parent
 PIPELINES = tuple(sorted(p.parent.name for p in (ROOT / "pipelines").glob("*/params.yaml")
                          if (yaml.safe_load(p.read_text()).get("demo") or {}).get("pretrained")))
 SMOKE_COUNTS = {"eval": 48, "calibration": 32, "train": 32}
+SMOKE_MODEL = "efficientnet-lite1"  # needs only the [zoo] extra, which the suite installs
 BATCH = 8
 
 
@@ -48,7 +54,7 @@ def run_pipeline(name: str, work: Path, smoke: bool) -> dict:
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     timings = work / "timings.jsonl"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "SQUEEZEFLOW_TIMINGS": str(timings), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=work, check=True, env=env)
     if smoke:  # fewer crops: the demo keeps data files that exist
         files = {role: work / params["data"][role] for role in ("eval", "calibration", "train")}
@@ -63,20 +69,47 @@ def run_pipeline(name: str, work: Path, smoke: bool) -> dict:
     for line in timings.read_text().splitlines():
         entry = json.loads(line)
         stage_times[entry["command"]] = round(entry["wall_s"], 2)
-    return {"verdict": verdict, "promotion": promotion, "stages_wall_s": stage_times, "batch8": batch_speedups(work, list(params["recipes"]), params)}
+    files = {"fp32": work / "artifacts/source/model.onnx", **{r: work / "artifacts/candidates" / r / "model.onnx" for r in params["recipes"]}}
+    return {"verdict": verdict, "promotion": promotion, "stages_wall_s": stage_times, "batch8": batch_speedups(work, files, params),
+            "readout": readouts(params["demo"]["pretrained"], work, files, params)}
 
 
-def batch_speedups(work: Path, recipes: list[str], params: dict) -> dict[str, float]:
+def readouts(model: str, work: Path, files: dict[str, Path], params: dict) -> dict[str, dict]:
+    """Per candidate, how often the model's own read-out of its outputs matches FP32's (see the module doc); {} for the other models."""
+    import numpy as np
+
+    from squeezeflow import data, modelio
+
+    if model not in ("easyocr-crnn", "easyocr-craft", "mtcnn-onet"):
+        return {}
+    feed = data.inputs_of(data.load(work / params["data"]["eval"], "eval"))
+    outputs = {name: list(modelio.run_outputs(modelio.session(path), feed).values()) for name, path in files.items()}
+    result = {}
+    for name, outs in outputs.items():
+        base = outputs["fp32"]
+        if model == "easyocr-crnn":
+            from squeezeflow.pretrained import ocr
+
+            result[name] = {"words_read_as_fp32": float(np.mean([a == b for a, b in zip(ocr.read(outs[0]), ocr.read(base[0]))]))}
+        elif model == "easyocr-craft":
+            mine, ref = outs[0][..., 0] > 0.4, base[0][..., 0] > 0.4
+            result[name] = {"text_pixel_iou": float((mine & ref).sum() / max((mine | ref).sum(), 1))}
+        else:
+            result[name] = {"face_decision_agreement": float(np.mean((outs[2][:, 1] > 0.7) == (base[2][:, 1] > 0.7))),
+                            "faces_fp32": int((base[2][:, 1] > 0.7).sum())}
+    return result
+
+
+def batch_speedups(work: Path, files: dict[str, Path], params: dict) -> dict[str, float]:
     """Each candidate's speedup over FP32 at batch 8, one thread, timed interleaved (median of the rounds' ratios)."""
     from squeezeflow import data, modelio
     from squeezeflow.evaluate import latency
 
     arrays = data.load(work / params["data"]["eval"], "eval")
     feed = {k: v[:BATCH] for k, v in data.inputs_of(arrays).items()}
-    sessions = {"fp32": modelio.session(work / "artifacts/source/model.onnx")}
-    sessions.update({r: modelio.session(work / "artifacts/candidates" / r / "model.onnx") for r in recipes})
+    sessions = {name: modelio.session(path) for name, path in files.items()}
     _, stats = latency.measure_until(sessions, feed, "fp32", warmup=3, min_repeats=20, ci_width=0.1, max_seconds=10, round_size=5, progress=False)
-    return {r: round(float(stats[r]["speedup"]), 3) for r in recipes}
+    return {r: round(float(stats[r]["speedup"]), 3) for r in files if r != "fp32"}
 
 
 def summary(result: dict) -> dict:
@@ -91,14 +124,16 @@ def summary(result: dict) -> dict:
         rows[name] = {metric: m.get(metric), versus: m.get(versus), f"{versus}_ci": [m.get(f"{versus}_ci_low"), m.get(f"{versus}_ci_high")],
                       "agreement": m.get("agreement"), "speedup_batch1": m["speedup"], "speedup_batch1_ci": [m["speedup_ci_low"], m["speedup_ci_high"]],
                       "speedup_batch8": result["batch8"].get(name), "size_ratio": m["compression_ratio"], "status": cand["status"],
-                      "missed": [v["budget"] for v in cand["violations"]]}
+                      "missed": [v["budget"] for v in cand["violations"]], **({"mean_rel_error": m["mean_rel_error"]} if "mean_rel_error" in m else {}),
+                    **result["readout"].get(name, {})}
     return {"task": verdict["task"], f"fp32_{metric}": verdict["baseline"].get(metric), "budgets": verdict["budgets"], "candidates": rows,
-            "selected": verdict["selected"], "verdict": verdict["verdict"], "promoted": result["promotion"]["model_uri"], "stages_wall_s": result["stages_wall_s"]}
+            "selected": verdict["selected"], "verdict": verdict["verdict"], "promoted": result["promotion"]["model_uri"], "stages_wall_s": result["stages_wall_s"],
+            **({"fp32_readout": result["readout"]["fp32"]} if "fp32" in result["readout"] else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, "zoo", argv, PIPELINES)
-    names = PIPELINES[:1] if args.smoke else args.models
+    names = [SMOKE_MODEL] if args.smoke and args.models == list(PIPELINES) else args.models
     report = header("each zoo pipeline of pipelines/ (a real pretrained model, real inputs) in a temporary git+DVC repository with a sqlite registry: "
                     "`squeezeflow demo` (register in pt2, dvc repro with the pipeline's recipes and budgets); batch-1 figures are the gate's "
                     f"(interleaved, 95% intervals), batch {BATCH} timed again here, 1 thread" + ("; SMOKE: fewer crops, first recipe" if args.smoke else ""))

@@ -32,11 +32,15 @@ def test_quantization_bench_smoke(tmp_path):
 
 
 def test_pruning_bench_smoke(tmp_path):
-    rows = _smoke("pruning", tmp_path)["models"]["digits-cnn"]
+    models = _smoke("pruning", tmp_path)["models"]
+    rows = models["digits-cnn"]
     assert set(rows) == {"fp32", "structured-50", "unstructured-80", "cluster-16", "prune-cluster-int8"}
     assert rows["structured-50"]["params"] < 0.5 * rows["fp32"]["params"]
     assert rows["unstructured-80"]["sparsity"] >= 0.79
     assert rows["cluster-16"]["file_ratio"] > 3
+    pt2 = models["digits-cnn-pt2"]  # the same module through MLflow's pt2 format: the same pruned and clustered models
+    for name in ("structured-50", "cluster-16"):
+        assert pt2[name]["params"] == rows[name]["params"] and pt2[name]["accuracy"] == rows[name]["accuracy"]
 
 
 def test_distillation_bench_smoke(tmp_path):

@@ -96,6 +96,22 @@ def test_impossible_budget_fails_the_experiment_and_registers_nothing(pipeline_r
     assert runs[0].data.params["budgets.max_size_mb"] == "1e-06"
 
 
+def test_experiments_do_not_ship_unless_asked(pipeline_repo: Path):
+    sh(BIN / "squeezeflow", "demo")
+    sh("git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "demo ran", "--allow-empty")
+
+    tried = sh(BIN / "dvc", "exp", "run", "-n", "try-it", "-S", "promote.registered_model=digits-cnn-exp")
+    assert "promote: dry run, the registry is not written: it runs in DVC experiment try-it" in tried.stdout
+    assert json.loads(Path("reports/promotion.json").read_text())["dry_run"] is True
+    assert _versions("digits-cnn-exp") == []
+
+    shipped = sh(BIN / "dvc", "exp", "run", "-n", "ship-it", "-S", "promote.registered_model=digits-cnn-exp", "-S", "+promote.from_experiments=true")  # +: a key params.yaml does not have yet
+    assert "promote: registered models:/digits-cnn-exp/1" in shipped.stdout, shipped.stdout[-3000:]
+    tags = registry.client().get_model_version("digits-cnn-exp", "1").tags
+    assert tags["squeezeflow.dvc.experiment"] == "ship-it" and tags["squeezeflow.git.dirty"] == "true" and "params.yaml" in tags["squeezeflow.git.changed"]
+    assert "from DVC experiment ship-it" in sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn-exp/1").stdout
+
+
 def test_mnist_variant_runs_from_its_folder(tmp_path, monkeypatch):
     """pipelines/mnist-cnn is runnable with `dvc repro pipelines/mnist-cnn/dvc.yaml`."""
     import shutil

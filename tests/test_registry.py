@@ -235,9 +235,13 @@ def test_runs_in_a_pipeline_folder_carry_git_and_dvc_lock(local_registry, tmp_pa
     assert tags["squeezeflow.git.commit"] == sh("git", "rev-parse", "HEAD").stdout.strip()
     assert tags["squeezeflow.git.branch"] == "release" and tags["squeezeflow.git.dirty"] == "false"
     assert tags["squeezeflow.dvc_lock_digest"] == digest(tmp_path / "dvc.lock")
-    (tmp_path / "dvc.lock").write_text("changed\n")
+    (tmp_path / "dvc.lock").write_text("changed\n")  # what dvc repro rewrites is not an uncommitted change of the pipeline
     run_id = registry.start_run("squeezeflow", "probe", {})
-    assert registry.client().get_run(run_id).data.tags["squeezeflow.git.dirty"] == "true"
+    assert registry.client().get_run(run_id).data.tags["squeezeflow.git.dirty"] == "false"
+    (tmp_path / "dvc.yaml").write_text("stages: {a: {cmd: 'true'}}\n")
+    run_id = registry.start_run("squeezeflow", "probe", {})
+    tags = registry.client().get_run(run_id).data.tags
+    assert tags["squeezeflow.git.dirty"] == "true" and tags["squeezeflow.git.changed"] == "dvc.yaml"
 
 
 def test_pickled_source_needs_explicit_permission(local_registry, digits_cnn, digits_dir, tmp_path, monkeypatch):

@@ -139,6 +139,9 @@ class Promote(_Model):
     registered_model: str = Field(min_length=1, description="Registered model that receives the selected candidate.")
     alias: str = Field("candidate", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", description="Alias moved to the promoted version.")
     experiment: str = Field("squeezeflow", min_length=1, description="MLflow experiment of promotion and audit runs.")
+    from_experiments: bool = Field(False, description="Promote from `dvc exp run` too. By default an experiment's promote stage is a dry run: experiments do not ship.")
+    from_dirty: bool = Field(False, description="Promote from a working tree with uncommitted changes to tracked files (beyond dvc.lock, artifacts/, metrics/, reports/ and plots/, which `dvc repro` rewrites). By default that is a dry run; when allowed, the version is tagged `squeezeflow.git.dirty=true` with the files.")
+    branches: tuple[str, ...] = Field(("main", "master"), description="Release branches: promotion from another branch (or a detached HEAD; in GitHub Actions, GITHUB_REF_NAME) is a dry run. Empty: any branch. Outside a git repository none of these checks apply.")
 
 
 class Demo(_Model):
@@ -146,7 +149,7 @@ class Demo(_Model):
     model: Literal["cnn", "mlp", "transformer"] = Field("cnn", description="Model family of the demo source model.")
     epochs: int = Field(8, ge=1, description="Training epochs of the demo source model.")
     lr: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate of the demo source model.")
-    pretrained: Literal["efficientnet-lite1", "resemblyzer"] | None = Field(None, description="Instead of training one: register this real pretrained model (weights from its package) and write crops of real photos labelled by it (the zoo pipelines).")
+    pretrained: Literal["efficientnet-lite1", "resemblyzer", "easyocr-craft", "easyocr-crnn", "mtcnn-onet"] | None = Field(None, description="Instead of training one: register this real pretrained model (weights from its package, in MLflow's default pt2 format) and write its real inputs (photo crops, synthesized speech, rendered text, face crops): the zoo pipelines under pipelines/.")
 
 
 class Params(_Model):

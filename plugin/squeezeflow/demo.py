@@ -28,7 +28,7 @@ def ensure_data(params: Params) -> None:
         from squeezeflow import pretrained
 
         counts = pretrained.write_data(params.demo.pretrained, paths, seed=params.seed)
-        print(f"demo: wrote photo crops labelled by {params.demo.pretrained} {counts}")
+        print(f"demo: wrote the real inputs of {params.demo.pretrained} {counts}")
         return
     counts = datasets.write_splits(params.demo.dataset, paths, seed=params.seed)
     print(f"demo: wrote {params.demo.dataset} splits {counts}")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from squeezeflow.gitstate import GitState
 
 PREFIX = "squeezeflow."
 STEPS_TAG_LIMIT = 5000  # MLflow tag values are bounded; longer step lists keep their kinds only
@@ -24,21 +26,13 @@ def onnx_props(manifest: dict[str, Any]) -> dict[str, str]:
 
 def git_commit(cwd: str | Path = ".") -> str:
     """HEAD of the enclosing git repository, or '' outside one."""
-    import os
+    from squeezeflow import gitstate
 
-    from squeezeflow import env
-
-    if os.environ.get(env.GITHUB_SHA):
-        return os.environ[env.GITHUB_SHA]
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
+    return gitstate.commit(cwd)
 
 
-def version_tags(manifest: dict[str, Any], verdict: dict[str, Any], data_digests: dict[str, str], dvc_lock_digest: str) -> dict[str, str]:
-    """The `squeezeflow.*` tags of a promoted version (also set on its run)."""
+def version_tags(manifest: dict[str, Any], verdict: dict[str, Any], data_digests: dict[str, str], dvc_lock_digest: str, where: GitState | None = None) -> dict[str, str]:
+    """The `squeezeflow.*` tags of a promoted version (also set on its run); `where`: the git state it was promoted from."""
     root = manifest["root"]
     selected = verdict["selected"]
     metrics = verdict["candidates"][selected]["metrics"]
@@ -55,7 +49,8 @@ def version_tags(manifest: dict[str, Any], verdict: dict[str, Any], data_digests
         "teachers": ",".join(teachers(manifest)),
         "artifact_sha256": manifest["sha256"],
         "parent_digest": manifest["parent_digest"] or "",
-        "git_commit": git_commit(),
+        "git_commit": where.commit if where else git_commit(),
+        **(where.tags() if where else {}),
         "dvc_lock_digest": dvc_lock_digest,
         "gate.verdict": verdict["verdict"],
         **{f"data.{role}_sha256": d for role, d in sorted(data_digests.items())},
@@ -114,6 +109,10 @@ def _parse_link(ref: Any) -> dict[str, Any]:
         "teachers": [t for t in tags.get("teachers", "").split(",") if t],
         "data": {k[len("data."):-len("_sha256")]: v for k, v in sorted(tags.items()) if k.startswith("data.")},
         "git_commit": tags.get("git_commit", ""),
+        "git_branch": tags.get("git.branch", ""),
+        "git_dirty": tags.get("git.dirty", ""),
+        "git_changed": tags.get("git.changed", ""),
+        "experiment": tags.get("dvc.experiment", ""),
         "dvc_lock_digest": tags.get("dvc_lock_digest", ""),
         "verdict": tags.get("gate.verdict", ""),
         "metrics": {k[len("metric."):]: float(v) for k, v in sorted(tags.items()) if k.startswith("metric.")},
@@ -176,7 +175,7 @@ def _steps(value: Any) -> list[dict[str, Any]]:
 def _blank(**known: Any) -> dict[str, Any]:
     """A link with only what is known filled in (the keys of `_link`)."""
     return {"uri": "", "name": "", "version": "", "run_id": "", "recipe": "", "recipe_digest": "", "steps": [], "teachers": [], "data": {},
-            "git_commit": "", "dvc_lock_digest": "", "verdict": "", "metrics": {}, "sha256": "", "parent": "", **known}
+            "git_commit": "", "git_branch": "", "git_dirty": "", "git_changed": "", "experiment": "", "dvc_lock_digest": "", "verdict": "", "metrics": {}, "sha256": "", "parent": "", **known}
 
 
 def descendants(uri: str, max_depth: int = 20) -> list[dict[str, Any]]:
@@ -227,10 +226,20 @@ def render(links: list[dict[str, Any]], fmt: str, tree: bool = False) -> str:
             if link["verdict"] or link["metrics"]:
                 out.append(f"{pad}   gate {link['verdict']}: " + ", ".join(f"{k} {v:g}" for k, v in link["metrics"].items()))
             if link["git_commit"] or link["data"]:
-                out.append(f"{pad}   git {link['git_commit'][:12]}  dvc.lock {link['dvc_lock_digest'][:12]}  data " + ", ".join(f"{k} {v[:12]}" for k, v in link["data"].items()))
+                out.append(f"{pad}   git {link['git_commit'][:12]}{_where(link)}  dvc.lock {link['dvc_lock_digest'][:12]}  data " + ", ".join(f"{k} {v[:12]}" for k, v in link["data"].items()))
         if link["run_id"]:
             out.append(f"{pad}   run {link['run_id']}")
     return "\n".join(out)
+
+
+def _where(link: dict[str, Any]) -> str:
+    """' on main', plus what did not come from a commit: uncommitted files, the DVC experiment."""
+    out = f" on {link['git_branch']}" if link.get("git_branch") else ""
+    if link.get("git_dirty") == "true":
+        out += f" + UNCOMMITTED CHANGES ({link.get('git_changed', '')})"
+    if link.get("experiment"):
+        out += f" from DVC experiment {link['experiment']}"
+    return out
 
 
 def _node(teacher: str) -> str:

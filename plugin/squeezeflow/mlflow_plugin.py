@@ -7,8 +7,6 @@ the git commit, branch, dirty flag and the digest of dvc.lock: what reproduces i
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 from mlflow.tracking.context.abstract_context import RunContextProvider
@@ -24,21 +22,12 @@ class PipelineRunContext(RunContextProvider):
         return Path(PIPELINE_FILE).is_file()
 
     def tags(self) -> dict[str, str]:
-        from squeezeflow import data, env, lineage
+        from squeezeflow import data, gitstate
 
         lock = Path(LOCK_FILE)
+        current = gitstate.state()
         return {
-            "squeezeflow.git.commit": lineage.git_commit(),
-            "squeezeflow.git.branch": os.environ.get(env.GITHUB_REF_NAME) or _git("rev-parse", "--abbrev-ref", "HEAD"),
-            "squeezeflow.git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+            "squeezeflow.git.commit": current.commit,
+            **{f"squeezeflow.{k}": v for k, v in current.tags().items()},
             "squeezeflow.dvc_lock_digest": data.digest(lock) if lock.is_file() else "",
         }
-
-
-def _git(*args: str) -> str:
-    """Output of a git command in the working directory, or '' outside a repository."""
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""

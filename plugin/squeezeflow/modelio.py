@@ -319,8 +319,10 @@ def export_onnx(model: Any, example: dict[str, np.ndarray], path: str | Path, ou
     """Export a torch module to a single ONNX file with a dynamic batch axis, and check it.
 
     The example arrays are passed positionally in their order; their names become the ONNX input
-    names. The export is checked against torch on the example (max abs difference <= atol scaled
-    by the output magnitude) and both outputs must be finite. With `min_agreement`, the check is
+    names. A model that returns a tuple gets one ONNX output per element, `output_name` followed by
+    its index (`output0`, `output1`, ...); a single output is `output_name`. The export is checked
+    against torch on the example (max abs difference <= atol scaled by each output's magnitude) and
+    every output must be finite. With `min_agreement`, the check is
     instead the share of samples whose top class agrees: for quantized graphs, where torch
     simulates integer arithmetic in float and ONNX Runtime's integer kernels round differently.
 
@@ -339,8 +341,10 @@ def export_onnx(model: Any, example: dict[str, np.ndarray], path: str | Path, ou
         raise ModelError("the export example needs at least 2 samples (a batch of 1 fixes the batch axis).")
     with torch.no_grad():
         expected = model(*[torch.from_numpy(example[n]) for n in names])
-    expected = (expected[0] if isinstance(expected, (tuple, list)) else expected).numpy()
-    check_finite(expected, "PyTorch outputs of the source model")
+    outputs = [t.numpy() for t in expected] if isinstance(expected, (tuple, list)) else [expected.numpy()]
+    for out in outputs:
+        check_finite(out, "PyTorch outputs of the source model")
+    output_names = [output_name] if len(outputs) == 1 else [f"{output_name}{i}" for i in range(len(outputs))]
     batch = torch.export.Dim("batch")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -351,7 +355,7 @@ def export_onnx(model: Any, example: dict[str, np.ndarray], path: str | Path, ou
                 tensors,
                 str(path),
                 input_names=names,
-                output_names=[output_name],
+                output_names=output_names,
                 dynamic_shapes=tuple({0: batch} for _ in names),
                 external_data=sum(p.numel() * p.element_size() for p in model.parameters()) > env.external_data_bytes(),
                 verbose=False,
@@ -359,12 +363,13 @@ def export_onnx(model: Any, example: dict[str, np.ndarray], path: str | Path, ou
             )
         except Exception as e:
             raise ModelError(f"torch.onnx.export failed ({str(e).strip().splitlines()[0]}). The model must be exportable with torch.export.") from None
-    got = run(session(path), example)
+    got = list(run_outputs(session(path), example).values())
     if min_agreement is not None:
-        agreement = float(np.mean(got.argmax(-1) == expected.argmax(-1)))
+        agreement = float(np.mean(got[0].argmax(-1) == outputs[0].argmax(-1)))
         if agreement < min_agreement:
             raise ModelError(f"the ONNX export predicts the same class as PyTorch on {agreement:.1%} of the example (at least {min_agreement:.0%} required); the export is not faithful.")
         return
-    err = float(np.max(np.abs(got - expected)))
-    if err > atol * max(1.0, float(np.max(np.abs(expected)))):
-        raise ModelError(f"the ONNX export differs from PyTorch by {err:.3g} (tolerance {atol:g}); the export is not faithful.")
+    for name, out, ref in zip(output_names, got, outputs):
+        err = float(np.max(np.abs(out - ref)))
+        if err > atol * max(1.0, float(np.max(np.abs(ref)))):
+            raise ModelError(f"the ONNX export's output {name!r} differs from PyTorch by {err:.3g} (tolerance {atol:g}); the export is not faithful.")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import artifacts, data, github, lineage, registry
+from squeezeflow import artifacts, data, github, gitstate, lineage, registry
 from squeezeflow.attempts import attempt_metrics, record_attempt
 from squeezeflow.config import Params
 from squeezeflow.errors import ConfigError, GateFailedError
@@ -20,7 +20,9 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
     """Promote the gate's selected candidate and write reports/promotion.json.
 
     The same artifact sha256 never makes a second version: when it is already registered only
-    the alias moves. With `dry_run`, the registry is read but never written.
+    the alias moves. With `dry_run`, the registry is read but never written. What no commit holds
+    is a dry run too unless the settings allow it (`gitstate.blockers`: a DVC experiment, a dirty
+    tree, a branch that is not a release branch); the reasons are printed and in `held`.
 
     Returns:
         What was (or would be) done: version, URIs, action (register, move-alias, none).
@@ -36,6 +38,11 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
     if verdict["verdict"] != "pass":
         raise GateFailedError(f"{gate_file}: verdict is {verdict['verdict']}; nothing is promoted.")
     selected = verdict["selected"]
+    current = gitstate.state()
+    held = gitstate.blockers(current, params.promote)
+    if held and not dry_run:
+        print(f"promote: dry run, the registry is not written: {'; '.join(held)}.")
+        dry_run = True
     cand_dir = candidates_dir / selected
     manifest = artifacts.read_manifest(cand_dir)
     name, alias = params.promote.registered_model, params.promote.alias
@@ -52,7 +59,7 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
         version, action = None, "register"
     else:
         action = "register"
-        tags = lineage.version_tags(manifest, verdict, _data_digests(params), data.digest(DVC_LOCK) if DVC_LOCK.is_file() else "")
+        tags = lineage.version_tags(manifest, verdict, _data_digests(params), data.digest(DVC_LOCK) if DVC_LOCK.is_file() else "", current)
         files = [gate_file, reports_dir / "gate.md", DVC_LOCK, cand_dir / artifacts.MANIFEST]
         run_id = record_attempt(params, verdict, files, run_name=f"promote-{selected}", tags=tags, parent_model_id=manifest["root"].get("model_id"),
                                 with_metrics=False)
@@ -81,12 +88,14 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
         "run_id": run_id,
         "source": manifest["root"]["name"] + "/" + manifest["root"]["version"],
         "alias_after": pointed,
+        "held": held,
     }
     (reports_dir / "promotion.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     github.output("model_uri", result["model_uri"])
     github.output("version", version)
     github.summary(f"Promotion{' (dry run)' if dry_run else ''}: {action} `{result['model_uri'] or name + ' (new version)'}` as `{result['alias_uri']}`")
-    done = {"register": "registered", "joined": "joined a concurrent promotion of", "move-alias": "moved the alias to", "none": "already promoted:"}[action]
+    done = ({"register": "would register", "move-alias": "would move the alias to", "none": "already promoted:"} if dry_run else
+            {"register": "registered", "joined": "joined a concurrent promotion of", "move-alias": "moved the alias to", "none": "already promoted:"})[action]
     print(f"promote{' (dry run, registry untouched)' if dry_run else ''}: {done} {result['model_uri'] or name + ' (new version)'} as {result['alias_uri']}")
     return result
 

@@ -1,0 +1,85 @@
+"""What no commit holds does not ship by default: promotion from a dirty tree or another branch is a
+dry run unless params allow it, and when it does ship the version and `squeezeflow lineage` say so.
+(`dvc exp run` itself: tests/test_pipeline.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import register_onnx, sh, write_params
+from squeezeflow import gitstate, lineage, registry
+from squeezeflow.config import load_params
+
+GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+
+
+@pytest.fixture
+def gated_repo(local_registry, digits_onnx, digits_dir, tmp_path, monkeypatch):
+    """A committed git repository on main whose pipeline has run up to a passing gate."""
+    from helpers import run_until_gate
+    from squeezeflow.stages.gate import gate
+
+    for name in ("GITHUB_REF_NAME", "GITHUB_SHA", gitstate.EXP_NAME, gitstate.EXP_BASELINE):
+        monkeypatch.delenv(name, raising=False)
+
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    path = write_params(tmp_path, digits_dir)
+    (tmp_path / ".gitignore").write_text("mlflow.db\nmlruns/\n")
+    sh("git", "init", "-q", "-b", "main")
+    sh(*GIT, "add", "params.yaml", ".gitignore")
+    sh(*GIT, "commit", "-qm", "pipeline")
+    params = run_until_gate(path)
+    assert gate(params)["verdict"] == "pass"
+    return path
+
+
+def _edit(path, **promote):
+    params = yaml.safe_load(path.read_text())
+    params["promote"].update(promote)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return load_params(path)
+
+
+def test_outputs_of_the_pipeline_are_not_uncommitted_changes(gated_repo):
+    sh(*GIT, "add", "-f", "metrics", "reports")
+    sh(*GIT, "commit", "-qm", "metrics")
+    (gated_repo.parent / "metrics" / "baseline.json").write_text("{}\n")  # dvc repro rewrites these
+    assert gitstate.state().changed == ()
+    gated_repo.write_text(gated_repo.read_text() + "# edited\n")
+    assert gitstate.state().changed == ("params.yaml",)
+
+
+def test_dirty_tree_is_a_dry_run_unless_allowed(gated_repo, capsys):
+    from squeezeflow.stages.promote import promote
+
+    params = _edit(gated_repo, registered_model="digits-cnn-dirty")  # an uncommitted edit of params.yaml
+    held = promote(params)
+    assert held["dry_run"] and held["version"] is None and "uncommitted changes (params.yaml)" in held["held"][0]
+    assert "promote: dry run, the registry is not written: the working tree has uncommitted changes (params.yaml)" in capsys.readouterr().out
+    assert not registry.client().search_registered_models(filter_string="name='digits-cnn-dirty'")
+
+    shipped = promote(_edit(gated_repo, from_dirty=True))
+    assert shipped["action"] == "register" and not shipped["dry_run"] and shipped["held"] == []
+    tags = registry.client().get_model_version("digits-cnn-dirty", shipped["version"]).tags
+    assert tags["squeezeflow.git.dirty"] == "true" and tags["squeezeflow.git.changed"] == "params.yaml" and tags["squeezeflow.git.branch"] == "main"
+    text = lineage.render(lineage.walk(shipped["model_uri"]), "text")
+    assert "on main + UNCOMMITTED CHANGES (params.yaml)" in text
+    assert json.loads(lineage.render(lineage.walk(shipped["model_uri"]), "json"))[0]["git_dirty"] == "true"
+
+
+def test_other_branches_are_a_dry_run_unless_listed(gated_repo):
+    from squeezeflow.stages.promote import promote
+
+    sh("git", "checkout", "-q", "-b", "try-int4")
+    held = promote(load_params(gated_repo))
+    assert held["dry_run"] and "branch try-int4 is not a release branch (main, master)" in held["held"][0]
+    params = _edit(gated_repo, branches=["main", "try-int4"])
+    sh(*GIT, "commit", "-qam", "release from try-int4 too")
+    shipped = promote(params)
+    assert shipped["action"] == "register" and shipped["held"] == []
+    tags = registry.client().get_model_version(shipped["registered_model"], shipped["version"]).tags
+    assert tags["squeezeflow.git.branch"] == "try-int4" and tags["squeezeflow.git.dirty"] == "false"
+    assert tags["squeezeflow.git_commit"] == sh("git", "rev-parse", "HEAD").stdout.strip()
