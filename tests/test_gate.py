@@ -63,3 +63,15 @@ def test_accuracy_drop_uses_its_conservative_bound_and_class_budget():
     assert verdict["candidates"]["unsure"]["status"] == "inconclusive"
     strict = decide(BASE, rows, Budgets(max_class_accuracy_drop=0.005), "latency_p95_ms")
     assert {v["budget"] for v in strict["candidates"]["sure"]["violations"]} == {"max_class_accuracy_drop"}
+
+
+def test_failed_recipes_are_rows_that_are_never_selected():
+    from squeezeflow import report
+
+    crashed = {"failed": True, "failed_step": "prune", "failure": "step 'prune' needs a PyTorch model"}
+    verdict = decide(BASE, {"crashed": crashed, "ok": _row(1.5, 1.4, 1.6)}, Budgets(min_speedup=1.2), "latency_p95_ms")
+    assert verdict["selected"] == "ok" and verdict["candidates"]["crashed"]["status"] == "failed" and not verdict["candidates"]["crashed"]["passed"]
+    assert report.failed_lines(verdict) == ["crashed: failed at step prune: step 'prune' needs a PyTorch model"]
+    assert "- crashed: failed at step prune" in report.markdown(verdict) and "failed" in report.text_table(verdict)
+    alone = decide(BASE, {"crashed": crashed}, Budgets(min_speedup=1.2), "latency_p95_ms")
+    assert alone["verdict"] == "fail" and alone["selected"] is None

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, sh
+from conftest import BIN, register_onnx, sh
 from squeezeflow import registry
 
 pytestmark = pytest.mark.slow
@@ -110,6 +110,25 @@ def test_experiments_do_not_ship_unless_asked(pipeline_repo: Path):
     tags = registry.client().get_model_version("digits-cnn-exp", "1").tags
     assert tags["squeezeflow.dvc.experiment"] == "ship-it" and tags["squeezeflow.git.dirty"] == "true" and "params.yaml" in tags["squeezeflow.git.changed"]
     assert "from DVC experiment ship-it" in sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn-exp/1").stdout
+
+
+def test_a_failing_recipe_is_a_row_and_the_others_still_ship(pipeline_repo: Path, digits_onnx):
+    """Structured pruning needs a PyTorch model and the source is ONNX: that recipe fails, the gate judges the other."""
+    import yaml
+
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["recipes"] = {"int8-static": [{"quantize": {"mode": "static"}}], "pruned": [{"prune": {"method": "structured", "amount": 0.5}}]}
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "two recipes")
+
+    proc = sh(BIN / "dvc", "repro")
+    assert "compress pruned: FAILED at step prune: recipes.pruned: step 'prune' needs a PyTorch model" in proc.stderr
+    verdict = json.loads(Path("reports/gate.json").read_text())
+    assert verdict["candidates"]["pruned"]["status"] == "failed" and verdict["selected"] == "int8-static"
+    assert "Failed recipes (not judged):" in Path("reports/gate.md").read_text()
+    assert json.loads(Path("metrics/pruned.json").read_text())["failed_step"] == "prune"
+    assert _versions("digits-cnn-edge") == ["1"]
 
 
 def test_mnist_variant_runs_from_its_folder(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from squeezeflow.errors import ModelError
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
+FAILED = "failed.json"  # in a candidate folder instead of a model: the recipe could not be applied
 
 
 def write_manifest(model_dir: Path, manifest: dict[str, Any]) -> Path:
@@ -100,3 +101,22 @@ def staged(final: str | Path) -> Iterator[Path]:
         raise
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+
+
+def write_failure(model_dir: Path, recipe: str, step: str, error: BaseException) -> dict[str, Any]:
+    """Record in `model_dir` (replacing what was there) that `recipe` failed at `step`; returns the record."""
+    from squeezeflow.errors import SqueezeflowError
+    from squeezeflow.registry import redact
+
+    text = redact(" ".join(str(error).split()))[:300]
+    reason = text if isinstance(error, SqueezeflowError) else f"{type(error).__name__}{': ' + text if text else ''}"
+    record = {"failed": True, "recipe": recipe, "step": step, "reason": reason}
+    with staged(model_dir) as tmp:
+        (tmp / FAILED).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def read_failure(model_dir: Path) -> dict[str, Any] | None:
+    """The failure record of a candidate folder, or None when it holds a model."""
+    path = Path(model_dir) / FAILED
+    return json.loads(path.read_text()) if path.is_file() else None

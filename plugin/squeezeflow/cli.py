@@ -81,13 +81,19 @@ def _run(args: argparse.Namespace) -> int:
         from squeezeflow.stages.compress import compress
 
         m = compress(params, args.recipe)
-        print(f"compress {args.recipe}: {' -> '.join(s['kind'] for s in m['steps'])}, sha256 {m['sha256'][:12]}")
+        if m.get("failed"):
+            print(f"compress {args.recipe}: FAILED at step {m['step']}: {m['reason']} (recorded as a failed candidate; the gate judges the others)", file=sys.stderr)
+        else:
+            print(f"compress {args.recipe}: {' -> '.join(s['kind'] for s in m['steps'])}, sha256 {m['sha256'][:12]}")
     elif args.command == "evaluate":
         from squeezeflow.stages.evaluate import evaluate
 
         from squeezeflow.evaluate.tasks import PRIMARY
 
         m = evaluate(params, args.name)
+        if m.get("failed"):
+            print(f"evaluate {args.name}: not measured, compress failed at step {m['failed_step']}: {m['failure']}")
+            return 0
         metric, versus = PRIMARY[params.data.task]
         print(f"evaluate {args.name}: {metric} {m[metric]:.4f} ({versus} {m[versus]:+.4f}), p50 {m['latency_p50_ms']:.3f} ms, speedup {m['speedup']:.2f}x, {m['size_mb']:.3f} MB")
     elif args.command == "gate":

@@ -208,6 +208,8 @@ def parse_recipes(raw: Any, file: str) -> dict[str, list[StepConfig]]:
                 parsed.append(step_cls.model_validate(body or {}))
             except ValidationError as e:
                 raise ConfigError(describe_validation_error(e, file, f"{where}.{kind}", step_cls)) from None
+            if step_cls.input_format == "torch" and any(type(p).input_format == "onnx" for p in parsed[:-1]):
+                raise ConfigError(f"{file}: {where}: step '{kind}' needs a PyTorch model but follows an ONNX step. Put PyTorch steps before ONNX steps such as quantize.")
         recipes[name] = parsed
     return recipes
 

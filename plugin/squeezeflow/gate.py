@@ -80,10 +80,17 @@ def _validate(rows: dict[str, dict[str, float]], checks: list[tuple]) -> list[li
 
 
 def decide(baseline: dict[str, float], rows: dict[str, dict[str, float]], budgets: Budgets, objective: str, task: str = "classification") -> dict[str, Any]:
-    """The verdict: per-candidate budget checks and the best passing candidate by `objective`."""
-    missed, unsure = violations(rows, budgets)
+    """The verdict: per-candidate budget checks and the best passing candidate by `objective`.
+
+    A row with `failed` (compress could not apply its recipe) has status `failed` and is never
+    selected; the others are judged as usual.
+    """
+    failed = {name for name, row in rows.items() if row.get("failed")}
+    missed, unsure = violations({n: r for n, r in rows.items() if n not in failed}, budgets)
+    missed.update({n: [] for n in failed})
+    unsure.update({n: [] for n in failed})
     warn = budgets.inconclusive == "warn"
-    passing = [name for name in rows if not missed[name] and (warn or not unsure[name])]
+    passing = [name for name in rows if name not in failed and not missed[name] and (warn or not unsure[name])]
     larger_is_better = METRIC_DIRECTIONS[objective]
     ranked = sorted(passing, key=lambda n: (-rows[n][objective] if larger_is_better else rows[n][objective], n))
     return {
@@ -94,7 +101,7 @@ def decide(baseline: dict[str, float], rows: dict[str, dict[str, float]], budget
         "budgets": {k: v for k, v in budgets.model_dump().items() if v is not None and k in BUDGET_METRICS},
         "inconclusive_policy": budgets.inconclusive,
         "baseline": baseline,
-        "candidates": {name: {"passed": name in passing, "status": _status(name in passing, missed[name], unsure[name]), "violations": missed[name],
+        "candidates": {name: {"passed": name in passing, "status": "failed" if name in failed else _status(name in passing, missed[name], unsure[name]), "violations": missed[name],
                               "inconclusive": unsure[name], "metrics": rows[name]} for name in sorted(rows)},
     }
 

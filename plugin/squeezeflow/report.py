@@ -70,6 +70,11 @@ def step_notes(manifest: dict[str, Any]) -> list[str]:
     return notes
 
 
+def failed_lines(verdict: dict[str, Any]) -> list[str]:
+    """One sentence per recipe that compress could not apply."""
+    return [f"{name}: failed at step {c['metrics'].get('failed_step', '?')}: {c['metrics'].get('failure', '')}" for name, c in verdict["candidates"].items() if c.get("status") == "failed"]
+
+
 def missed_lines(verdict: dict[str, Any]) -> list[str]:
     """One sentence per missed budget: candidate, budget, measured value, threshold, margin."""
     lines = []
@@ -94,6 +99,9 @@ def markdown(verdict: dict[str, Any]) -> str:
         "|" + "---|" * len(head),
         *("| " + " | ".join(r) + " |" for r in rows(verdict)),
     ]
+    failed = failed_lines(verdict)
+    if failed:
+        lines += ["", "Failed recipes (not judged):", "", *(f"- {m}" for m in failed)]
     missed = missed_lines(verdict)
     if missed:
         lines += ["", "Missed budgets:", "", *(f"- {m}" for m in missed)]

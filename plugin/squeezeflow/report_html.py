@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from squeezeflow.report import columns, inconclusive_lines, missed_lines, rows
+from squeezeflow.report import columns, failed_lines, inconclusive_lines, missed_lines, rows
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#1b1f24}
@@ -66,7 +66,7 @@ def _table(verdict: dict[str, Any]) -> str:
 
 
 def _lines(verdict: dict[str, Any]) -> str:
-    lines = missed_lines(verdict) + inconclusive_lines(verdict) + [f"{n}: {note}" for n, c in verdict["candidates"].items() for note in c.get("notes", [])]
+    lines = failed_lines(verdict) + missed_lines(verdict) + inconclusive_lines(verdict) + [f"{n}: {note}" for n, c in verdict["candidates"].items() for note in c.get("notes", [])]
     return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>" if lines else ""
 
 
@@ -100,6 +100,8 @@ def _pareto(verdict: dict[str, Any], x_key: str, x_label: str) -> str:
     ax.scatter([base[x_key]], [base.get(y_key, 0.0)], marker="s", color="#57606a", label="baseline (fp32)")
     for name, cand in verdict["candidates"].items():
         m = cand["metrics"]
+        if cand.get("status") == "failed":
+            continue  # nothing was measured
         color = "#1a7f37" if cand["passed"] else "#cf222e"
         ax.scatter([m[x_key]], [m.get(y_key, 0.0)], color=color, marker="*" if name == verdict.get("selected") else "o", s=120 if name == verdict.get("selected") else 40)
         ax.annotate(name, (m[x_key], m.get(y_key, 0.0)), fontsize=8, xytext=(4, 4), textcoords="offset points")

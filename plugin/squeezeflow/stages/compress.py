@@ -8,7 +8,7 @@ from typing import Any
 
 from squeezeflow import artifacts, data, lineage, modelio
 from squeezeflow.config import Params, recipe_digest, step_params
-from squeezeflow.errors import ConfigError
+from squeezeflow.errors import ConfigError, ModelError, SqueezeflowError
 from squeezeflow.stages import CANDIDATES_DIR, REGISTERED_DIR, SOFT_LABELS_DIR, SOURCE_DIR
 from squeezeflow.steps import StepContext, get_step
 
@@ -20,23 +20,43 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
     Steps also see the other registered models pulled into `registered_dir` and the teachers'
     logits in `soft_labels_dir` (distillation).
 
+    A recipe the model cannot take (a step refuses the model with ModelError, crashes, or yields
+    an invalid model) does not stop the pipeline: artifacts/candidates/RECIPE/failed.json records
+    the step and the one-line reason, evaluate turns it into a `failed` row, and the gate judges
+    the other candidates. Problems of the pipeline itself (params, data, the registry, a stage
+    that has not run) still raise.
+
     Returns:
-        The candidate's manifest (steps with resolved parameters and statistics).
+        The candidate's manifest (steps with resolved parameters and statistics), or for a failed
+        recipe the failure record (`failed: true`, `step`, `reason`).
 
     Raises:
-        ConfigError: unknown recipe; ModelError: a step produced an invalid model.
+        ConfigError, DataError, RegistryUnreachableError: the pipeline, not the recipe, is wrong.
     """
-    from tqdm import tqdm
-
     if recipe not in params.recipes:
         raise ConfigError(f"Unknown recipe {recipe!r}. Recipes in params.yaml: {', '.join(sorted(params.recipes))}.")
     source = artifacts.read_manifest(source_dir)
-    steps = params.recipes[recipe]
     out_dir = out_root / recipe
+    at = ["(start)"]  # the step being applied, for the failure record
+    try:
+        return _apply(params, recipe, source, source_dir, out_dir, registered_dir, soft_labels_dir, at)
+    except ModelError as e:  # the model cannot take this recipe
+        return artifacts.write_failure(out_dir, recipe, at[0], e)
+    except SqueezeflowError:  # params, data, registry, an upstream stage: the user must fix the pipeline
+        raise
+    except Exception as e:  # noqa: BLE001 - a step that crashes is a failed row too, not the end of the pipeline
+        return artifacts.write_failure(out_dir, recipe, at[0], e)
+
+
+def _apply(params: Params, recipe: str, source: dict[str, Any], source_dir: Path, out_dir: Path, registered_dir: Path, soft_labels_dir: Path, at: list[str]) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    steps = params.recipes[recipe]
     applied = []
     with tempfile.TemporaryDirectory(prefix=f"squeezeflow-{recipe}-") as work, artifacts.staged(out_dir) as tmp:
         current: Any = artifacts.model_path(source_dir)
         for i, config in enumerate(tqdm(steps, desc=f"compress {recipe}", unit="step")):
+            at[0] = config.kind
             current = _as_format(current, config, source, source_dir, params, Path(work) / f"{i}-export.onnx", recipe)
             ctx = StepContext(
                 workdir=Path(work) / f"{i}-{config.kind}",
@@ -53,6 +73,7 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
             result = get_step(config)(current, config, ctx)
             applied.append({**step_params(config), "stats": result.stats})
             current = result.model
+        at[0] = "export"
         if not isinstance(current, Path):
             current = _export(current, params, Path(work) / "final-export.onnx")
         model = artifacts.model_path(tmp)
@@ -83,7 +104,7 @@ def _as_format(current: Any, config: Any, source: dict[str, Any], source_dir: Pa
             raise ConfigError(f"recipes.{recipe}: step '{config.kind}' needs a PyTorch model but follows an ONNX step. Put PyTorch steps before ONNX steps such as quantize.")
         torch_dir = source["files"].get("torch")
         if not torch_dir:
-            raise ConfigError(f"recipes.{recipe}: step '{config.kind}' needs a PyTorch model, but the source {source['root']['name']}/{source['root']['version']} is registered as ONNX. Register the PyTorch model (mlflow.pytorch) to use it.")
+            raise ModelError(f"recipes.{recipe}: step '{config.kind}' needs a PyTorch model, but the source {source['root']['name']}/{source['root']['version']} is registered as ONNX. Register the PyTorch model (mlflow.pytorch) to use it.")
         return modelio.load_torch(source_dir / torch_dir)
     return current
 

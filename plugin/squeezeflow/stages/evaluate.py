@@ -38,6 +38,9 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         raise ConfigError(f"Unknown candidate {name!r}. Use `baseline` or a recipe of params.yaml: {', '.join(sorted(params.recipes))}.")
     base_dir = Path(source_dir)
     cand_dir = base_dir if name == BASELINE else Path(candidates_dir) / name
+    failure = None if name == BASELINE else artifacts.read_failure(cand_dir)
+    if failure:  # compress could not apply the recipe: a failed row for the gate, nothing to measure
+        return _write(name, {"failed": True, "failed_step": failure["step"], "failure": failure["reason"]}, {}, out_dir, plots_dir)
     base_manifest = artifacts.read_manifest(base_dir)  # hashes the model: once, even for the baseline
     cand_manifest = base_manifest if cand_dir == base_dir else artifacts.read_manifest(cand_dir)
     target = params.target
@@ -68,12 +71,15 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         **modelio.weight_stats(artifacts.model_path(cand_dir)),
         "steps": len(cand_manifest["steps"]),
     }
-    plots_dir.mkdir(parents=True, exist_ok=True)
     plot = {"latency_ms": {BASELINE: times[BASELINE].round(5).tolist(), name: times[name].round(5).tolist()}}
     if "class_accuracy" in extra_plots:
         plot["class_accuracy"] = {BASELINE: extra_plots["class_accuracy"]["baseline"], name: extra_plots["class_accuracy"]["candidate"]}
+    return _write(name, {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}, plot, out_dir, plots_dir)
+
+
+def _write(name: str, metrics: dict[str, Any], plot: dict[str, Any], out_dir: Path, plots_dir: Path) -> dict[str, Any]:
+    plots_dir.mkdir(parents=True, exist_ok=True)
     (plots_dir / f"{name}.json").write_text(json.dumps(plot, sort_keys=True) + "\n")
-    metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics

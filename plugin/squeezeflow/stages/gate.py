@@ -44,15 +44,16 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
     github.output("selected", verdict["selected"])
     _annotate(verdict, params_file)
     print(report.text_table(verdict))
-    for line in report.inconclusive_lines(verdict):
+    for line in report.failed_lines(verdict) + report.inconclusive_lines(verdict):
         print(f"gate: {line}", file=sys.stderr)
     if verdict["verdict"] == "pass":
         print(f"gate: PASS, selected {verdict['selected']} (best {verdict['objective']})")
         return verdict
-    missed = report.missed_lines(verdict) + report.inconclusive_lines(verdict)
+    missed = report.missed_lines(verdict) + report.inconclusive_lines(verdict) + report.failed_lines(verdict)
     if audit:
         _record_failure(params, verdict, reports_dir)
-    raise GateFailedError(f"gate failed: no candidate met every budget; {missed[0]}" + (f" (and {len(missed) - 1} more, see {reports_dir / 'gate.md'})" if len(missed) > 1 else "."))
+    raise GateFailedError(f"gate failed: no candidate met every budget; {missed[0] if missed else 'there are no candidates'}"
+                          + (f" (and {len(missed) - 1} more, see {reports_dir / 'gate.md'})" if len(missed) > 1 else "."))
 
 
 def _annotate(verdict: dict[str, Any], params_file: Path) -> None:
@@ -60,7 +61,10 @@ def _annotate(verdict: dict[str, Any], params_file: Path) -> None:
     lines = iter(report.missed_lines(verdict))
     unsure = iter(report.inconclusive_lines(verdict))
     level = "warning" if verdict.get("inconclusive_policy") == "warn" else "error"
-    for cand in verdict["candidates"].values():
+    failed = iter(report.failed_lines(verdict))
+    for name, cand in verdict["candidates"].items():
+        if cand["status"] == "failed":
+            github.annotate("warning", next(failed), f"recipe {name} failed", str(params_file), github.params_line(params_file, "recipes", name))
         for v in cand["violations"]:
             github.annotate("error", next(lines), f"budget {v['budget']} missed", str(params_file), github.params_line(params_file, "budgets", v["budget"]))
         for v in cand.get("inconclusive", []):

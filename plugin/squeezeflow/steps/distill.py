@@ -195,7 +195,7 @@ def _student(model: Any, config: DistillConfig, ctx: StepContext, x: dict[str, n
 def _registered_student(ctx: StepContext, uri: str) -> Any:
     """The registered student's PyTorch module, from the models the pull stage fetched."""
     from squeezeflow import artifacts, modelio
-    from squeezeflow.errors import ConfigError
+    from squeezeflow.errors import ConfigError, ModelError
     from squeezeflow.stages.pull import read_index
 
     entry = read_index(ctx.registered).get(uri) if ctx.registered else None
@@ -204,7 +204,7 @@ def _registered_student(ctx: StepContext, uri: str) -> Any:
     model_dir = Path(ctx.registered) / entry["dir"]
     torch_dir = artifacts.read_manifest(model_dir)["files"].get("torch")
     if not torch_dir:
-        raise ConfigError(f"step distill: student {uri} is registered as ONNX and cannot be trained. Register it with mlflow.pytorch.")
+        raise ModelError(f"step distill: student {uri} is registered as ONNX and cannot be trained. Register it with mlflow.pytorch.")
     return modelio.load_torch(model_dir / torch_dir)
 
 
@@ -220,7 +220,7 @@ def shrink(model: Any, width: float, depth: float, x: dict[str, np.ndarray], cla
     import numpy as np
 
     from squeezeflow import zoo
-    from squeezeflow.errors import ConfigError
+    from squeezeflow.errors import ModelError
 
     shapes = [tuple(p.shape) for p in model.parameters()]
     convs = [s for s in shapes if len(s) == 4]
@@ -239,7 +239,7 @@ def shrink(model: Any, width: float, depth: float, x: dict[str, np.ndarray], cla
         return student, {"family": "cnn", "channels": list(channels), **info}
     if linears and not convs and first is not None and first.dtype.kind == "f" and linears[0][1] == int(np.prod(first.shape[1:])):
         return zoo.mlp(linears[0][1], hidden, classes, seed=seed), {"family": "mlp", **info}
-    raise ConfigError("step distill: a {width, depth} student is built for CNN (conv layers, then linear) and MLP teachers on one float input; "
+    raise ModelError("step distill: a {width, depth} student is built for CNN (conv layers, then linear) and MLP teachers on one float input; "
                       "for this model give student: models:/NAME/VERSION (a registered PyTorch model).")
 
 

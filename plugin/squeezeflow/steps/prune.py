@@ -103,13 +103,13 @@ def _structured(model: Any, config: PruneConfig, ctx: StepContext) -> Any:
     import torch_pruning as tp
 
     from squeezeflow import torchgraph
-    from squeezeflow.errors import ConfigError
+    from squeezeflow.errors import ModelError
     from squeezeflow.steps.finetune import training_data
 
     model = torchgraph.with_modules(model)  # an exported graph (pt2) gets its Conv/Linear/BatchNorm modules back
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     if not layers:
-        raise ConfigError("structured pruning needs the model's layers (nn.Conv2d, nn.Linear), and this model has none that squeezeflow can rebuild (its convolutions and linear layers compute their weights in the graph). Use method: unstructured.")
+        raise ModelError("structured pruning needs the model's layers (nn.Conv2d, nn.Linear), and this model has none that squeezeflow can rebuild (its convolutions and linear layers compute their weights in the graph). Use method: unstructured.")
     x, y, _ = training_data(ctx, "prune")
     example = tuple(torch.from_numpy(v[: config.batch_size]) for v in x.values())
     importance = getattr(tp.importance, IMPORTANCE[config.importance])()

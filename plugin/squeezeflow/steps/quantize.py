@@ -268,7 +268,7 @@ def _int4(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResul
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from squeezeflow import graph, modelio
-    from squeezeflow.errors import ConfigError
+    from squeezeflow.errors import ConfigError, ModelError
 
     if config.block_size & (config.block_size - 1):
         raise ConfigError(f"quantize.block_size must be a power of two. Got {config.block_size}.")
@@ -281,7 +281,7 @@ def _int4(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResul
     quantizer.model.save_model_to_file(str(out), use_external_data_format=modelio.is_large(quantizer.model.model))
     ops = _ops(out)
     if not ops.get("MatMulNBits"):
-        raise ConfigError("quantize mode=int4 found no MatMul or Gemm weight to quantize in this model; use mode static or dynamic.")
+        raise ModelError("quantize mode=int4 found no MatMul or Gemm weight to quantize in this model; use mode static or dynamic.")
     return StepResult(out, {"mode": "int4", "bits": 4, "block_size": config.block_size, "gemm_rewritten": rewritten, "quantized_ops": ops})
 
 
