@@ -256,3 +256,23 @@ def test_pickled_source_needs_explicit_permission(local_registry, digits_cnn, di
     assert "pickle format" in error_line(proc) and "MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true" in error_line(proc)
     allowed = sh(BIN / "squeezeflow", "--params", path, "pull", env={**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"})
     assert "models:/digits-cnn/1" in allowed.stdout
+
+
+def test_promoted_version_keeps_the_source_signature(local_registry, digits_cnn, digits_dir, tmp_path):
+    """The compressed version carries the source's signature and serves the source's input example through mlflow.pyfunc."""
+    import mlflow.pyfunc
+    import torch
+    from mlflow.models import get_model_info
+
+    example = np.load(digits_dir / "eval.npz")["input"][:4]
+    registry.register_torch(digits_cnn, "digits-cnn", example, alias="champion")
+    params = run_until_gate(write_params(tmp_path, digits_dir))
+    gate(params)
+    promoted = promote(params)
+    source = get_model_info("models:/digits-cnn/1").signature
+    assert source is not None and get_model_info(promoted["model_uri"]).signature == source
+    predicted = mlflow.pyfunc.load_model(promoted["model_uri"]).predict(example)
+    scores = np.asarray(next(iter(predicted.values())) if isinstance(predicted, dict) else predicted)
+    with torch.no_grad():
+        expected = digits_cnn(torch.from_numpy(example)).argmax(1).numpy()
+    assert scores.shape == (4, 10) and (scores.argmax(1) == expected).mean() >= 0.75

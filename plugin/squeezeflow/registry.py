@@ -275,6 +275,24 @@ def flavor(model_dir: Path) -> tuple[str, str]:
     raise ModelError(f"{model_dir}: flavors {sorted(flavors)} are not supported. Register the model with mlflow.pytorch or mlflow.onnx.")
 
 
+def signature(model_dir: Path) -> dict[str, Any] | None:
+    """The MLflow signature of a downloaded model (as MLmodel stores it), or None when it has none
+    or one MLflow cannot parse; promote gives it to the compressed version."""
+    from mlflow.models.signature import ModelSignature
+
+    from squeezeflow import safeyaml
+
+    spec = safeyaml.load_file(model_dir / "MLmodel", ModelError)
+    found = spec.get("signature") if isinstance(spec, dict) else None
+    if not isinstance(found, dict):
+        return None
+    try:
+        ModelSignature.from_dict(found)
+    except Exception:  # noqa: BLE001 - an unreadable signature is left out, not fatal
+        return None
+    return {k: v for k, v in found.items() if isinstance(v, str)}
+
+
 def find_by_sha(name: str, sha256: str) -> ModelRef | None:
     """The version of `name` whose artifact sha256 tag equals `sha256`, if any."""
     c = client()
@@ -308,8 +326,9 @@ def set_alias(name: str, alias: str, version: str) -> None:
     call(f"setting alias {name}@{alias}", lambda: c.set_registered_model_alias(name, alias, version))
 
 
-def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str, str], metrics: dict[str, float] | None = None) -> tuple[str, bool]:
-    """Log `onnx_file` as a model of run `run_id`, register it with `tags` (one call), then move `alias`.
+def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str, str], metrics: dict[str, float] | None = None,
+            signature: dict[str, Any] | None = None) -> tuple[str, bool]:
+    """Log `onnx_file` as a model of run `run_id` (with `signature`), register it with `tags` (one call), then move `alias`.
 
     `metrics` go to the run once the model is logged, linked to it in the same request (logged
     before, MLflow copies each one to the model with one history request per metric).
@@ -328,7 +347,7 @@ def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str,
     c = client()
     sha = tags[SHA_TAG]
 
-    info = call(f"logging the model of run {run_id}", lambda: log_onnx(onnx_file, run_id), transfer=True)  # the run stays RUNNING until promote ends it
+    info = call(f"logging the model of run {run_id}", lambda: log_onnx(onnx_file, run_id, signature), transfer=True)  # the run stays RUNNING until promote ends it
     if metrics:
         call(f"logging metrics of run {run_id}", lambda: _log_metrics(c, run_id, metrics, info.model_id))
     mv = call(f"registering {name}", lambda: mlflow.register_model(info.model_uri, name, tags=tags))
@@ -343,16 +362,20 @@ def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str,
     return version, version != str(mv.version)
 
 
-def log_onnx(onnx_file: Path, run_id: str | None = None) -> Any:
+def log_onnx(onnx_file: Path, run_id: str | None = None, signature: dict[str, Any] | None = None) -> Any:
     """Log an ONNX file as an mlflow.onnx model of run `run_id` (default: the active run), weights as
-    external data when large, requirements given so MLflow infers none; returns the ModelInfo."""
+    external data when large, requirements given so MLflow infers none, with `signature` (as
+    `signature()` returns it: the source's); returns the ModelInfo."""
     import mlflow.onnx
     import onnx
+    from mlflow.models.signature import ModelSignature
 
     from squeezeflow import modelio
 
     model = onnx.load(str(onnx_file))  # with its external data, if any
     kwargs = {"run_id": run_id} if run_id else {}
+    if signature:
+        kwargs["signature"] = ModelSignature.from_dict(signature)
     return mlflow.onnx.log_model(model, name="model", pip_requirements=["onnxruntime"], save_as_external_data=modelio.is_large(model), **kwargs)
 
 

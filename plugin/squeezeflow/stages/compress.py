@@ -86,6 +86,7 @@ def _apply(params: Params, recipe: str, source: dict[str, Any], source_dir: Path
             "root": source["root"],
             "recipe": {"name": recipe, "digest": recipe_digest(steps)},
             "inputs": source["inputs"],
+            "signature": source.get("signature"),
         }
         modelio.set_metadata(model, lineage.onnx_props(manifest))
         modelio.load_onnx(model)

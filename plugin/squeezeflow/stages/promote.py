@@ -64,7 +64,7 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
         run_id = record_attempt(params, verdict, files, run_name=f"promote-{selected}", tags=tags, parent_model_id=manifest["root"].get("model_id"),
                                 with_metrics=False)
         try:
-            version, joined = registry.publish(name, alias, artifacts.model_path(cand_dir), run_id, tags, attempt_metrics(verdict))
+            version, joined = registry.publish(name, alias, artifacts.model_path(cand_dir), run_id, tags, attempt_metrics(verdict), signature=manifest.get("signature"))
         except BaseException:
             with contextlib.suppress(Exception):  # the registry may be the thing that failed
                 registry.end_run(run_id, "FAILED")

@@ -98,6 +98,7 @@ def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, A
     with artifacts.staged(out_dir) as tmp:
         mlflow_dir = registry.download(ref, tmp / "mlflow_model")
         kind, rel = registry.flavor(mlflow_dir)
+        signature = registry.signature(mlflow_dir)  # the promoted version gets it too
         onnx_file = artifacts.model_path(tmp)
         eval_arrays = data.load(eval_path, "eval")
         example = {k: v[:EXAMPLE_SAMPLES] for k, v in data.inputs_of(eval_arrays).items()}
@@ -132,6 +133,7 @@ def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, A
             "steps": [],
             "root": root,
             "inputs": [{"name": i.name, "shape": [d if isinstance(d, int) else str(d) for d in i.shape], "type": i.type} for i in sess.get_inputs()],
+            "signature": signature,
         }
         artifacts.write_manifest(tmp, manifest)
     return manifest
