@@ -75,3 +75,15 @@ def test_failed_recipes_are_rows_that_are_never_selected():
     assert "- crashed: failed at step prune" in report.markdown(verdict) and "failed" in report.text_table(verdict)
     alone = decide(BASE, {"crashed": crashed}, Budgets(min_speedup=1.2), "latency_p95_ms")
     assert alone["verdict"] == "fail" and alone["selected"] is None
+
+
+def test_selection_ranks_by_the_interleaved_speedup_and_breaks_ties_by_size():
+    rows = {"fast-big": {**_row(1.50, 1.40, 1.60), "size_mb": 0.5}, "fast-small": {**_row(1.45, 1.38, 1.52), "size_mb": 0.2},
+            "slow": {**_row(1.20, 1.15, 1.25), "size_mb": 0.1}}
+    verdict = decide(BASE, rows, Budgets(min_speedup=1.1), "speedup", tie_break="size_mb")
+    assert verdict["selected"] == "fast-small"  # its interval overlaps the best one's; the smaller file wins the tie
+    assert verdict["selection_rule"] == "speedup tied within the 95% intervals of fast-big, fast-small; size_mb chose"
+    rows["fast-small"].update(speedup=1.25, speedup_ci_low=1.22, speedup_ci_high=1.28)  # clearly slower now: no tie
+    verdict = decide(BASE, rows, Budgets(min_speedup=1.1), "speedup", tie_break="size_mb")
+    assert verdict["selected"] == "fast-big" and verdict["selection_rule"] == "best speedup"
+    assert decide(BASE, rows, Budgets(min_speedup=1.1), "size_mb", tie_break="speedup")["selected"] == "slow"  # no interval on size: plain ranking

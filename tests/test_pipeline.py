@@ -111,6 +111,13 @@ def test_experiments_do_not_ship_unless_asked(pipeline_repo: Path):
     assert tags["squeezeflow.dvc.experiment"] == "ship-it" and tags["squeezeflow.git.dirty"] == "true" and "params.yaml" in tags["squeezeflow.git.changed"]
     assert "from DVC experiment ship-it" in sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn-exp/1").stdout
 
+    # the compact summary is what `dvc exp show` compares experiments by
+    summary = json.loads(Path("reports/summary.json").read_text())
+    assert summary["verdict"] == "pass" and summary["selected"] and summary["selected_speedup"] > 0 and summary["candidates"] == 2
+    keep = r"Experiment|verdict|selected|passing|failed_recipes|budgets\.|recipes\."  # the README's readable `dvc exp show`
+    header = sh(BIN / "dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep).stdout.splitlines()[0].split(",")
+    assert {"Experiment", "verdict", "selected", "selected_speedup", "budgets.min_speedup", "recipes.int8-static"} <= set(header) and len(header) < 20, header
+
 
 def test_a_failing_recipe_is_a_row_and_the_others_still_ship(pipeline_repo: Path, digits_onnx):
     """Structured pruning needs a PyTorch model and the source is ONNX: that recipe fails, the gate judges the other."""

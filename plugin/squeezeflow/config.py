@@ -132,7 +132,8 @@ BUDGET_INTERVALS = {  # metrics measured with a 95% interval: (low key, high key
 
 
 class Selection(_Model):
-    objective: Literal[tuple(METRIC_DIRECTIONS)] = Field("latency_p95_ms", description="Metric that ranks passing candidates; its direction is known.")
+    objective: Literal[tuple(METRIC_DIRECTIONS)] = Field("speedup", description="Metric that ranks passing candidates; its direction is known. The default, speedup, is timed interleaved against the same baseline in each evaluate stage; latencies of different stages were measured at different times.")
+    tie_break: Literal[tuple(METRIC_DIRECTIONS)] = Field("size_mb", description="Among candidates whose 95% intervals of the objective overlap the best one's (a tie the measurement cannot split), this metric chooses.")
 
 
 class Promote(_Model):
@@ -171,8 +172,10 @@ class Params(_Model):
             if value is not None and task and task != self.data.task:
                 others = sorted(b for b, t in TASK_BUDGETS.items() if t == self.data.task)
                 raise ValueError(f"budgets.{budget} judges task {task}, but data.task is {self.data.task}; its budgets are {', '.join(others)}")
-        if self.selection.objective in TASK_METRICS and TASK_METRICS[self.selection.objective] != self.data.task:
-            raise ValueError(f"selection.objective {self.selection.objective} is a metric of task {TASK_METRICS[self.selection.objective]}, but data.task is {self.data.task}")
+        for key in ("objective", "tie_break"):
+            metric = getattr(self.selection, key)
+            if metric in TASK_METRICS and TASK_METRICS[metric] != self.data.task:
+                raise ValueError(f"selection.{key} {metric} is a metric of task {TASK_METRICS[metric]}, but data.task is {self.data.task}")
         return self
 
     @field_validator("recipes", mode="before")

@@ -79,7 +79,32 @@ def _validate(rows: dict[str, dict[str, float]], checks: list[tuple]) -> list[li
     return out
 
 
-def decide(baseline: dict[str, float], rows: dict[str, dict[str, float]], budgets: Budgets, objective: str, task: str = "classification") -> dict[str, Any]:
+def select(rows: dict[str, dict[str, Any]], passing: list[str], objective: str, tie_break: str | None) -> tuple[str | None, str]:
+    """The best passing candidate by `objective` and the rule that chose it.
+
+    Candidates whose 95% interval of the objective overlaps the best one's are tied (the
+    measurement cannot order them); `tie_break` chooses among them, then the name.
+    """
+    if not passing:
+        return None, ""
+
+    def rank(metric: str):
+        sign = -1 if METRIC_DIRECTIONS[metric] else 1
+        return lambda n: (sign * rows[n].get(metric, float("inf") * sign), n)
+
+    best = min(passing, key=rank(objective))
+    low, high = BUDGET_INTERVALS.get(objective, (None, None))
+    if not tie_break or tie_break == objective or not all(low in rows[n] and high in rows[n] for n in passing):
+        return best, f"best {objective}"
+    tied = [n for n in passing if rows[n][low] <= rows[best][high] and rows[best][low] <= rows[n][high]]
+    if len(tied) == 1:
+        return best, f"best {objective}"
+    chosen = min(tied, key=rank(tie_break))
+    return chosen, f"{objective} tied within the 95% intervals of {', '.join(sorted(tied))}; {tie_break} chose"
+
+
+def decide(baseline: dict[str, float], rows: dict[str, dict[str, float]], budgets: Budgets, objective: str, task: str = "classification",
+           tie_break: str | None = None) -> dict[str, Any]:
     """The verdict: per-candidate budget checks and the best passing candidate by `objective`.
 
     A row with `failed` (compress could not apply its recipe) has status `failed` and is never
@@ -91,13 +116,13 @@ def decide(baseline: dict[str, float], rows: dict[str, dict[str, float]], budget
     unsure.update({n: [] for n in failed})
     warn = budgets.inconclusive == "warn"
     passing = [name for name in rows if name not in failed and not missed[name] and (warn or not unsure[name])]
-    larger_is_better = METRIC_DIRECTIONS[objective]
-    ranked = sorted(passing, key=lambda n: (-rows[n][objective] if larger_is_better else rows[n][objective], n))
+    selected, rule = select(rows, passing, objective, tie_break)
     return {
-        "verdict": "pass" if ranked else "fail",
+        "verdict": "pass" if selected else "fail",
         "task": task,
-        "selected": ranked[0] if ranked else None,
+        "selected": selected,
         "objective": objective,
+        "selection_rule": rule,
         "budgets": {k: v for k, v in budgets.model_dump().items() if v is not None and k in BUDGET_METRICS},
         "inconclusive_policy": budgets.inconclusive,
         "baseline": baseline,

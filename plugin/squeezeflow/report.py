@@ -70,6 +70,16 @@ def step_notes(manifest: dict[str, Any]) -> list[str]:
     return notes
 
 
+def summary(verdict: dict[str, Any]) -> dict[str, Any]:
+    """reports/summary.json: the verdict in a few flat keys, the columns `dvc exp show` needs to compare experiments."""
+    selected = verdict["selected"]
+    metrics = verdict["candidates"][selected]["metrics"] if selected else {}
+    statuses = [c["status"] for c in verdict["candidates"].values()]
+    return {"verdict": verdict["verdict"], "selected": selected or "", "objective": verdict["objective"],
+            **{f"selected_{k}": metrics[k] for k in columns(verdict) if k in metrics},  # names of their own: `dvc exp show --keep` matches bare names
+            "candidates": len(statuses), "passing": sum(s in ("pass", "pass-warning") for s in statuses), "failed_recipes": statuses.count("failed")}
+
+
 def failed_lines(verdict: dict[str, Any]) -> list[str]:
     """One sentence per recipe that compress could not apply."""
     return [f"{name}: failed at step {c['metrics'].get('failed_step', '?')}: {c['metrics'].get('failure', '')}" for name, c in verdict["candidates"].items() if c.get("status") == "failed"]
@@ -91,7 +101,7 @@ def markdown(verdict: dict[str, Any]) -> str:
     lines = [
         f"## squeezeflow gate: {'PASS' if verdict['verdict'] == 'pass' else 'FAIL'}",
         "",
-        f"Selected: **{verdict['selected']}** (best {verdict['objective']})" if verdict["selected"] else "No candidate met every budget; nothing is promoted.",
+        f"Selected: **{verdict['selected']}** ({verdict.get('selection_rule') or 'best ' + verdict['objective']})" if verdict["selected"] else "No candidate met every budget; nothing is promoted.",
         "",
         "Budgets: " + (", ".join(f"`{k}` {'≤' if BUDGET_METRICS[k][1] == 'max' else '≥'} {v:g}" for k, v in verdict["budgets"].items()) or "none"),
         "",

@@ -34,7 +34,7 @@ def render(verdict: dict[str, Any], plots: dict[str, dict[str, Any]], manifests:
     """
     ok = verdict["verdict"] == "pass"
     selected = verdict.get("selected")
-    title = f"PASS: {selected} selected (best {verdict['objective']})" if ok else "FAIL: no candidate met every budget; nothing is promoted"
+    title = f"PASS: {selected} selected ({verdict.get('selection_rule') or 'best ' + verdict['objective']})" if ok else "FAIL: no candidate met every budget; nothing is promoted"
     parts = [f"<div id='verdict' class='verdict {'pass' if ok else 'fail'}'>squeezeflow gate: {html.escape(title)}</div>",
              "<h2>Candidates against the budgets</h2>", _budgets(verdict), _table(verdict), _lines(verdict),
              f"<h2>{html.escape(columns(verdict)[0].capitalize())} against latency and size</h2>",

@@ -16,7 +16,7 @@ from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR,
 
 def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = REPORTS_DIR, audit: bool = True, candidates_dir: Path = CANDIDATES_DIR,
          plots_dir: Path = PLOTS_DIR, params_file: Path = Path("params.yaml")) -> dict[str, Any]:
-    """Write reports/gate.json, reports/gate.md and reports/index.html; fail when no candidate passes.
+    """Write reports/gate.json, reports/summary.json, reports/gate.md and reports/index.html; fail when no candidate passes.
 
     A failed gate still writes its reports first and records the attempt as a FAILED MLflow run
     (best effort: a registry outage must not hide the verdict).
@@ -30,12 +30,13 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
     """
     baseline = _read(metrics_dir / f"{BASELINE}.json")
     rows = {name: _read(metrics_dir / f"{name}.json") for name in sorted(params.recipes)}
-    verdict = decide(baseline, rows, params.budgets, params.selection.objective, params.data.task)
+    verdict = decide(baseline, rows, params.budgets, params.selection.objective, params.data.task, params.selection.tie_break)
     for name, cand in verdict["candidates"].items():
         manifest = candidates_dir / name / "manifest.json"
         cand["notes"] = report.step_notes(json.loads(manifest.read_text())) if manifest.is_file() else []
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "gate.json").write_text(json.dumps(verdict, indent=2, sort_keys=True) + "\n")
+    (reports_dir / "summary.json").write_text(json.dumps(report.summary(verdict), indent=2, sort_keys=True) + "\n")
     md = report.markdown(verdict)
     (reports_dir / "gate.md").write_text(md)
     report_html.write(verdict, plots_dir, candidates_dir, reports_dir)
@@ -47,7 +48,7 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
     for line in report.failed_lines(verdict) + report.inconclusive_lines(verdict):
         print(f"gate: {line}", file=sys.stderr)
     if verdict["verdict"] == "pass":
-        print(f"gate: PASS, selected {verdict['selected']} (best {verdict['objective']})")
+        print(f"gate: PASS, selected {verdict['selected']} ({verdict['selection_rule']})")
         return verdict
     missed = report.missed_lines(verdict) + report.inconclusive_lines(verdict) + report.failed_lines(verdict)
     if audit:
