@@ -119,3 +119,14 @@ def pipeline_params(files: dict[str, Path], **sections) -> dict:
     params["data"].update({k: str(v) for k, v in files.items()})
     params.update(sections)
     return params
+
+
+def init_repo(work: Path, env: dict) -> None:
+    """Make `work` (holding dvc.yaml and params.yaml) a committed git + DVC repository on main, as a
+    team's pipeline repository is: promotion ships only what a commit holds."""
+    import subprocess
+
+    (work / ".gitignore").write_text("data/\nartifacts/\nmlflow.db\nmlruns/\nmetrics/\nplots/\nreports/\ntimings.jsonl\n")
+    git = ["git", "-c", "user.email=bench@example.com", "-c", "user.name=bench"]
+    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"], ["git", "add", "-A"], [*git, "commit", "-qm", "pipeline"]):
+        subprocess.run(cmd, cwd=work, check=True, env=env, capture_output=True)

@@ -33,7 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT / "tests"))
-from common import arguments, header, write  # noqa: E402
+from common import arguments, header, init_repo, write  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.smoke:
                 params["demo"]["epochs"] = 2
             (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"]):
-                subprocess.run(cmd, cwd=work, check=True, env=env)
+            init_repo(work, env)
             os.environ["MLFLOW_TRACKING_URI"], cwd = url, os.getcwd()
             os.chdir(work)
             try:

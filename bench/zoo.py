@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import arguments, header, write  # noqa: E402
+from common import arguments, header, init_repo, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -54,8 +54,7 @@ def run_pipeline(name: str, work: Path, smoke: bool) -> dict:
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     timings = work / "timings.jsonl"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "SQUEEZEFLOW_TIMINGS": str(timings), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=work, check=True, env=env)
+    init_repo(work, env)
     if smoke:  # fewer crops: the demo keeps data files that exist
         files = {role: work / params["data"][role] for role in ("eval", "calibration", "train")}
         pretrained.write_data(params["demo"]["pretrained"], files, params.get("seed", 0), SMOKE_COUNTS)
