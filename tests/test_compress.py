@@ -106,3 +106,31 @@ def test_qat_takes_a_model_with_two_inputs(tmp_path):
     assert result.stats["quantized_ops"].get("QuantizeLinear", 0) > 0
     out = modelio.run(modelio.session(result.model), {"input_ids": ids, "attention_mask": mask})
     assert out.shape == (128, 2)
+
+
+def test_a_step_that_changes_next_to_nothing_warns(local_registry, digits_cnn, digits_dir, tmp_path):
+    """Clustering that skips every layer (min_size above all of them) and 1% pruning are no-ops: said on the
+    command line and in the gate's table, with the cause; a real compression says nothing."""
+    import json
+
+    from conftest import BIN, sh
+    from helpers import run_until_gate
+    from squeezeflow.stages.gate import gate
+
+    registry.register_torch(digits_cnn, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion")
+    recipes = {"int8-static": [{"quantize": {"mode": "static"}}], "skip-all": [{"cluster": {"clusters": 16, "min_size": 10**9}}],
+               "prune-1pc": [{"prune": {"amount": 0.01}}]}
+    path = write_params(tmp_path, digits_dir, recipes=recipes, budgets={"max_accuracy_drop": 0.05})
+    params = run_until_gate(path)
+    manifests = {r: json.loads((tmp_path / "artifacts/candidates" / r / "manifest.json").read_text()) for r in recipes}
+    assert manifests["int8-static"]["warnings"] == []
+    (size_warning,) = manifests["skip-all"]["warnings"]
+    assert "the file is about as large as the source's" in size_warning and "cluster clustered 0 layer(s)" in size_warning
+    (zeros_warning,) = manifests["prune-1pc"]["warnings"]
+    assert zeros_warning.startswith("only 1.0% of its weights are zero")
+    cli = sh(BIN / "squeezeflow", "compress", "skip-all", cwd=tmp_path)
+    assert "compress skip-all: WARNING: the file is about as large as the source's" in cli.stderr
+    verdict = gate(params)
+    table = (tmp_path / "reports/gate.md").read_text()
+    assert "skip-all: WARNING: the file is about as large" in table and "(warning: see notes)" in table
+    assert not any(n.startswith("WARNING") for n in verdict["candidates"]["int8-static"]["notes"])

@@ -85,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"compress {args.recipe}: FAILED at step {m['step']}: {m['reason']} (recorded as a failed candidate; the gate judges the others)", file=sys.stderr)
         else:
             print(f"compress {args.recipe}: {' -> '.join(s['kind'] for s in m['steps'])}, sha256 {m['sha256'][:12]}")
+            for warning in m.get("warnings", []):
+                print(f"compress {args.recipe}: WARNING: {warning}", file=sys.stderr)
     elif args.command == "evaluate":
         from squeezeflow.stages.evaluate import evaluate
 

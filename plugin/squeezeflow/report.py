@@ -39,7 +39,8 @@ def rows(verdict: dict[str, Any]) -> list[list[str]]:
     for name, cand in verdict["candidates"].items():
         cells = [cell(cand["metrics"], k) + (" ✗" if k in failed_cells[name] else " ?" if k in unsure_cells[name] else "") for k in cols]
         status = "selected" if name == verdict["selected"] else cand.get("status", "pass" if cand["passed"] else "fail")
-        out.append([name, *cells, status])
+        warned = any(n.startswith("WARNING: ") for n in cand.get("notes", []))
+        out.append([name, *cells, status + (" (warning: see notes)" if warned else "")])
     return out
 
 
@@ -51,8 +52,8 @@ def inconclusive_lines(verdict: dict[str, Any]) -> list[str]:
 
 
 def step_notes(manifest: dict[str, Any]) -> list[str]:
-    """What a reader of the report must know about how a candidate was made."""
-    notes = []
+    """What a reader of the report must know about how a candidate was made (warnings first)."""
+    notes = [f"WARNING: {w}" for w in manifest.get("warnings", [])]
     for step in manifest.get("steps", []):
         stats = step.get("stats", {})
         if stats.get("note"):

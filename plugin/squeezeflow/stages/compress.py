@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import artifacts, data, lineage, modelio
+from squeezeflow import artifacts, data, effect, lineage, modelio
 from squeezeflow.config import Params, recipe_digest, step_params
 from squeezeflow.errors import ConfigError, ModelError, SqueezeflowError
 from squeezeflow.stages import CANDIDATES_DIR, REGISTERED_DIR, SOFT_LABELS_DIR, SOURCE_DIR
@@ -90,6 +90,7 @@ def _apply(params: Params, recipe: str, source: dict[str, Any], source_dir: Path
         }
         modelio.set_metadata(model, lineage.onnx_props(manifest))
         modelio.load_onnx(model)
+        manifest["warnings"] = effect.warnings(steps, [a["stats"] for a in applied], artifacts.model_path(source_dir), model)
         manifest["sha256"] = artifacts.model_digest(model)
         artifacts.write_manifest(tmp, manifest)
     return manifest

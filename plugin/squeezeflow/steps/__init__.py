@@ -35,6 +35,11 @@ class StepConfig(BaseModel):
         """Registered models this step reads besides its input; the pull stage fetches them."""
         return ()
 
+    def promise(self) -> str | None:
+        """What the step is there to reduce: "size" (file bytes), "params" (parameter count),
+        "sparsity" (zeros, for gzip), or None. compress warns when a recipe keeps none of its promises."""
+        return None
+
 
 @dataclasses.dataclass(frozen=True)
 class StepContext:

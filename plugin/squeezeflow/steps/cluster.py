@@ -23,6 +23,9 @@ class ClusterConfig(StepConfig):
     batch_size: int = Field(64, ge=1, description="Centroid fine-tuning batch size.")
     min_size: int = Field(1024, ge=1, description="Layers with fewer weights are left as they are.")
 
+    def promise(self) -> str | None:
+        return "size"
+
 
 @register_step(ClusterConfig)
 def cluster(model: Any, config: ClusterConfig, ctx: StepContext) -> StepResult:

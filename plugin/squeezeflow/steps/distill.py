@@ -72,6 +72,9 @@ class DistillConfig(EarlyStoppingConfig):
         """The registered teachers and the registered student: the pull stage fetches them."""
         return tuple(t.uri for t in self.teachers if t.uri != SOURCE) + ((self.student,) if isinstance(self.student, str) else ())
 
+    def promise(self) -> str | None:
+        return "params"
+
 
 @register_step(DistillConfig)
 def distill(model: Any, config: DistillConfig, ctx: StepContext) -> StepResult:

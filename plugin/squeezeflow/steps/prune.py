@@ -27,6 +27,9 @@ class PruneConfig(StepConfig):
     lr: float = Field(1e-4, gt=0, lt=1, description="gradual: Adam learning rate.")
     batch_size: int = Field(64, ge=1, description="gradual and taylor: training batch size.")
 
+    def promise(self) -> str | None:
+        return "params" if self.method == "structured" else "sparsity"
+
 
 @register_step(PruneConfig)
 def prune(model: Any, config: PruneConfig, ctx: StepContext) -> StepResult:

@@ -14,6 +14,9 @@ class QatConfig(TrainingConfig):
 
     kind: ClassVar[str] = "qat"
 
+    def promise(self) -> str | None:
+        return "size"
+
 
 @register_step(QatConfig)
 def qat(model: Any, config: QatConfig, ctx: StepContext) -> StepResult:

@@ -44,6 +44,9 @@ class QuantizeConfig(StepConfig):
     auto_tolerance: float = Field(0.01, ge=0, le=1, description="auto: a variant whose predictions differ from FP32 on more than this fraction of the calibration samples is never chosen, however fast.")
     fallback: Fallback | None = Field(None, description="static/dynamic: accuracy-aware fallback, e.g. {max_accuracy_drop: 0.005}; needs labels in data.calibration.")
 
+    def promise(self) -> str | None:
+        return "size"
+
 
 @register_step(QuantizeConfig)
 def quantize(model: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
