@@ -23,6 +23,18 @@ def _versions(name: str) -> list[str]:
     return sorted(str(v.version) for v in c.search_model_versions(f"name='{name}'"))
 
 
+def _plots_have_data(shown: dict, ids: list[str]) -> None:
+    """Each plot of `dvc plots show --json` renders records that hold its x and y fields."""
+    shown = shown["data"]
+    assert set(ids) <= set(shown), sorted(shown)
+    for plot_id in ids:
+        (rendered,) = shown[plot_id]
+        content = rendered["content"]
+        values, encoding = content["data"]["values"], content["encoding"]
+        assert isinstance(values, list) and values, plot_id
+        assert all(encoding[axis]["field"] in v for v in values for axis in ("x", "y")), plot_id
+
+
 def test_demo_then_noop_then_alias_move_then_recipe_edit(pipeline_repo: Path):
     # 1. demo: bootstraps data + source model, runs every stage, promotes
     demo = sh(BIN / "squeezeflow", "demo")
@@ -35,6 +47,8 @@ def test_demo_then_noop_then_alias_move_then_recipe_edit(pipeline_repo: Path):
         metrics = json.loads(Path(f"metrics/{name}.json").read_text())
         assert {"accuracy", "accuracy_drop", "agreement", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_per_s", "speedup", "size_mb", "size_gzip_mb", "compression_ratio", "params", "sparsity"} <= set(metrics)
     assert json.loads(Path("metrics/int8-static.json").read_text())["compression_ratio"] > 3
+    shown = json.loads(sh(BIN / "dvc", "plots", "show", "--json").stdout)
+    _plots_have_data(shown, ["plots/int8-static.json", "plots/classes/int8-static.json", "reports/pareto.json", "pareto-size"])
 
     # 2. again: only pull runs (always_changed), nothing downstream, no new version
     again = sh(BIN / "squeezeflow", "demo")

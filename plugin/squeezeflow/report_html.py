@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from squeezeflow import plotfiles
 from squeezeflow.report import columns, failed_lines, inconclusive_lines, missed_lines, rows
 
 CSS = """
@@ -23,12 +24,14 @@ code{background:#f6f8fa;padding:1px 4px;border-radius:4px} ul{margin:4px 0}
 """
 
 
-def render(verdict: dict[str, Any], plots: dict[str, dict[str, Any]], manifests: dict[str, dict[str, Any]], contracts: dict[str, Any] | None) -> str:
+def render(verdict: dict[str, Any], plots: dict[str, dict[str, Any]], manifests: dict[str, dict[str, Any]], contracts: dict[str, Any] | None,
+           classes: dict[str, list[dict[str, Any]]] | None = None) -> str:
     """The whole page.
 
     Args:
         verdict: reports/gate.json.
-        plots: name -> plots/NAME.json (latency samples, per-class accuracy); baseline included.
+        plots: name -> plots/NAME.json (latency samples); baseline included.
+        classes: name -> plots/classes/NAME.json (per-class accuracy records), where the task has classes.
         manifests: candidate -> manifest (lineage of the selected one).
         contracts: reports/data.json (Great Expectations results of the data contracts), if any.
     """
@@ -41,8 +44,8 @@ def render(verdict: dict[str, Any], plots: dict[str, dict[str, Any]], manifests:
              f"<div class='plots'>{_pareto(verdict, 'latency_p50_ms', 'latency p50 (ms)')}{_pareto(verdict, 'size_mb', 'size (MB)')}</div>"]
     if selected and selected in plots:
         parts += ["<h2>Latency distributions</h2>", f"<div class='plots'>{_latency(plots[selected], selected)}</div>"]
-        if "class_accuracy" in plots[selected]:
-            parts += ["<h2>Per-class accuracy</h2>", _classes(plots[selected], selected)]
+        if (classes or {}).get(selected):
+            parts += ["<h2>Per-class accuracy</h2>", _classes(classes[selected], selected)]
     if selected and selected in manifests:
         parts += ["<h2>Lineage of the selected candidate</h2>", _lineage(manifests[selected])]
     if contracts:
@@ -125,7 +128,7 @@ def _latency(plot: dict[str, Any], name: str) -> str:
     import numpy as np
 
     fig, ax = _figure()
-    samples = plot["latency_ms"]
+    samples = plotfiles.latency_samples(plot)
     top = float(np.percentile(np.concatenate([np.asarray(v) for v in samples.values()]), 99))
     for label, values in samples.items():
         ax.hist(np.clip(values, None, top), bins=40, alpha=0.55, label=f"{label} (p50 {np.median(values):.3g} ms)")
@@ -136,11 +139,9 @@ def _latency(plot: dict[str, Any], name: str) -> str:
     return _svg(fig)
 
 
-def _classes(plot: dict[str, Any], name: str) -> str:
-    acc = plot["class_accuracy"]
-    base, cand = acc["baseline"], acc[name]
-    body = "".join(f"<tr><td>{html.escape(c)}</td><td>{base[c]:.4f}</td><td>{cand[c]:.4f}</td><td class='{'miss' if base[c] - cand[c] > 0 else ''}'>{base[c] - cand[c]:+.4f}</td></tr>"
-                   for c in sorted(base, key=lambda k: (len(k), k)))
+def _classes(records: list[dict[str, Any]], name: str) -> str:
+    body = "".join(f"<tr><td>{html.escape(str(r['class']))}</td><td>{r['baseline']:.4f}</td><td>{r['candidate']:.4f}</td><td class='{'miss' if r['drop'] > 0 else ''}'>{r['drop']:+.4f}</td></tr>"
+                   for r in records)
     return f"<table id='classes'><tr><th>class</th><th>baseline</th><th>{html.escape(name)}</th><th>drop</th></tr>{body}</table>"
 
 
@@ -164,9 +165,10 @@ def write(verdict: dict[str, Any], plots_dir: Path, candidates_dir: Path, report
     """Render reports/index.html from the verdict and the files the stages wrote."""
     names = ["baseline", *verdict["candidates"]]
     plots = {n: json.loads((plots_dir / f"{n}.json").read_text()) for n in names if (plots_dir / f"{n}.json").is_file()}
+    classes = {n: json.loads((plots_dir / "classes" / f"{n}.json").read_text()) for n in names if (plots_dir / "classes" / f"{n}.json").is_file()}
     manifests = {n: json.loads((candidates_dir / n / "manifest.json").read_text()) for n in verdict["candidates"] if (candidates_dir / n / "manifest.json").is_file()}
     data_report = reports_dir / "data.json"
     contracts = json.loads(data_report.read_text()) if data_report.is_file() else None
     out = reports_dir / "index.html"
-    out.write_text(render(verdict, plots, manifests, contracts))
+    out.write_text(render(verdict, plots, manifests, contracts, classes))
     return out

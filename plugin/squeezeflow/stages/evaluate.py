@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import artifacts, data, modelio
+from squeezeflow import artifacts, data, modelio, plotfiles
 from squeezeflow.config import Params
 from squeezeflow.evaluate import latency, size, tasks
 from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, SOURCE_DIR
@@ -40,7 +40,7 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
     cand_dir = base_dir if name == BASELINE else Path(candidates_dir) / name
     failure = None if name == BASELINE else artifacts.read_failure(cand_dir)
     if failure:  # compress could not apply the recipe: a failed row for the gate, nothing to measure
-        return _write(name, {"failed": True, "failed_step": failure["step"], "failure": failure["reason"]}, {}, out_dir, plots_dir)
+        return _write(name, {"failed": True, "failed_step": failure["step"], "failure": failure["reason"]}, [], [], out_dir, plots_dir)
     base_manifest = artifacts.read_manifest(base_dir)  # hashes the model: once, even for the baseline
     cand_manifest = base_manifest if cand_dir == base_dir else artifacts.read_manifest(cand_dir)
     target = params.target
@@ -71,15 +71,16 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         **modelio.weight_stats(artifacts.model_path(cand_dir)),
         "steps": len(cand_manifest["steps"]),
     }
-    plot = {"latency_ms": {BASELINE: times[BASELINE].round(5).tolist(), name: times[name].round(5).tolist()}}
-    if "class_accuracy" in extra_plots:
-        plot["class_accuracy"] = {BASELINE: extra_plots["class_accuracy"]["baseline"], name: extra_plots["class_accuracy"]["candidate"]}
-    return _write(name, {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}, plot, out_dir, plots_dir)
+    classes = extra_plots.get("class_accuracy")
+    return _write(name, {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
+                  plotfiles.latency_records({BASELINE: times[BASELINE], name: times[name]}),
+                  plotfiles.class_records(classes["baseline"], classes["candidate"]) if classes else [], out_dir, plots_dir)
 
 
-def _write(name: str, metrics: dict[str, Any], plot: dict[str, Any], out_dir: Path, plots_dir: Path) -> dict[str, Any]:
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    (plots_dir / f"{name}.json").write_text(json.dumps(plot, sort_keys=True) + "\n")
+def _write(name: str, metrics: dict[str, Any], latency: list[dict[str, Any]], classes: list[dict[str, Any]], out_dir: Path, plots_dir: Path) -> dict[str, Any]:
+    """metrics/NAME.json, and the plot files (see squeezeflow.plotfiles)."""
+    plotfiles.write(plots_dir / f"{name}.json", latency)
+    plotfiles.write(plots_dir / "classes" / f"{name}.json", classes)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import github, report, report_html
+from squeezeflow import github, plotfiles, report, report_html
 from squeezeflow.config import Params
 from squeezeflow.errors import DataError, GateFailedError, SqueezeflowError
 from squeezeflow.gate import decide
@@ -37,6 +37,7 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "gate.json").write_text(json.dumps(verdict, indent=2, sort_keys=True) + "\n")
     (reports_dir / "summary.json").write_text(json.dumps(report.summary(verdict), indent=2, sort_keys=True) + "\n")
+    plotfiles.write(reports_dir / "pareto.json", plotfiles.pareto_records(verdict, report.columns(verdict)[0]))
     md = report.markdown(verdict)
     (reports_dir / "gate.md").write_text(md)
     report_html.write(verdict, plots_dir, candidates_dir, reports_dir)
