@@ -18,7 +18,7 @@ def test_help_imports_no_heavy_library():
 
 def test_every_stage_has_a_subcommand():
     out = sh(BIN / "squeezeflow", "--help").stdout
-    for command in ("pull", "soft-labels", "compress", "evaluate", "gate", "promote", "demo", "lineage", "webhook", "steps"):
+    for command in ("pull", "soft-labels", "compress", "evaluate", "gate", "promote", "demo", "lineage", "webhook", "steps", "init"):
         assert command in out
 
 

@@ -32,7 +32,7 @@ def test_params_reference_is_generated_from_the_config_models():
 
 
 def test_commands_and_exit_codes_are_documented():
-    for command in ("pull", "soft-labels", "compress", "evaluate", "gate", "promote", "demo", "lineage", "webhook", "steps"):
+    for command in ("pull", "soft-labels", "compress", "evaluate", "gate", "promote", "demo", "lineage", "webhook", "steps", "init"):
         assert f"`squeezeflow {command}" in README
     for code in range(5):
         assert re.search(rf"^\| {code} \|", README, re.M)

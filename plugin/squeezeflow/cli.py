@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     wh.add_argument("--github-repo", metavar="OWNER/REPO", help=f"send a repository_dispatch (type model-registered) to this repository instead, with {env.GITHUB_TOKEN}")
     wh.add_argument("--dispatch-url", help="the repository_dispatch endpoint (default https://api.github.com/repos/OWNER/REPO/dispatches)")
     sub.add_parser("steps", help="list the available compression steps and their parameters", epilog=EPILOG)
+    ini = sub.add_parser("init", help="write dvc.yaml, a commented params.yaml and ignore rules here (git init / dvc init if missing)", epilog=EPILOG)
+    ini.add_argument("--from-model", metavar="URI", help="write params.yaml for this registered model (models:/NAME@ALIAS): its inputs, a guessed task, recipes for its format")
     return p
 
 
@@ -54,6 +56,13 @@ def _run(args: argparse.Namespace) -> int:
         return _lineage(args)
     if args.command == "steps":
         return _print_steps()
+    if args.command == "init":
+        from squeezeflow import init
+
+        for line in init.run(Path.cwd(), args.from_model):
+            print(f"init: {line}")
+        print("init: next, write the npz files params.yaml names under data/, then `dvc repro`")
+        return 0
     from squeezeflow.config import load_params
 
     params = load_params(args.params)

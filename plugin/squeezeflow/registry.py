@@ -278,11 +278,15 @@ def flavor(model_dir: Path) -> tuple[str, str]:
 def signature(model_dir: Path) -> dict[str, Any] | None:
     """The MLflow signature of a downloaded model (as MLmodel stores it), or None when it has none
     or one MLflow cannot parse; promote gives it to the compressed version."""
-    from mlflow.models.signature import ModelSignature
-
     from squeezeflow import safeyaml
 
-    spec = safeyaml.load_file(model_dir / "MLmodel", ModelError)
+    return signature_of(safeyaml.load_file(model_dir / "MLmodel", ModelError))
+
+
+def signature_of(spec: Any) -> dict[str, Any] | None:
+    """The signature of a loaded MLmodel document (see `signature`)."""
+    from mlflow.models.signature import ModelSignature
+
     found = spec.get("signature") if isinstance(spec, dict) else None
     if not isinstance(found, dict):
         return None

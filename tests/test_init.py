@@ -1,0 +1,69 @@
+"""`squeezeflow init`: a pipeline for a registered model that `dvc repro` runs to a verdict without hand edits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import BIN, error_line, register_onnx, sh
+from squeezeflow import registry
+
+GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+
+
+def _init_and_repro(folder, digits_dir, uri):
+    out = sh(BIN / "squeezeflow", "init", "--from-model", uri, cwd=folder).stdout
+    assert "init: wrote params.yaml for " + uri in out and "init: ran git init" in out and "init: ran dvc init" in out
+    (folder / "data").mkdir()
+    for split in ("eval", "calibration", "train"):
+        shutil.copy(digits_dir / f"{split}.npz", folder / "data" / f"{split}.npz")
+    sh(*GIT, "add", "-A", cwd=folder)
+    sh(*GIT, "commit", "-qm", "pipeline", cwd=folder)
+    assert "data/" in (folder / ".gitignore").read_text().splitlines() and sh("git", "status", "--porcelain", cwd=folder).stdout == ""
+    proc = sh(BIN / "dvc", "repro", cwd=folder, check=False)
+    verdict = json.loads((folder / "reports/gate.json").read_text())
+    assert proc.returncode == (0 if verdict["verdict"] == "pass" else 255), proc.stdout[-2000:] + proc.stderr[-2000:]
+    return yaml.safe_load((folder / "params.yaml").read_text()), verdict
+
+
+@pytest.mark.slow
+def test_init_from_a_pt2_model_runs_to_a_verdict(local_registry, digits_cnn, digits_dir, tmp_path):
+    registry.register_torch(digits_cnn, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion")
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    params, verdict = _init_and_repro(folder, digits_dir, "models:/digits-cnn@champion")
+    assert params["data"]["task"] == "classification" and params["promote"]["registered_model"] == "digits-cnn-edge"
+    assert set(params["recipes"]) == {"int8-static", "int8-dynamic", "cluster256"}  # a PyTorch source can take the torch steps
+    assert set(verdict["candidates"]) == set(params["recipes"]) and verdict["task"] == "classification"
+
+
+@pytest.mark.slow
+def test_init_from_an_onnx_model_runs_to_a_verdict(local_registry, digits_onnx, digits_dir, tmp_path):
+    register_onnx(digits_onnx, "digits-onnx", alias="champion")
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    params, verdict = _init_and_repro(folder, digits_dir, "models:/digits-onnx@champion")
+    assert set(params["recipes"]) == {"int8-static", "int8-dynamic"}  # ONNX steps only
+    assert verdict["candidates"]["int8-static"]["status"] != "failed"
+
+
+def test_init_never_overwrites_and_writes_a_skeleton(tmp_path):
+    out = sh(BIN / "squeezeflow", "init", cwd=tmp_path).stdout
+    assert "set source.model_uri" in out
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["source"]["model_uri"] == "models:/NAME@champion"
+    again = sh(BIN / "squeezeflow", "init", cwd=tmp_path, check=False)
+    assert again.returncode == 2 and "already exists; squeezeflow init does not overwrite" in error_line(again)
+
+
+def test_every_pipeline_uses_the_template_init_writes():
+    from importlib import resources
+
+    from conftest import ROOT
+
+    template = resources.files("squeezeflow").joinpath("templates/dvc.yaml").read_text()
+    for path in [ROOT / "dvc.yaml", *sorted((ROOT / "pipelines").glob("*/dvc.yaml"))]:
+        assert path.read_text() == template, f"{path} differs from plugin/squeezeflow/templates/dvc.yaml: copy the template over it"
