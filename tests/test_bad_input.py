@@ -190,3 +190,20 @@ def test_a_1000_class_model_evaluated_on_60_classes_passes_check_data(local_regi
     strict = write_params(tmp_path, digits_dir, data__eval=str(ev), contracts={"all_classes": True})
     proc = sh(BIN / "squeezeflow", "--params", strict, "check-data", check=False)
     assert proc.returncode == 2 and "classes [" in error_line(proc) and "missing" in error_line(proc)
+
+
+def test_passing_data_checks_read_as_passing(local_registry, digits_onnx, digits_dir, tmp_path):
+    """reports/data.json: a check that passed says what holds, not what would have failed."""
+    import json
+
+    from squeezeflow.config import load_params
+    from squeezeflow.stages.check_data import check_data
+    from squeezeflow.stages.pull import pull
+
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    params = load_params(write_params(tmp_path, digits_dir))
+    pull(params)
+    check_data(params)
+    results = json.loads((tmp_path / "reports/data.json").read_text())["results"]
+    passed = [r["detail"] for r in results if r["success"] and r["table"] == "arrays"]
+    assert passed and all("does not match" not in d for d in passed) and "shape matches the model input" in passed

@@ -37,3 +37,11 @@ def test_commands_and_exit_codes_are_documented():
     for code in range(5):
         assert re.search(rf"^\| {code} \|", README, re.M)
     assert README.index("make demo") < README.index("make test") < README.index("## Commands")
+
+
+def test_enum_parameters_list_their_values():
+    from conftest import BIN, sh
+
+    assert "One of: static, dynamic, auto, int4, fp16." in sh(BIN / "squeezeflow", "steps").stdout
+    assert "One of: `classification`, `regression`, `embedding`, `generic`." in README
+    assert "| `promote.from_experiments` | False |" in README

@@ -155,13 +155,14 @@ def _webhook(args: argparse.Namespace, params) -> int:
 
 
 def _print_steps() -> int:
+    from squeezeflow.docs import describe
     from squeezeflow.steps import config_class, known_steps
 
     for kind in known_steps():
         cls = config_class(kind)
         print(f"{kind}: {(cls.__doc__ or '').strip()}")
         for name, field in cls.model_fields.items():
-            print(f"  {name} (default {field.default!r}): {field.description}")
+            print(f"  {name} (default {field.default!r}): {describe(field).replace('`', '')}")
     return 0
 
 

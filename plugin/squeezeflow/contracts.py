@@ -129,7 +129,9 @@ def _entry(role: str, path: Path, table: str, expectation: Any, outcome: Any) ->
     res = outcome.result or {}
     if table == "arrays":
         bad = [row["array"] for row in res.get("unexpected_index_list") or []]
-        what, detail = (f"array {bad[0]!r}" if bad else "the arrays"), f"{column.replace('_ok', '')} does not match the model input"
+        check = column.replace("_ok", "")
+        what = f"array {bad[0]!r}" if bad else "the arrays"
+        detail = f"{check} matches the model input" if outcome.success else f"{check} does not match the model input"
     elif column.startswith("nonfinite__"):
         what, detail = f"array {column.split('__', 1)[1]!r}", f"{res.get('unexpected_count') or 0} samples with NaN or inf"
     elif type(expectation).__name__ == "ExpectColumnDistinctValuesToContainSet":

@@ -29,12 +29,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def choices(annotation: Any) -> tuple[Any, ...]:
+    """The allowed values of a Literal field (also inside Optional or a tuple), or () for free ones."""
+    from typing import Literal, get_args, get_origin
+
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    return tuple(v for arg in get_args(annotation) for v in choices(arg))
+
+
+def describe(field: Any) -> str:
+    """A field's description, with its allowed values when they are a fixed set."""
+    allowed = choices(field.annotation)
+    return (field.description or "") + (f" One of: {', '.join(f'`{v}`' for v in allowed)}." if allowed else "")
+
+
 def _rows(prefix: str, model: Any) -> list[str]:
     from pydantic import BaseModel
 
     rows = []
     for name, field in model.model_fields.items():
-        rows.append(f"| `{prefix}{name}` | {_default(field)} | {field.description} |")
+        rows.append(f"| `{prefix}{name}` | {_default(field)} | {describe(field)} |")
         nested = [a for a in getattr(field.annotation, "__args__", (field.annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
         for sub in nested:
             rows += _rows(f"{prefix}{name}.", sub)
