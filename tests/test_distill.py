@@ -89,7 +89,7 @@ def test_multi_teacher_candidate_records_every_teacher_through_promotion(local_r
     recipes = {"kd": [{"distill": {"student": {"width": 0.5}, "teachers": teachers, "epochs": 3}}, {"quantize": {"mode": "static"}}]}
     params = load_params(write_params(tmp_path, digits_dir, recipes=recipes, budgets={"max_accuracy_drop": 0.5}))
     pull(params)
-    index = soft_labels(params)
+    index = soft_labels(params)["kd"]
     assert sorted(index) == ["models:/digits-mlp@champion", "source"]
     assert index["source"]["shape"] == [len(np.load(digits_dir / "train.npz")["labels"]), 10]
     manifest = compress(params, "kd")

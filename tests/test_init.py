@@ -64,6 +64,6 @@ def test_every_pipeline_uses_the_template_init_writes():
 
     from conftest import ROOT
 
-    template = resources.files("squeezeflow").joinpath("templates/dvc.yaml").read_text()
+    template = resources.files("squeezeflow").joinpath("templates/dvc.yaml.in").read_text()
     for path in [ROOT / "dvc.yaml", *sorted((ROOT / "pipelines").glob("*/dvc.yaml"))]:
-        assert path.read_text() == template, f"{path} differs from plugin/squeezeflow/templates/dvc.yaml: copy the template over it"
+        assert path.read_text() == template, f"{path} differs from plugin/squeezeflow/templates/dvc.yaml.in: copy the template over it"

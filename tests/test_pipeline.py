@@ -177,6 +177,13 @@ def test_mnist_variant_runs_from_its_folder(tmp_path, monkeypatch):
     distilled = json.loads((folder / "artifacts/candidates/distilled/manifest.json").read_text())
     assert [s["kind"] for s in distilled["steps"]] == ["distill", "quantize"]
     assert distilled["steps"][0]["stats"]["teachers"][0]["name"] == "mnist-cnn"
-    assert json.loads((folder / "artifacts/soft-labels/index.json").read_text())["source"]["version"] == "1"
+    assert json.loads((folder / "artifacts/soft-labels/distilled/index.json").read_text())["source"]["version"] == "1"
+    assert json.loads((folder / "artifacts/soft-labels/int8-static/index.json").read_text()) == {}  # it does not distill
     noop = sh(BIN / "dvc", "repro", "pipelines/mnist-cnn/dvc.yaml", cwd=repo)
     assert _ran(noop) == {"pipelines/mnist-cnn/dvc.yaml:pull"} or _ran(noop) == {"pull"}
+
+    # removing the distill recipe reruns no other recipe's compress or evaluate stage
+    del params["recipes"]["distilled"]
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    removed = {name.split(":")[-1] for name in _ran(sh(BIN / "dvc", "repro", "pipelines/mnist-cnn/dvc.yaml", cwd=repo))}
+    assert "soft-labels" in removed and not {n for n in removed if n.startswith(("compress@", "evaluate@"))}, removed

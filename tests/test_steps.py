@@ -69,7 +69,7 @@ def _soft_labels(onnx_path, digits_dir, folder):
     artifacts.write_manifest(source, {"format": "onnx", "files": {"model": artifacts.MODEL_FILE}, "sha256": data.digest(onnx_path), "parent_digest": None, "steps": [], "root": root, "inputs": []})
     params = load_params(write_params(folder, digits_dir, recipes={"kd": [{"distill": {}}]}))
     soft_labels(params, source_dir=source, registered_dir=folder / "registered", out_dir=folder / "soft-labels")
-    return folder / "soft-labels"
+    return folder / "soft-labels" / "kd"
 
 
 MODES = [

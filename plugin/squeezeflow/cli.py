@@ -84,8 +84,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "soft-labels":
         from squeezeflow.stages.soft_labels import soft_labels
 
-        index = soft_labels(params)
-        print(f"soft-labels: {len(index)} teacher(s)")
+        indexes = soft_labels(params)
+        print(f"soft-labels: {len({u for index in indexes.values() for u in index})} teacher(s) for {sum(bool(i) for i in indexes.values())} distill recipe(s)")
     elif args.command == "compress":
         from squeezeflow.stages.compress import compress
 

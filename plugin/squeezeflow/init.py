@@ -44,7 +44,7 @@ def run(folder: Path, model_uri: str | None) -> list[str]:
             raise ConfigError(f"{folder / name} already exists; squeezeflow init does not overwrite a pipeline. Run it in an empty folder, or remove the file.")
     model = _describe(model_uri) if model_uri else None
     done = []
-    (folder / "dvc.yaml").write_text(resources.files("squeezeflow").joinpath("templates/dvc.yaml").read_text())
+    (folder / "dvc.yaml").write_text(resources.files("squeezeflow").joinpath("templates/dvc.yaml.in").read_text())
     (folder / "params.yaml").write_text(params_text(model_uri or "models:/NAME@champion", model))
     done += ["wrote dvc.yaml (the release pipeline)", "wrote params.yaml" + (f" for {model_uri}" if model_uri else " (set source.model_uri)")]
     for ignore, lines in ((".gitignore", IGNORED), (".dvcignore", DVC_IGNORED)):

@@ -18,7 +18,7 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
     """Run recipe `recipe` on the source model and write artifacts/candidates/RECIPE/.
 
     Steps also see the other registered models pulled into `registered_dir` and the teachers'
-    logits in `soft_labels_dir` (distillation).
+    logits in `soft_labels_dir`/RECIPE (distillation).
 
     A recipe the model cannot take (a step refuses the model with ModelError, crashes, or yields
     an invalid model) does not stop the pipeline: artifacts/candidates/RECIPE/failed.json records
@@ -67,7 +67,7 @@ def _apply(params: Params, recipe: str, source: dict[str, Any], source_dir: Path
                 batch_size=params.target.batch_size,
                 providers=params.target.providers,
                 registered=registered_dir,
-                soft_labels=soft_labels_dir,
+                soft_labels=soft_labels_dir / recipe,  # this recipe's teachers only: its own DVC dependency
             )
             ctx.workdir.mkdir()
             result = get_step(config)(current, config, ctx)
