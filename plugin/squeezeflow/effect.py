@@ -18,7 +18,7 @@ def warnings(configs: list[Any], stats: list[dict[str, Any]], source: Path, cand
     from squeezeflow.evaluate import size
 
     before, after = modelio.weight_stats(source), modelio.weight_stats(candidate)
-    cause = _cause(configs, stats)
+    cause = _cause([c.kind for c in configs], stats)
     out = []
     if "size" in promises:
         ratio = size.file_bytes(source) / size.file_bytes(candidate)
@@ -31,15 +31,26 @@ def warnings(configs: list[Any], stats: list[dict[str, Any]], source: Path, cand
     return out
 
 
-def _cause(configs: list[Any], stats: list[dict[str, Any]]) -> str:
+def slower(manifest: dict[str, Any], metrics: dict[str, Any]) -> str | None:
+    """A warning when the candidate is clearly slower than the source on the target (the whole 95%
+    interval of its interleaved speedup below 1), with what its steps did; None otherwise."""
+    high = metrics.get("speedup_ci_high", metrics.get("speedup"))
+    if high is None or high >= 1:
+        return None
+    steps = [s for s in manifest.get("steps", []) if "kind" in s]
+    cause = _cause([s["kind"] for s in steps], [s.get("stats", {}) for s in steps])
+    return f"it runs at {metrics['speedup']:.2f}x the source's speed on this target, slower{cause}"
+
+
+def _cause(kinds: list[str], stats: list[dict[str, Any]]) -> str:
     """What the steps' statistics say about why: how much they quantized or clustered, their notes."""
     said = []
-    for config, st in zip(configs, stats):
+    for kind, st in zip(kinds, stats):
         ops = st.get("quantized_ops")
         if isinstance(ops, dict):
-            said.append(f"{config.kind} quantized {sum(ops.values())} op(s)" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))})" if ops else ""))
+            said.append(f"{kind} quantized {sum(ops.values())} op(s)" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))})" if ops else ""))
         if "layers_clustered" in st:
-            said.append(f"{config.kind} clustered {st['layers_clustered']} layer(s), {st.get('layers_palettized', 0)} palettized in the file")
+            said.append(f"{kind} clustered {st['layers_clustered']} layer(s), {st.get('layers_palettized', 0)} palettized in the file")
         if st.get("note"):
-            said.append(f"{config.kind}: {st['note']}")
+            said.append(f"{kind}: {st['note']}")
     return f": {'; '.join(said)}" if said else ""

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import github, plotfiles, report, report_html
+from squeezeflow import effect, github, plotfiles, report, report_html
 from squeezeflow.config import Params
 from squeezeflow.errors import DataError, GateFailedError, SqueezeflowError
 from squeezeflow.gate import decide
@@ -32,8 +32,12 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
     rows = {name: _read(metrics_dir / f"{name}.json") for name in sorted(params.recipes)}
     verdict = decide(baseline, rows, params.budgets, params.selection.objective, params.data.task, params.selection.tie_break)
     for name, cand in verdict["candidates"].items():
-        manifest = candidates_dir / name / "manifest.json"
-        cand["notes"] = report.step_notes(json.loads(manifest.read_text())) if manifest.is_file() else []
+        path = candidates_dir / name / "manifest.json"
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+        cand["notes"] = report.step_notes(manifest) if manifest else []
+        warning = effect.slower(manifest, cand["metrics"]) if manifest else None
+        if warning:
+            cand["notes"].insert(0, f"WARNING: {warning}")
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "gate.json").write_text(json.dumps(verdict, indent=2, sort_keys=True) + "\n")
     (reports_dir / "summary.json").write_text(json.dumps(report.summary(verdict), indent=2, sort_keys=True) + "\n")
