@@ -127,6 +127,15 @@ def init_repo(work: Path, env: dict) -> None:
     import subprocess
 
     (work / ".gitignore").write_text("data/\nartifacts/\nmlflow.db\nmlruns/\nmetrics/\nplots/\nreports/\ntimings.jsonl\n")
+    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=work, check=True, env=env, capture_output=True)
+    commit(work, env, "pipeline")
+
+
+def commit(work: Path, env: dict, message: str) -> None:
+    """Commit every change of `work`'s repository (a params edit, before it is promoted from)."""
+    import subprocess
+
     git = ["git", "-c", "user.email=bench@example.com", "-c", "user.name=bench"]
-    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"], ["git", "add", "-A"], [*git, "commit", "-qm", "pipeline"]):
+    for cmd in (["git", "add", "-A"], [*git, "commit", "-qm", message]):
         subprocess.run(cmd, cwd=work, check=True, env=env, capture_output=True)

@@ -33,7 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT / "tests"))
-from common import arguments, header, init_repo, write  # noqa: E402
+from common import arguments, commit, header, init_repo, write  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             # one promotion of the selected candidate to a new registered model: the requests it makes
             params["promote"]["registered_model"] = "digits-cnn-overhead"
             (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            commit(work, env, "promote to digits-cnn-overhead")  # promotion ships only what a commit holds
             _, mark = requests_in(log, 0)
             promotions = {}
             for action in ("register", "none"):
