@@ -42,6 +42,9 @@ def run(folder: Path, model_uri: str | None) -> list[str]:
     for name in ("dvc.yaml", "params.yaml"):
         if (folder / name).exists():
             raise ConfigError(f"{folder / name} already exists; squeezeflow init does not overwrite a pipeline. Run it in an empty folder, or remove the file.")
+    for tool in ("git", "dvc"):  # before anything is written: a failed init leaves nothing behind
+        if shutil.which(tool) is None:
+            raise ConfigError(f"`{tool}` is not on PATH; install it (pip install dvc for dvc) and run squeezeflow init again.")
     model = _describe(model_uri) if model_uri else None
     done = []
     (folder / "dvc.yaml").write_text(resources.files("squeezeflow").joinpath("templates/dvc.yaml.in").read_text())
@@ -51,9 +54,7 @@ def run(folder: Path, model_uri: str | None) -> list[str]:
         added = _append_missing(folder / ignore, lines)
         if added:
             done.append(f"added {', '.join(added)} to {ignore}")
-    for tool, probe, init in (("git", ["git", "rev-parse", "--git-dir"], ["git", "init", "-q"]), ("dvc", ["dvc", "root"], ["dvc", "init", "-q"])):
-        if shutil.which(tool) is None:
-            raise ConfigError(f"`{tool}` is not on PATH; install it (pip install dvc for dvc) and run squeezeflow init again.")
+    for probe, init in ((["git", "rev-parse", "--git-dir"], ["git", "init", "-q"]), (["dvc", "root"], ["dvc", "init", "-q"])):
         if subprocess.run(probe, cwd=folder, capture_output=True).returncode != 0:
             subprocess.run(init, cwd=folder, check=True, capture_output=True)
             done.append(f"ran {' '.join(init[:2])}")
@@ -105,10 +106,13 @@ def _torch_outputs(folder: Path, inputs: list[dict[str, Any]]) -> list[dict[str,
 
     if not inputs or any(-1 in i["shape"][1:] for i in inputs):
         return []
-    model = modelio.load_torch(folder)
-    feed = [torch.from_numpy(np.zeros([2, *i["shape"][1:]], dtype=i["dtype"])) for i in inputs]
-    with torch.no_grad():
-        out = model(*feed)
+    model = modelio.load_torch(folder)  # refuses what pull refuses (pickles without consent, paths outside the artifact)
+    try:
+        feed = [torch.from_numpy(np.zeros([2, *i["shape"][1:]], dtype=i["dtype"])) for i in inputs]
+        with torch.no_grad():
+            out = model(*feed)
+    except Exception:  # noqa: BLE001 - a signature that does not run is only a worse guess: task generic
+        return []
     return [{"name": f"output{k}", "shape": [-1, *t.shape[1:]], "dtype": str(t.dtype).removeprefix("torch.")} for k, t in enumerate(out if isinstance(out, (tuple, list)) else [out])]
 
 

@@ -43,18 +43,8 @@ def pareto_records(verdict: dict[str, Any], quality: str) -> list[dict[str, Any]
         if cand.get("status") != "failed":
             series = "selected" if name == verdict.get("selected") else "pass" if cand["passed"] else "fail"
             rows.append({"name": name, "series": series, "quality": m.get(quality), "latency_p50_ms": m.get("latency_p50_ms"), "size_mb": m.get("size_mb")})
-    budgets = verdict["budgets"]
     qualities = [r["quality"] for r in rows if r["quality"] is not None]
-    line = []
-    if "max_accuracy_drop" in budgets and quality == "accuracy" and "accuracy" in base:
-        line.append(("max_accuracy_drop", "quality", base["accuracy"] - budgets["max_accuracy_drop"]))
-    for budget in ("min_accuracy", "min_cosine"):
-        if budget in budgets and quality == budget.removeprefix("min_"):
-            line.append((budget, "quality", budgets[budget]))
-    if "min_speedup" in budgets and base.get("latency_p50_ms"):
-        line.append(("min_speedup", "latency_p50_ms", base["latency_p50_ms"] / budgets["min_speedup"]))
-    if "max_size_mb" in budgets:
-        line.append(("max_size_mb", "size_mb", budgets["max_size_mb"]))
+    line = budget_lines(verdict, quality)
     for budget, axis, value in line:
         if axis == "quality":  # horizontal: across the measured latencies and sizes
             for x in ("latency_p50_ms", "size_mb"):
@@ -63,6 +53,23 @@ def pareto_records(verdict: dict[str, Any], quality: str) -> list[dict[str, Any]
         elif qualities:  # vertical: across the measured qualities
             rows += [{"name": f"budget {budget}", "series": "budget", "quality": q, "latency_p50_ms": None, "size_mb": None, axis: value} for q in (min(qualities), max(qualities))]
     return rows
+
+
+def budget_lines(verdict: dict[str, Any], quality: str) -> list[tuple[str, str, float]]:
+    """(budget, axis, value) of each budget a Pareto plot can draw: axis `quality` is a horizontal
+    line, `latency_p50_ms` or `size_mb` a vertical one."""
+    base, budgets = verdict["baseline"], verdict["budgets"]
+    out = []
+    if "max_accuracy_drop" in budgets and quality == "accuracy" and "accuracy" in base:
+        out.append(("max_accuracy_drop", "quality", base["accuracy"] - budgets["max_accuracy_drop"]))
+    for budget in ("min_accuracy", "min_cosine"):
+        if budget in budgets and quality == budget.removeprefix("min_"):
+            out.append((budget, "quality", budgets[budget]))
+    if "min_speedup" in budgets and base.get("latency_p50_ms"):
+        out.append(("min_speedup", "latency_p50_ms", base["latency_p50_ms"] / budgets["min_speedup"]))
+    if "max_size_mb" in budgets:
+        out.append(("max_size_mb", "size_mb", budgets["max_size_mb"]))
+    return out
 
 
 def write(path: Path, records: Any) -> None:

@@ -108,15 +108,11 @@ def _pareto(verdict: dict[str, Any], x_key: str, x_label: str) -> str:
         color = "#1a7f37" if cand["passed"] else "#cf222e"
         ax.scatter([m[x_key]], [m.get(y_key, 0.0)], color=color, marker="*" if name == verdict.get("selected") else "o", s=120 if name == verdict.get("selected") else 40)
         ax.annotate(name, (m[x_key], m.get(y_key, 0.0)), fontsize=8, xytext=(4, 4), textcoords="offset points")
-    budgets = verdict["budgets"]
-    if "max_accuracy_drop" in budgets and y_key == "accuracy":
-        ax.axhline(base["accuracy"] - budgets["max_accuracy_drop"], ls="--", color="#9a6700", lw=1, label="accuracy budget")
-    for budget in ("min_accuracy", "min_cosine"):
-        if budget in budgets and y_key == budget.removeprefix("min_"):
-            ax.axhline(budgets[budget], ls="--", color="#9a6700", lw=1, label=f"{y_key} budget")
-    limit = {"latency_p50_ms": base["latency_p50_ms"] / budgets["min_speedup"] if "min_speedup" in budgets else None, "size_mb": budgets.get("max_size_mb")}.get(x_key)
-    if limit:
-        ax.axvline(limit, ls=":", color="#8250df", lw=1, label=f"{x_label.split(' (')[0]} budget")
+    for budget, axis, value in plotfiles.budget_lines(verdict, y_key):
+        if axis == "quality":
+            ax.axhline(value, ls="--", color="#9a6700", lw=1, label=f"{budget} budget")
+        elif axis == x_key:
+            ax.axvline(value, ls=":", color="#8250df", lw=1, label=f"{budget} budget")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_key)
     ax.legend(fontsize=7, loc="lower right")
