@@ -179,3 +179,14 @@ def test_report_names_the_float_layers_and_the_auto_choice():
                "candidates": {"a": {"passed": True, "violations": [], "metrics": {}, "notes": notes}}}
     md = report.markdown(verdict)
     assert "- a: quantize fallback kept 1 layer(s) in float: node_linear" in md
+
+
+def test_dynamic_int8_is_scored_at_the_deployed_batch_size(digits_onnx, digits_dir, tmp_path):
+    dynamic = quantize(digits_onnx, QuantizeConfig(mode="dynamic"), _ctx(tmp_path, digits_dir)).model
+    arrays = {"input": np.load(digits_dir / "eval.npz")["input"]}
+    fp32, int8 = modelio.session(digits_onnx), modelio.session(dynamic)
+    assert modelio.scoring_batch(fp32, arrays, 1) == 256  # FP32 outputs do not depend on the batch: scored fast
+    assert modelio.scoring_batch(int8, arrays, 1) == 1  # dynamic INT8 takes activation ranges per batch
+    batched, alone = modelio.run(int8, arrays, 256), modelio.run(int8, arrays, 1)
+    assert np.abs(batched - alone).max() > 1e-3 * np.abs(alone).max()  # why it matters
+    assert modelio.scoring_batch(int8, arrays, 256) == 256

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
 
-METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "mse": "MinMax"}  # name -> the CalibrationMethod quantize_static is told
+
 
 
 def subset(arrays: dict[str, np.ndarray], count: int, seed: int) -> dict[str, np.ndarray]:
@@ -38,20 +40,28 @@ def reader(inputs: dict[str, np.ndarray], batch: int) -> Any:
     return Reader()
 
 
-def ranges(model: Path, inputs: dict[str, np.ndarray], method: str, workdir: Path, num_bins: int = 2048, percentile: float = 99.999) -> Path:
-    """Collect activation ranges of `model` and save them as an ORT calibration cache.
+def ranges(model: Path, inputs: dict[str, np.ndarray], method: str, workdir: Path, num_bins: int = 2048, percentile: float = 99.999,
+           batch_bytes: int = 256 << 20) -> Path:
+    """Collect activation ranges of `model`, streaming, and save them as an ORT calibration cache.
 
-    ORT's `quantize_static` gives the entropy calibrator 128 histogram bins, which makes it pick
-    the MinMax ranges; computing ranges here lets entropy and percentile use `num_bins`.
+    ONNX Runtime's calibrators keep every intermediate tensor of every sample until they compute
+    (13 GB for 256 ImageNet images); here each batch's tensors are folded into per-tensor
+    statistics and dropped, so memory is one batch of activations (about `batch_bytes`), whatever
+    the sample count. minmax takes one pass; the histogram methods take two: exact min/max first,
+    then histograms over those fixed ranges, which add up exactly to the histograms ORT builds from
+    all samples at once, so entropy and percentile give ORT's own thresholds (tested). mse picks,
+    per tensor, the clipping range whose 8-bit quantization has the least expected squared error
+    over that histogram.
 
     Ranges do not depend on how weights are quantized, so a cache already in `workdir` for the
     same method, histogram and samples is reused (auto builds per-channel and per-tensor variants).
 
     Returns:
-        The cache file, to pass as `quantize_static(..., calibration_cache_path=...)`.
+        The cache file, to pass as `quantize_static(..., calibration_cache_path=...,
+        calibrate_method=CalibrationMethod[METHODS[method]])`.
     """
     from onnxruntime.quantization import CalibrationMethod
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.calibrate import HistogramCollector, TensorsData, create_calibrator, save_tensors_data
 
     from squeezeflow.artifacts import side_file
 
@@ -59,15 +69,103 @@ def ranges(model: Path, inputs: dict[str, np.ndarray], method: str, workdir: Pat
     cache = workdir / f"ranges-{method}-{num_bins}-{percentile}-{samples}.json"
     if cache.is_file():
         return cache
-    calibrator = create_calibrator(
-        model,
-        augmented_model_path=str(workdir / f"augmented-{method}.onnx"),
-        calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-        extra_options={"num_bins": num_bins, "percentile": percentile},
-        use_external_data_format=side_file(model).is_file(),
-    )
-    with contextlib.redirect_stdout(io.StringIO()):  # ORT prints histogram progress to stdout
-        # histogram collectors cannot take a ragged last batch
-        calibrator.collect_data(reader(inputs, 32 if method == "minmax" else 1))
-        save_tensors_data(calibrator.compute_data(), cache)
+    # ORT's histogram calibrator selects the tensors (as quantize_static names them) and writes the
+    # model with each of them as an output; its own collection is not used
+    calibrator = create_calibrator(model, augmented_model_path=str(workdir / "augmented.onnx"), calibrate_method=CalibrationMethod.Percentile,
+                                   use_external_data_format=side_file(model).is_file())
+    sess, names = calibrator.infer_session, sorted(calibrator.tensors_to_calibrate)
+    per_batch = _batch_size(sess, inputs, names, batch_bytes)
+    lo, hi, alo, ahi = _extremes(sess, inputs, names, per_batch)
+    if method == "minmax":
+        save_tensors_data(TensorsData(CalibrationMethod.MinMax, {n: (lo[n], hi[n]) for n in names}), cache)
+        return cache
+    symmetric = method == "percentile"  # ORT's percentile calibrator histograms absolute values, entropy signed ones
+    edges = {n: (alo[n], ahi[n]) if symmetric else (-max(-lo[n], hi[n]), max(-lo[n], hi[n])) for n in names}
+    hist = _histograms(sess, inputs, names, per_batch, edges, num_bins, symmetric)
+    if method == "mse":
+        save_tensors_data(TensorsData(CalibrationMethod.MinMax, {n: _mse_range(*hist[n], lo[n], hi[n]) for n in names}), cache)
+        return cache
+    collector = HistogramCollector(method=method, symmetric=symmetric, num_bins=num_bins, num_quantized_bins=128, percentile=percentile, scenario="same")
+    for n in names:  # the histograms ORT's collector would have built from every sample at once
+        counts, bin_edges = hist[n]
+        collector.histogram_dict[n] = (counts, bin_edges, lo[n], hi[n]) if symmetric else (counts, bin_edges, lo[n], hi[n], edges[n][1])
+    with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its progress to stdout
+        found = collector.compute_collection_result()
+    save_tensors_data(TensorsData(getattr(CalibrationMethod, METHODS[method]), found), cache)
     return cache
+
+
+def _outputs(sess: Any, inputs: dict[str, np.ndarray], names: list[str], per_batch: int) -> Iterator[dict[str, np.ndarray]]:
+    """The calibrated tensors of each batch, flattened (one batch in memory at a time)."""
+    from squeezeflow import data
+
+    for feed in data.batches(inputs, per_batch):
+        yield {n: v.reshape(-1) for n, v in zip(names, sess.run(names, feed))}
+
+
+def _batch_size(sess: Any, inputs: dict[str, np.ndarray], names: list[str], batch_bytes: int) -> int:
+    """Samples per batch so that one batch of calibrated tensors takes about `batch_bytes`."""
+    first = next(_outputs(sess, {k: v[:1] for k, v in inputs.items()}, names, 1))
+    return max(1, min(64, batch_bytes // max(1, sum(v.nbytes for v in first.values()))))
+
+
+def _extremes(sess: Any, inputs: dict[str, np.ndarray], names: list[str], per_batch: int) -> tuple[dict, dict, dict, dict]:
+    """Per tensor: min, max, and min and max of absolute values, over all samples."""
+    import numpy as np
+
+    lo, hi, alo, ahi = {}, {}, {}, {}
+    for outs in _progress(_outputs(sess, inputs, names, per_batch), inputs, per_batch, "calibration ranges"):
+        for n, v in outs.items():
+            if not v.size:
+                v = np.zeros(1, v.dtype)
+            a = np.abs(v)
+            pairs = ((lo, np.nanmin(v), min), (hi, np.nanmax(v), max), (alo, np.nanmin(a), min), (ahi, np.nanmax(a), max))
+            for store, value, pick in pairs:
+                store[n] = value if n not in store else pick(store[n], value)
+    return lo, hi, alo, ahi
+
+
+def _histograms(sess: Any, inputs: dict[str, np.ndarray], names: list[str], per_batch: int, edges: dict, num_bins: int, absolute: bool) -> dict:
+    """Per tensor: (counts, bin edges) of `num_bins` bins over the fixed range `edges[name]`, summed over batches."""
+    import numpy as np
+
+    hist: dict[str, list] = {}
+    for outs in _progress(_outputs(sess, inputs, names, per_batch), inputs, per_batch, "calibration histograms"):
+        for n, v in outs.items():
+            counts, bin_edges = np.histogram(np.abs(v) if absolute else v, num_bins, range=edges[n])
+            if n in hist:
+                hist[n][0] += counts
+            else:
+                hist[n] = [counts, bin_edges.astype(v.dtype)]
+    return {n: tuple(h) for n, h in hist.items()}
+
+
+def _mse_range(counts: np.ndarray, bin_edges: np.ndarray, lo: np.ndarray, hi: np.ndarray, levels: int = 256, steps: int = 200) -> tuple:
+    """The clipping range [max(lo, -t), min(hi, t)], t from the largest magnitude down to 1/1000 of it,
+    whose `levels`-level quantization has the least expected squared error over the histogram:
+    rounding error step^2/12 inside, the distance to the bound outside."""
+    import numpy as np
+
+    centers = ((bin_edges[:-1] + bin_edges[1:]) / 2).astype(np.float64)
+    weights = counts.astype(np.float64)
+    low0, high0 = min(float(lo), 0.0), max(float(hi), 0.0)
+    best, best_err = (lo, hi), np.inf
+    for t in np.geomspace(max(-low0, high0), max(-low0, high0) * 1e-3, steps):
+        low, high = max(low0, -t), min(high0, t)
+        if high <= low:
+            break
+        clipped = np.clip(centers, low, high)
+        err = float(np.sum(weights * ((centers - clipped) ** 2 + np.where(centers == clipped, ((high - low) / (levels - 1)) ** 2 / 12, 0.0))))
+        if err < best_err:
+            best, best_err = (np.array(low, lo.dtype), np.array(high, hi.dtype)), err
+    return best
+
+
+def _progress(batches: Iterator, inputs: dict[str, np.ndarray], per_batch: int, what: str) -> Iterator:
+    """A progress bar on stderr over the batches (quiet when stderr is not a terminal)."""
+    import sys
+
+    from tqdm import tqdm
+
+    total = -(-len(next(iter(inputs.values()))) // per_batch)
+    return tqdm(batches, total=total, desc=what, unit="batch", leave=False, disable=not sys.stderr.isatty())

@@ -156,6 +156,28 @@ def run_outputs(sess: onnxruntime.InferenceSession, arrays: dict[str, np.ndarray
     return result
 
 
+def scoring_batch(sess: onnxruntime.InferenceSession, arrays: dict[str, np.ndarray], batch_size: int, large: int = 256, probe: int = 64) -> int:
+    """The batch size to score `sess` at so that its outputs are the ones it gives when deployed at `batch_size`.
+
+    A model whose per-sample outputs do not depend on the batch (FP32, static INT8) is scored in
+    batches of `large`, for speed; one whose do (dynamic quantization takes activation ranges per
+    batch) at `batch_size`. Checked, not assumed: the first `probe` (at least two batches) samples are run both ways and
+    must agree to 1e-4 of the output's magnitude.
+    """
+    import numpy as np
+
+    from squeezeflow import data
+
+    if batch_size >= large:
+        return batch_size
+    if data.samples(arrays) <= batch_size:  # one batch either way
+        return large
+    inputs = {k: v[: max(probe, 2 * batch_size)] for k, v in data.inputs_of(arrays).items()}
+    together, deployed = run_outputs(sess, inputs, large), run_outputs(sess, inputs, batch_size)
+    same = all(np.allclose(together[k], deployed[k], rtol=0, atol=1e-4 * max(float(np.abs(together[k]).max()), 1e-12)) for k in together)
+    return large if same else batch_size
+
+
 def check_finite(values: np.ndarray, what: str) -> None:
     """Fail when model outputs hold NaN or inf (a broken model must never pass as a candidate)."""
     import numpy as np

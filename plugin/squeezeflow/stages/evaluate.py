@@ -52,7 +52,8 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         data.check_inputs(arrays, sess.get_inputs(), params.data.eval)
     samples, task = data.samples(arrays), params.data.task
     model_files = {BASELINE: artifacts.model_path(base_dir), name: artifacts.model_path(cand_dir)}
-    outputs = {n: tasks.check_outputs(modelio.run_outputs(s, arrays), samples, task, str(model_files[n])) for n, s in sessions.items()}
+    scoring = {n: modelio.scoring_batch(s, arrays, params.target.batch_size) for n, s in sessions.items()}  # dynamic INT8 is judged as deployed
+    outputs = {n: tasks.check_outputs(modelio.run_outputs(s, arrays, scoring[n]), samples, task, str(model_files[n])) for n, s in sessions.items()}
     labels = arrays.get(data.LABELS)
     if task == "classification":
         labels = data.check_labels(arrays, next(iter(outputs[BASELINE].values())).shape[1], params.data.eval)
@@ -70,6 +71,7 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         "compression_ratio": size.file_bytes(artifacts.model_path(base_dir)) / cand_size["bytes"],  # bytes only: the FP32 gzip size is measured once, in the baseline row
         **modelio.weight_stats(artifacts.model_path(cand_dir)),
         "steps": len(cand_manifest["steps"]),
+        "scoring_batch_size": scoring[name],
     }
     classes = extra_plots.get("class_accuracy")
     return _write(name, {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},

@@ -32,8 +32,8 @@ class QuantizeConfig(StepConfig):
     kind: ClassVar[str] = "quantize"
     mode: Literal["static", "dynamic", "auto", "int4", "fp16"] = Field("static", description="static: INT8 QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: INT8 weights, activations quantized at run time (matmul-heavy models); auto: builds dynamic and static variants (per-channel and per-tensor), rejects those that change FP32's predictions (auto_tolerance), times the rest against FP32 on the target and keeps the fastest, never one slower than FP32; int4: weight-only 4-bit MatMul (MatMulNBits); fp16: half-precision floats (for GPU providers; no CPU speedup).")
     per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight instead of one per tensor.")
-    calibration: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="static: how activation ranges are taken from the calibration data.")
-    num_bins: int = Field(2048, ge=128, description="static, entropy/percentile: histogram bins (ORT's default of 128 makes entropy equal minmax).")
+    calibration: Literal["minmax", "entropy", "percentile", "mse"] = Field("minmax", description="static: how activation ranges are taken from the calibration data (streamed batch by batch, memory independent of num_samples): minmax: the full range; entropy: the range whose 128-level histogram keeps most information (KL); percentile: the `percentile` of absolute values; mse: per tensor, the clipping range with the least expected 8-bit quantization error.")
+    num_bins: int = Field(2048, ge=128, description="static, entropy/percentile/mse: histogram bins (ORT's default of 128 makes entropy equal minmax).")
     percentile: float = Field(99.999, gt=90, le=100, description="static, percentile: the kept percentile of absolute activations.")
     num_samples: int = Field(256, ge=1, description="static: calibration samples used (a seeded subset of data.calibration).")
     activation_type: Literal["uint8", "int8"] = Field("uint8", description="static: activation integer type (uint8 suits x86 CPUs).")
@@ -177,21 +177,21 @@ def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config:
     inputs, labels = data.inputs_of(arrays), arrays[data.LABELS]
     reference = modelio.run(modelio.session(prepared), inputs)
     base = accuracy(reference, labels)
-    drop = base - accuracy(modelio.run(modelio.session(quantized), inputs), labels)
+    drop = base - accuracy(_outputs(modelio.session(quantized), inputs, ctx), labels)
     stats = {"max_accuracy_drop": budget.max_accuracy_drop, "baseline_accuracy": round(base, 6), "drop_all_quantized": round(drop, 6), "kept_float": []}
     if drop <= budget.max_accuracy_drop:
         return quantized, {**stats, "met": True, "drop": round(drop, 6)}
     layers = graph.nodes_of(prepared, tuple(config.op_types or WEIGHT_OPS))
     sensitivity = {}
     for i, name in enumerate(layers):
-        alone = modelio.run(modelio.session(run(only=(name,), tag=f"only-{i}")), inputs)
+        alone = _outputs(modelio.session(run(only=(name,), tag=f"only-{i}")), inputs, ctx)
         sensitivity[name] = float(np.mean((alone - reference) ** 2))
     ranked = sorted(layers, key=lambda n: -sensitivity[n])
     best, kept, tried = quantized, [], []
 
     def attempt(floats: list[str]) -> tuple[Path, float]:
         model = run(exclude=tuple(floats), tag=f"float-{len(tried) + 1}")
-        model_drop = base - accuracy(modelio.run(modelio.session(model), inputs), labels)
+        model_drop = base - accuracy(_outputs(modelio.session(model), inputs, ctx), labels)
         tried.append({"float_layers": len(floats), "layers": list(floats), "drop": round(model_drop, 6)})
         return model, model_drop
 
@@ -233,7 +233,7 @@ def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext)
     if ctx.calibration is not None:
         inputs = data.inputs_of(_calibration(ctx, config.num_samples))
         reference = modelio.run(sessions["fp32"], inputs)
-        agree = {k: agreement(modelio.run(sessions[k], inputs), reference) for k in tried}
+        agree = {k: agreement(_outputs(sessions[k], inputs, ctx), reference) for k in tried}
     eligible = [k for k in tried if agree.get(k, 1.0) >= 1.0 - config.auto_tolerance]
     times = latency.measure({k: sessions[k] for k in ["fp32", *eligible]}, _timing_feed(sessions["fp32"], ctx), warmup=10, repeats=100, progress=False)
     p50 = {k: float(np.median(v)) for k, v in times.items()}
@@ -251,6 +251,13 @@ def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext)
     if chosen == "fp32":
         return StepResult(model, {**stats, "bits": 32, "note": "no INT8 variant was both faithful and faster than FP32 on this target; the model is left in FP32"})
     return StepResult(tried[chosen].model, {**tried[chosen].stats, **stats})
+
+
+def _outputs(sess, inputs: dict, ctx: StepContext):
+    """The first output over `inputs`, as the model gives it at the target's batch size (see modelio.scoring_batch)."""
+    from squeezeflow import modelio
+
+    return modelio.run(sess, inputs, modelio.scoring_batch(sess, inputs, ctx.batch_size))
 
 
 def _timing_feed(sess, ctx: StepContext) -> dict:
