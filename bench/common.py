@@ -139,3 +139,20 @@ def commit(work: Path, env: dict, message: str) -> None:
     git = ["git", "-c", "user.email=bench@example.com", "-c", "user.name=bench"]
     for cmd in (["git", "add", "-A"], [*git, "commit", "-qm", message]):
         subprocess.run(cmd, cwd=work, check=True, env=env, capture_output=True)
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict, keep_output: bool = False) -> dict:
+    """Run a command; its wall time and the peak resident memory of that process alone (wait4), and its output when asked."""
+    import os
+    import subprocess
+    import time
+
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd} exited {proc.returncode}:\n{out.decode(errors='replace')[-3000:]}")
+    row = {"wall_s": round(time.perf_counter() - t, 2), "peak_rss_bytes": usage.ru_maxrss * 1024}
+    return {**row, "output": out.decode(errors="replace")} if keep_output else row

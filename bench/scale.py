@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import arguments, header, write  # noqa: E402
+from common import arguments, header, run_measured, write  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SIZES = {  # zoo.text_transformer shapes; parameters ~ 12 * dim^2 * layers + vocab * dim
@@ -75,18 +73,6 @@ def params(size: str) -> dict:
         "target": {"warmup": 2, "repeats": 20, "max_seconds": 10},
         "promote": {"registered_model": f"synthetic-{size}-edge"},
     }
-
-
-def run_measured(cmd: list[str], cwd: Path, env: dict) -> dict:
-    """Run a command; its wall time and the peak resident memory of that process alone."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"{cmd} exited {proc.returncode}:\n{out.decode(errors='replace')[-3000:]}")
-    return {"wall_s": round(time.perf_counter() - t, 2), "peak_rss_bytes": usage.ru_maxrss * 1024}
 
 
 LIBRARIES = "import squeezeflow.cli, torch, onnx, onnxruntime, onnxruntime.quantization, mlflow, great_expectations"

@@ -100,3 +100,12 @@ def test_zoo_bench_smoke(tmp_path):
     assert cand["size_ratio"] > 3 and cand["speedup_batch1"] > 0 and cand["speedup_batch8"] > 0
     assert 0 <= cand["agreement"] <= 1 and cand["status"] in {"pass", "fail", "inconclusive", "pass-warning"}
     assert {"pull", "check-data", "compress " + name, "evaluate baseline", "evaluate " + name, "gate"} <= set(row["stages_wall_s"])
+
+
+def test_calibration_bench_smoke(tmp_path):
+    report = _smoke("calibration", tmp_path)
+    runs = report["models"]["digits-cnn"]["runs"]
+    assert {"squeezeflow minmax 32", "squeezeflow entropy 128", "ort entropy 32"} <= set(runs)
+    assert all(r["peak_rss_bytes"] > report["models"]["digits-cnn"]["libraries_rss_bytes"] / 2 for r in runs.values())
+    assert runs["squeezeflow minmax 128"]["samples"] == 128 and runs["squeezeflow entropy 32"]["agreement"] > 0.9
+    assert set(report["growth"]) == {"minmax", "entropy"}

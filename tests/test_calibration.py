@@ -53,3 +53,25 @@ def test_mse_clips_a_long_tail_and_keeps_a_uniform_distribution_whole():
         assert (max(-low, high) < 0.95 * float(t)) is clipped  # the largest magnitude is cut
         # measured on the samples themselves, not on the histogram it searched
         assert _quantization_mse(values, low, high) <= _quantization_mse(values, float(values.min()), float(values.max())) * (0.9 if clipped else 1.01)
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_a_subset_of_rows_is_read_without_the_rest_of_the_file(save, tmp_path):
+    from squeezeflow import data
+    from squeezeflow.errors import DataError
+
+    rng = np.random.default_rng(0)
+    arrays = {"input": rng.normal(size=(300, 3, 8, 8)).astype(np.float32), "labels": rng.integers(0, 10, 300)}
+    path = tmp_path / "cal.npz"
+    save(path, **arrays)
+    rows = calibration.pick(300, 40, seed=3)
+    picked = data.load(path, "calibration", rows=rows)
+    assert data.samples_in(path, "calibration") == 300
+    for name, full in arrays.items():
+        np.testing.assert_array_equal(picked[name], full[rows])
+    np.testing.assert_array_equal(picked["input"], calibration.subset(arrays, 40, seed=3)["input"])  # the same subset as before
+    assert data.head(path, "calibration", 1000)["labels"].shape == (300,)
+    truncated = tmp_path / "short.npz"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match="not a readable .npz|not an .npz"):
+        data.load(truncated, "calibration", rows=rows)

@@ -15,13 +15,17 @@ METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile",
 
 
 
-def subset(arrays: dict[str, np.ndarray], count: int, seed: int) -> dict[str, np.ndarray]:
-    """A seeded subset of `count` samples (in file order) of every array, labels included."""
+def pick(samples: int, count: int, seed: int) -> list[int]:
+    """A seeded choice of `count` of `samples` indices, in file order."""
     import numpy as np
 
-    n = len(next(iter(arrays.values())))
-    pick = np.sort(np.random.default_rng(seed).permutation(n)[:count])
-    return {k: v[pick] for k, v in arrays.items()}
+    return np.sort(np.random.default_rng(seed).permutation(samples)[:count]).tolist()
+
+
+def subset(arrays: dict[str, np.ndarray], count: int, seed: int) -> dict[str, np.ndarray]:
+    """A seeded subset of `count` samples (in file order) of every array, labels included."""
+    rows = pick(len(next(iter(arrays.values()))), count, seed)
+    return {k: v[rows] for k, v in arrays.items()}
 
 
 def reader(inputs: dict[str, np.ndarray], batch: int) -> Any:

@@ -16,12 +16,15 @@ LABELS = "labels"
 _NP_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(double)": "float64", "tensor(bool)": "bool"}
 
 
-def load(path: str | Path, role: str) -> dict[str, np.ndarray]:
-    """All arrays of an npz file, read eagerly after their headers are checked.
+def load(path: str | Path, role: str, rows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an npz file (all samples, or only `rows`), read after their headers are checked.
 
     Data files come from others: each array's declared shape and the archive's inflated size are
     checked against `SQUEEZEFLOW_MAX_DATA_BYTES` before anything is allocated, nothing is
     unpickled, and every array must share one non-empty sample axis.
+
+    With `rows` (sorted sample indices), each member is streamed and only those rows are kept, so
+    memory is the subset's, not the file's (a calibration subset of a large file; an example).
 
     Raises:
         DataError: the file is missing, not an npz, too large, or its arrays are inconsistent.
@@ -35,10 +38,15 @@ def load(path: str | Path, role: str) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: {role} data file not found. Set data.{role} in params.yaml or run `squeezeflow demo` to create the demo data.")
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not an .npz file (a zip archive of .npy arrays). Write it with numpy.savez.")
-    _check_sizes(path)
+    headers = _check_sizes(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        if rows is not None and headers is not None:
+            arrays = _read_rows(path, headers, rows)
+        else:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            if rows is not None:
+                arrays = {k: v[list(rows)] if v.ndim else v for k, v in arrays.items()}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise _unreadable(path, e) from None
     if not inputs_of(arrays):
@@ -54,8 +62,27 @@ def load(path: str | Path, role: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _check_sizes(path: Path) -> None:
-    """Refuse an archive whose arrays declare, or whose members inflate to, more than the limit."""
+def head(path: str | Path, role: str, count: int) -> dict[str, np.ndarray]:
+    """The first `count` samples (or all, when fewer), read without loading the rest of the file."""
+    return load(path, role, rows=range(min(count, samples_in(path, role))))
+
+
+def samples_in(path: str | Path, role: str) -> int:
+    """The number of samples of an npz file, from its array headers (the file is checked as `load` does)."""
+    path = Path(path)
+    headers = _check_sizes(path) if path.is_file() else None
+    if headers:
+        return next(iter(headers.values()))[1][0]
+    return samples(load(path, role))
+
+
+def _check_sizes(path: Path) -> dict[str, tuple] | None:
+    """Refuse an archive whose arrays declare, or whose members inflate to, more than the limit.
+
+    Returns:
+        member name -> (array name, shape, dtype, header bytes) when every member is a C-order
+        .npy array (what `_read_rows` can stream), else None.
+    """
     import zipfile
 
     import numpy as np
@@ -70,17 +97,18 @@ def _check_sizes(path: Path) -> None:
             inflated = sum(m.file_size for m in members)
             if inflated > limit:
                 raise DataError(f"{path}: inflates to {inflated} bytes, more than the {limit} allowed. {hint}")
-            declared = 0
+            declared, headers = 0, {}
             for member in members:  # every member whatever its name: numpy reads any that starts with the .npy magic as an array
                 name = member.filename.removesuffix(".npy")
                 with archive.open(member) as f:
                     if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                        headers = None
                         continue  # handed back as bytes, bounded by the inflated size above
                     f.seek(0)
                     read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(f))
                     if read_header is None:
                         raise ValueError(f"{member.filename} has an unknown .npy format version")
-                    shape, _, dtype = read_header(f)
+                    shape, fortran, dtype = read_header(f)
                     header = f.tell()
                 if dtype.hasobject:
                     raise DataError(f"{path}: array {name!r} holds Python objects, which load only by unpickling. Save numeric arrays.")
@@ -90,8 +118,38 @@ def _check_sizes(path: Path) -> None:
                     raise DataError(f"{path}: array {name!r} declares shape {list(shape)} ({size} bytes); the arrays exceed the {limit} allowed. {hint}")
                 if size > member.file_size - header:
                     raise DataError(f"{path}: array {name!r} declares shape {list(shape)} ({size} bytes) but holds {member.file_size - header}; the file is corrupt.")
+                if headers is not None:
+                    headers = None if fortran or not shape else {**headers, member.filename: (name, shape, dtype, header)}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise _unreadable(path, e) from None
+    return headers
+
+
+def _read_rows(path: Path, headers: dict[str, tuple], rows: Sequence[int]) -> dict[str, np.ndarray]:
+    """Only `rows` of each array, each member streamed once from its header (compressed or not)."""
+    import zipfile
+
+    import numpy as np
+
+    counts = {shape[0] for _, shape, _, _ in headers.values()}
+    wanted = sorted(set(int(r) for r in rows))
+    if len(counts) != 1 or (wanted and not 0 <= wanted[0] <= wanted[-1] < counts.pop()):
+        raise ValueError("the arrays do not share the requested samples")
+    arrays = {}
+    with zipfile.ZipFile(path) as archive:
+        for member, (name, shape, dtype, header) in headers.items():
+            row_bytes = int(np.prod(shape[1:], dtype=object)) * dtype.itemsize
+            out = np.empty((len(wanted), *shape[1:]), dtype)
+            with archive.open(member) as f:
+                f.seek(header)
+                position = 0
+                for i, row in enumerate(wanted):
+                    if row > position:
+                        f.seek((row - position) * row_bytes, 1)
+                    out[i] = np.frombuffer(f.read(row_bytes), dtype).reshape(shape[1:])
+                    position = row + 1
+            arrays[name] = out
+    return arrays
 
 
 def _unreadable(path: Path, e: BaseException) -> DataError:

@@ -51,7 +51,7 @@ def register_demo_model(params: Params) -> str:
     if params.demo.pretrained:
         from squeezeflow import pretrained
 
-        example = next(iter(data.inputs_of(data.load(params.data.eval, "eval")).values()))[:4]
+        example = next(iter(data.inputs_of(data.head(params.data.eval, "eval", 4)).values()))
         uri = pretrained.register(params.demo.pretrained, name, alias, example)
         print(f"demo: registered the pretrained {params.demo.pretrained} as {uri}" + (f" @{alias}" if alias else ""))
         return uri

@@ -113,6 +113,5 @@ def _as_format(current: Any, config: Any, source: dict[str, Any], source_dir: Pa
 
 def _export(module: Any, params: Params, path: Path) -> Path:
     """Export a torch module produced by a step, with eval samples as the example."""
-    arrays = data.load(params.data.eval, "eval")
-    modelio.export_onnx(module, {k: v[:32] for k, v in data.inputs_of(arrays).items()}, path)
+    modelio.export_onnx(module, data.inputs_of(data.head(params.data.eval, "eval", 32)), path)
     return path

@@ -100,8 +100,8 @@ def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, A
         kind, rel = registry.flavor(mlflow_dir)
         signature = registry.signature(mlflow_dir)  # the promoted version gets it too
         onnx_file = artifacts.model_path(tmp)
-        eval_arrays = data.load(eval_path, "eval")
-        example = {k: v[:EXAMPLE_SAMPLES] for k, v in data.inputs_of(eval_arrays).items()}
+        eval_arrays = data.head(eval_path, "eval", EXAMPLE_SAMPLES)  # the inputs' shapes and an example, not the whole file
+        example = data.inputs_of(eval_arrays)
         files = {"model": artifacts.MODEL_FILE}
         if kind == "onnx":
             modelio.copy_onnx(mlflow_dir / rel, onnx_file)

@@ -101,10 +101,11 @@ def _calibration(ctx: StepContext, count: int | None = None, labels: bool = Fals
 
     if ctx.calibration is None:
         raise ConfigError("quantize needs calibration data here: set data.calibration in params.yaml (or use mode: dynamic).")
-    arrays = data.load(ctx.calibration, "calibration")
+    rows = None if count is None else calibration.pick(data.samples_in(ctx.calibration, "calibration"), count, ctx.seed)
+    arrays = data.load(ctx.calibration, "calibration", rows=rows)  # only the subset is read: memory does not grow with the file
     if labels and data.LABELS not in arrays:
         raise ConfigError(f"{ctx.calibration}: quantize fallback measures accuracy and needs a `labels` array in the calibration data.")
-    return arrays if count is None else calibration.subset(arrays, count, ctx.seed)
+    return arrays
 
 
 def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str) -> tuple[Callable[..., Path], int]:
@@ -267,7 +268,7 @@ def _timing_feed(sess, ctx: StepContext) -> dict:
     from squeezeflow import data
 
     if ctx.calibration is not None:
-        return next(data.batches(data.load(ctx.calibration, "calibration"), ctx.batch_size))
+        return next(data.batches(data.head(ctx.calibration, "calibration", ctx.batch_size), ctx.batch_size))
     kinds = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
     return {i.name: np.zeros([ctx.batch_size] + [d if isinstance(d, int) else 1 for d in i.shape[1:]], kinds.get(i.type, np.float32)) for i in sess.get_inputs()}
 

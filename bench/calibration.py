@@ -1,0 +1,132 @@
+"""Calibration memory: peak resident memory of static INT8 quantization against the calibration sample count.
+
+On the zoo's EfficientNet-Lite1 (ImageNet, 240x240 crops of the bundled photos; 1,024 calibration
+crops, 320 eval crops), each run in its own process, peak RSS from wait4: squeezeflow's quantize
+step (static QDQ, per-channel; its streaming calibrator) at 64, 256 and 1,024 samples for every
+calibration method, and ONNX Runtime's own calibrator fed the same samples in one
+`collect_data` call (what squeezeflow did before: every sample's activations kept until the end)
+at 16, 32 and 64 samples, where it still fits. Beside memory: wall time, the INT8 model's top-1
+agreement with FP32 on the eval crops, and the resident memory of a process that only imports the
+libraries. Writes bench/results/calibration.json.
+
+    python bench/calibration.py            # about 20 minutes
+    python bench/calibration.py --smoke    # the digits CNN, 32 and 128 samples (what the tests run)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import arguments, header, run_measured, write  # noqa: E402
+
+METHODS = ("minmax", "percentile", "mse", "entropy")
+FULL = {"model": "efficientnet-lite1", "counts": (64, 256, 1024), "ort_counts": (16, 32, 64), "methods": METHODS}
+SMOKE = {"model": "digits-cnn", "counts": (32, 128), "ort_counts": (32,), "methods": ("minmax", "entropy")}
+LIBRARIES = "import numpy, onnx, onnxruntime, onnxruntime.quantization, torch, squeezeflow.steps.quantize"  # ORT's shape inference imports torch
+
+
+def setup(model: str, work: Path, calibration_samples: int) -> None:
+    """(child process) The data files and the FP32 ONNX model in `work`."""
+    from squeezeflow import modelio
+
+    files = {s: work / f"{s}.npz" for s in ("eval", "calibration", "train")}
+    if model == "digits-cnn":
+        from quantization import train_and_export
+
+        from squeezeflow import datasets
+
+        datasets.write_splits("digits", files)
+        train_and_export("digits-cnn", files, work, epochs=2)
+        return
+    from squeezeflow import data, pretrained
+
+    pretrained.write_data(model, files, 0, {"eval": 320, "calibration": calibration_samples, "train": 8})
+    modelio.export_onnx(pretrained.build(model), data.inputs_of(data.head(files["eval"], "eval", 2)), work / "fp32.onnx", min_agreement=0.99)
+
+
+def squeezeflow_run(method: str, count: int, work: Path) -> dict:
+    """(child process) squeezeflow's quantize step; the INT8 model's agreement with FP32 on eval."""
+    from squeezeflow import data, modelio
+    from squeezeflow.steps import StepContext
+    from squeezeflow.steps.quantize import QuantizeConfig, quantize
+
+    out = work / f"sf-{method}-{count}"
+    out.mkdir()
+    result = quantize(work / "fp32.onnx", QuantizeConfig(calibration=method, num_samples=count), StepContext(workdir=out, calibration=work / "calibration.npz"))
+    inputs = data.inputs_of(data.load(work / "eval.npz", "eval"))
+    fp32 = modelio.run(modelio.session(work / "fp32.onnx"), inputs, 32).argmax(1)
+    int8 = modelio.run(modelio.session(result.model), inputs, 32).argmax(1)
+    return {"agreement": round(float((fp32 == int8).mean()), 4), "samples": result.stats["calibration_samples"]}
+
+
+def ort_run(method: str, count: int, work: Path) -> dict:
+    """(child process) ONNX Runtime's calibrator, every sample in one collect_data call, on the pre-processed model."""
+    from onnxruntime.quantization import CalibrationMethod, quant_pre_process
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    from squeezeflow import calibration, data
+
+    prepared = work / f"ort-{method}-{count}.onnx"
+    quant_pre_process(str(work / "fp32.onnx"), str(prepared))
+    inputs = data.inputs_of(data.load(work / "calibration.npz", "calibration", rows=calibration.pick(data.samples_in(work / "calibration.npz", "calibration"), count, 0)))
+    calibrator = create_calibrator(prepared, augmented_model_path=str(work / f"ort-aug-{method}-{count}.onnx"),
+                                   calibrate_method=getattr(CalibrationMethod, calibration.METHODS[method]), extra_options={"num_bins": 2048})
+    with contextlib.redirect_stdout(io.StringIO()):
+        calibrator.collect_data(calibration.reader(inputs, 32 if method == "minmax" else 1))
+        calibrator.compute_data()
+    return {"samples": count}
+
+
+def child(argv: list[str]) -> int:
+    """--setup MODEL WORK N | --run squeezeflow|ort METHOD N WORK: one measured process."""
+    if argv[0] == "--setup":
+        setup(argv[1], Path(argv[2]), int(argv[3]))
+        return 0
+    impl, method, count, work = argv[1], argv[2], int(argv[3]), Path(argv[4])
+    print("RESULT " + json.dumps((squeezeflow_run if impl == "squeezeflow" else ort_run)(method, count, work)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("--setup", "--run"):
+        return child(argv)
+    args = arguments(__doc__, "calibration", argv)
+    plan = SMOKE if args.smoke else FULL
+    report = header(f"{plan['model']}: static INT8 QDQ per-channel; each run its own process, peak RSS from wait4; agreement: top-1 with FP32 on the eval split")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    with tempfile.TemporaryDirectory(prefix="sf-bench-calibration-") as tmp:
+        work = Path(tmp)
+        setup_row = run_measured([sys.executable, __file__, "--setup", plan["model"], str(work), str(max(plan["counts"]))], work, env)
+        libraries = run_measured([sys.executable, "-c", LIBRARIES], work, env)["peak_rss_bytes"]
+        rows: dict[str, dict] = {}
+        for impl, counts in (("squeezeflow", plan["counts"]), ("ort", plan["ort_counts"])):
+            for method in plan["methods"]:
+                for count in counts:
+                    measured = run_measured([sys.executable, __file__, "--run", impl, method, str(count), str(work)], work, env, keep_output=True)
+                    result = json.loads(next(line for line in measured.pop("output").splitlines() if line.startswith("RESULT "))[7:])
+                    rows[f"{impl} {method} {count}"] = {**measured, **result, "above_libraries_mb": round((measured["peak_rss_bytes"] - libraries) / 1e6, 1)}
+                    print(f"{impl} {method} {count}: {rows[f'{impl} {method} {count}']}", flush=True)
+        fp32_bytes = (work / "fp32.onnx").stat().st_size
+    for method in plan["methods"]:  # how memory grows with samples: the largest count against the smallest
+        ours = [rows[f"squeezeflow {method} {c}"]["peak_rss_bytes"] for c in plan["counts"]]
+        theirs = [rows[f"ort {method} {c}"]["peak_rss_bytes"] for c in plan["ort_counts"]]
+        report.setdefault("growth", {})[method] = {
+            f"squeezeflow_{plan['counts'][-1]}_over_{plan['counts'][0]}": round(ours[-1] / ours[0], 3),
+            f"ort_{plan['ort_counts'][-1]}_over_{plan['ort_counts'][0]}": round(theirs[-1] / theirs[0], 3),
+            "ort_mb_per_sample": round((theirs[-1] - theirs[0]) / max(1, plan["ort_counts"][-1] - plan["ort_counts"][0]) / 1e6, 1) if len(theirs) > 1 else None,
+        }
+    report["models"][plan["model"]] = {"fp32_bytes": fp32_bytes, "libraries_rss_bytes": libraries, "setup": setup_row, "runs": rows}
+    write(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
