@@ -7,7 +7,8 @@ calibration method, and ONNX Runtime's own calibrator fed the same samples in on
 `collect_data` call (what squeezeflow did before: every sample's activations kept until the end)
 at 16, 32 and 64 samples, where it still fits. Beside memory: wall time, the INT8 model's top-1
 agreement with FP32 on the eval crops, and the resident memory of a process that only imports the
-libraries. Writes bench/results/calibration.json.
+libraries. The peak is the quantize step's process alone (agreement is measured in another).
+Writes bench/results/calibration.json.
 
     python bench/calibration.py            # about 20 minutes
     python bench/calibration.py --smoke    # the digits CNN, 32 and 128 samples (what the tests run)
@@ -29,7 +30,7 @@ from common import arguments, header, run_measured, write  # noqa: E402
 METHODS = ("minmax", "percentile", "mse", "entropy")
 FULL = {"model": "efficientnet-lite1", "counts": (64, 256, 1024), "ort_counts": (16, 32, 64), "methods": METHODS}
 SMOKE = {"model": "digits-cnn", "counts": (32, 128), "ort_counts": (32,), "methods": ("minmax", "entropy")}
-LIBRARIES = "import numpy, onnx, onnxruntime, onnxruntime.quantization, torch, squeezeflow.steps.quantize"  # ORT's shape inference imports torch
+LIBRARIES = "import numpy, onnx, onnxruntime, onnxruntime.quantization, squeezeflow.steps.quantize"
 
 
 def setup(model: str, work: Path, calibration_samples: int) -> None:
@@ -52,26 +53,33 @@ def setup(model: str, work: Path, calibration_samples: int) -> None:
 
 
 def squeezeflow_run(method: str, count: int, work: Path) -> dict:
-    """(child process) squeezeflow's quantize step; the INT8 model's agreement with FP32 on eval."""
-    from squeezeflow import data, modelio
+    """(child process) squeezeflow's quantize step alone (its peak memory is the row's)."""
     from squeezeflow.steps import StepContext
     from squeezeflow.steps.quantize import QuantizeConfig, quantize
 
     out = work / f"sf-{method}-{count}"
     out.mkdir()
     result = quantize(work / "fp32.onnx", QuantizeConfig(calibration=method, num_samples=count), StepContext(workdir=out, calibration=work / "calibration.npz"))
+    return {"model": str(result.model), "samples": result.stats["calibration_samples"]}
+
+
+def agreement(model: Path, work: Path) -> dict:
+    """(child process, not measured) Top-1 agreement of `model` with FP32 on the eval split."""
+    from squeezeflow import data, modelio
+
     inputs = data.inputs_of(data.load(work / "eval.npz", "eval"))
     fp32 = modelio.run(modelio.session(work / "fp32.onnx"), inputs, 32).argmax(1)
-    int8 = modelio.run(modelio.session(result.model), inputs, 32).argmax(1)
-    return {"agreement": round(float((fp32 == int8).mean()), 4), "samples": result.stats["calibration_samples"]}
+    int8 = modelio.run(modelio.session(model), inputs, 32).argmax(1)
+    return {"agreement": round(float((fp32 == int8).mean()), 4)}
 
 
 def ort_run(method: str, count: int, work: Path) -> dict:
     """(child process) ONNX Runtime's calibrator, every sample in one collect_data call, on the pre-processed model."""
+    from squeezeflow import calibration, data, modelio
+
+    modelio.ort_tools_without_torch()  # as squeezeflow's runs: the difference is the calibrator's alone
     from onnxruntime.quantization import CalibrationMethod, quant_pre_process
     from onnxruntime.quantization.calibrate import create_calibrator
-
-    from squeezeflow import calibration, data
 
     prepared = work / f"ort-{method}-{count}.onnx"
     quant_pre_process(str(work / "fp32.onnx"), str(prepared))
@@ -85,18 +93,25 @@ def ort_run(method: str, count: int, work: Path) -> dict:
 
 
 def child(argv: list[str]) -> int:
-    """--setup MODEL WORK N | --run squeezeflow|ort METHOD N WORK: one measured process."""
+    """--setup MODEL WORK N | --run squeezeflow|ort METHOD N WORK | --agreement MODEL WORK: one process."""
     if argv[0] == "--setup":
         setup(argv[1], Path(argv[2]), int(argv[3]))
+        return 0
+    if argv[0] == "--agreement":
+        print("RESULT " + json.dumps(agreement(Path(argv[1]), Path(argv[2]))))
         return 0
     impl, method, count, work = argv[1], argv[2], int(argv[3]), Path(argv[4])
     print("RESULT " + json.dumps((squeezeflow_run if impl == "squeezeflow" else ort_run)(method, count, work)))
     return 0
 
 
+def _result(output: str) -> dict:
+    return json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("--setup", "--run"):
+    if argv and argv[0] in ("--setup", "--run", "--agreement"):
         return child(argv)
     args = arguments(__doc__, "calibration", argv)
     plan = SMOKE if args.smoke else FULL
@@ -111,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             for method in plan["methods"]:
                 for count in counts:
                     measured = run_measured([sys.executable, __file__, "--run", impl, method, str(count), str(work)], work, env, keep_output=True)
-                    result = json.loads(next(line for line in measured.pop("output").splitlines() if line.startswith("RESULT "))[7:])
+                    result = _result(measured.pop("output"))
+                    if "model" in result:
+                        result.update(_result(run_measured([sys.executable, __file__, "--agreement", result.pop("model"), str(work)], work, env, keep_output=True)["output"]))
                     rows[f"{impl} {method} {count}"] = {**measured, **result, "above_libraries_mb": round((measured["peak_rss_bytes"] - libraries) / 1e6, 1)}
                     print(f"{impl} {method} {count}: {rows[f'{impl} {method} {count}']}", flush=True)
         fp32_bytes = (work / "fp32.onnx").stat().st_size

@@ -190,3 +190,14 @@ def test_dynamic_int8_is_scored_at_the_deployed_batch_size(digits_onnx, digits_d
     batched, alone = modelio.run(int8, arrays, 256), modelio.run(int8, arrays, 1)
     assert np.abs(batched - alone).max() > 1e-3 * np.abs(alone).max()  # why it matters
     assert modelio.scoring_batch(int8, arrays, 256) == 256
+
+
+def test_static_quantization_does_not_import_torch(digits_onnx, digits_dir, tmp_path):
+    """ONNX-only compression stays free of torch's import (onnxruntime.tools would pull it in)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from squeezeflow.steps import StepContext; from squeezeflow.steps.quantize import QuantizeConfig, quantize; "
+            f"quantize(Path({str(digits_onnx)!r}), QuantizeConfig(), StepContext(workdir=Path({str(tmp_path)!r}), calibration=Path({str(digits_dir / 'calibration.npz')!r}))); "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

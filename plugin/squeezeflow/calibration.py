@@ -45,7 +45,7 @@ def reader(inputs: dict[str, np.ndarray], batch: int) -> Any:
 
 
 def ranges(model: Path, inputs: dict[str, np.ndarray], method: str, workdir: Path, num_bins: int = 2048, percentile: float = 99.999,
-           batch_bytes: int = 256 << 20) -> Path:
+           batch_bytes: int = 64 << 20) -> Path:
     """Collect activation ranges of `model`, streaming, and save them as an ORT calibration cache.
 
     ONNX Runtime's calibrators keep every intermediate tensor of every sample until they compute

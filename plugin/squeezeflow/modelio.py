@@ -103,6 +103,22 @@ def _inside(folder: Path, path: Path) -> bool:
     return inside(folder, path)
 
 
+def ort_tools_without_torch() -> None:
+    """Make `onnxruntime.tools` importable without running its __init__, which imports torch (2.3 s
+    and 200 MB per compress process, bench/overhead.py) only to re-export a torch export helper.
+
+    Its submodules (symbolic shape inference, which quant_pre_process uses) import as usual. A
+    no-op once the package is imported.
+    """
+    import importlib.util
+    import sys
+
+    if "onnxruntime.tools" not in sys.modules:
+        spec = importlib.util.find_spec("onnxruntime.tools")
+        if spec is not None:
+            sys.modules["onnxruntime.tools"] = importlib.util.module_from_spec(spec)
+
+
 def session(path: str | Path, threads: int = 1, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> onnxruntime.InferenceSession:
     """An ONNX Runtime session with a fixed thread count (sequential execution, no spinning)."""
     import onnxruntime as ort

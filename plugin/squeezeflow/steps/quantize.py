@@ -65,9 +65,11 @@ def _prepare(model: Path, workdir: Path) -> Path:
     optimization and ONNX shape inference passes keep earlier copies of the model alive while they
     load theirs (3 copies at the peak, found with memray), and the quantizers infer shapes again anyway.
     """
-    from onnxruntime.quantization import quant_pre_process
-
+    from squeezeflow import modelio
     from squeezeflow.artifacts import side_file
+
+    modelio.ort_tools_without_torch()
+    from onnxruntime.quantization import quant_pre_process
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
     prepared = workdir / "prepared.onnx"
