@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def gemm_to_matmul(src: Path, dst: Path) -> int:
-    """Rewrite Gemm nodes with a constant B (and no transA) as MatMul (+ Add for the bias).
+    """`rewrite_gemm` from one file to another; how many Gemm nodes were rewritten."""
+    import onnx
+
+    from squeezeflow import modelio
+
+    model = onnx.load(str(src))
+    count = rewrite_gemm(model)
+    modelio.save_onnx(model, dst)
+    return count
+
+
+def rewrite_gemm(model: onnx.ModelProto) -> int:
+    """Rewrite, in place, Gemm nodes with a constant B (and no transA) as MatMul (+ Add for the bias).
 
     Weight-only quantizers such as ORT's MatMulNBits only take MatMul, while torch's exporter
     writes nn.Linear as Gemm.
@@ -14,12 +30,8 @@ def gemm_to_matmul(src: Path, dst: Path) -> int:
     Returns:
         How many Gemm nodes were rewritten.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
-    from squeezeflow import modelio
-
-    model = onnx.load(str(src))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     nodes, count = [], 0
@@ -28,9 +40,8 @@ def gemm_to_matmul(src: Path, dst: Path) -> int:
         if node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
             nodes.append(node)
             continue
-        weight = numpy_helper.to_array(inits[node.input[1]])
         if attrs.get("transB", 0):
-            weight = weight.T.copy()
+            weight = numpy_helper.to_array(inits[node.input[1]]).T.copy()
             graph.initializer.remove(inits[node.input[1]])
             graph.initializer.append(numpy_helper.from_array(weight, node.input[1]))
         has_bias = len(node.input) > 2 and node.input[2]
@@ -41,7 +52,6 @@ def gemm_to_matmul(src: Path, dst: Path) -> int:
         count += 1
     del graph.node[:]
     graph.node.extend(nodes)
-    modelio.save_onnx(model, dst)
     return count
 
 

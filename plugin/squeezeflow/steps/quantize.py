@@ -52,10 +52,12 @@ class QuantizeConfig(StepConfig):
 def quantize(model: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
     """Quantize `model`; statistics: mode, bits, quantized op counts, and per mode what was chosen."""
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    if config.mode == "int4":  # needs no shape inference: the model is read once and written once
+        return _int4(model, config, ctx)
     prepared = _prepare(model, ctx.workdir)
     if config.mode == "auto":
         return _auto(model, prepared, config, ctx)
-    return {"int4": _int4, "fp16": _fp16}.get(config.mode, _int8)(prepared, config, ctx)
+    return {"fp16": _fp16}.get(config.mode, _int8)(prepared, config, ctx)
 
 
 def _prepare(model: Path, workdir: Path) -> Path:
@@ -275,20 +277,22 @@ def _timing_feed(sess, ctx: StepContext) -> dict:
     return {i.name: np.zeros([ctx.batch_size] + [d if isinstance(d, int) else 1 for d in i.shape[1:]], kinds.get(i.type, np.float32)) for i in sess.get_inputs()}
 
 
-def _int4(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
-    """Weight-only 4-bit MatMul weights in blocks (MatMulNBits); Gemm is rewritten to MatMul first."""
+def _int4(source: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
+    """Weight-only 4-bit MatMul weights in blocks (MatMulNBits); Gemm is rewritten to MatMul first, in memory."""
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from squeezeflow import graph, modelio
     from squeezeflow.errors import ConfigError, ModelError
 
+    modelio.ort_tools_without_torch()
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
     if config.block_size & (config.block_size - 1):
         raise ConfigError(f"quantize.block_size must be a power of two. Got {config.block_size}.")
-    matmul = ctx.workdir / "matmul.onnx"
-    rewritten = graph.gemm_to_matmul(prepared, matmul)
+    model = onnx.load(str(source))
+    rewritten = graph.rewrite_gemm(model)
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(matmul)), block_size=config.block_size, is_symmetric=True, op_types_to_quantize=("MatMul",))
+    quantizer = MatMulNBitsQuantizer(model, block_size=config.block_size, is_symmetric=True, op_types_to_quantize=("MatMul",))
     quantizer.process()
     out = ctx.workdir / "int4.onnx"
     quantizer.model.save_model_to_file(str(out), use_external_data_format=modelio.is_large(quantizer.model.model))
