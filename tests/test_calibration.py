@@ -8,7 +8,7 @@ import pytest
 from onnxruntime.quantization import CalibrationMethod
 from onnxruntime.quantization.calibrate import create_calibrator, load_tensors_data
 
-from squeezeflow import calibration
+from squeezeflow import calibration, data
 
 
 def _ort_ranges(model, inputs, method, workdir, num_bins=2048, percentile=99.999):
@@ -24,7 +24,7 @@ def _ort_ranges(model, inputs, method, workdir, num_bins=2048, percentile=99.999
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
 def test_streamed_ranges_equal_onnxruntime_calibrators(method, digits_onnx, digits_dir, tmp_path):
     inputs = {"input": np.load(digits_dir / "calibration.npz")["input"][:96]}
-    ours = calibration.ranges(digits_onnx, inputs, method, tmp_path, batch_bytes=4096)  # several samples per batch, ragged last batch
+    ours = calibration.ranges(digits_onnx, lambda n: data.batches(inputs, n), 96, method, tmp_path, batch_bytes=4096)  # several samples per batch, ragged last batch
     streamed = {k: tuple(float(np.ravel(x)[0]) for x in v.range_value) for k, v in load_tensors_data(ours).items()}
     expected = _ort_ranges(digits_onnx, inputs, method, tmp_path)
     assert streamed.keys() == expected.keys() and len(streamed) > 5
@@ -57,7 +57,6 @@ def test_mse_clips_a_long_tail_and_keeps_a_uniform_distribution_whole():
 
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
 def test_a_subset_of_rows_is_read_without_the_rest_of_the_file(save, tmp_path):
-    from squeezeflow import data
     from squeezeflow.errors import DataError
 
     rng = np.random.default_rng(0)
@@ -71,6 +70,9 @@ def test_a_subset_of_rows_is_read_without_the_rest_of_the_file(save, tmp_path):
         np.testing.assert_array_equal(picked[name], full[rows])
     np.testing.assert_array_equal(picked["input"], calibration.subset(arrays, 40, seed=3)["input"])  # the same subset as before
     assert data.head(path, "calibration", 1000)["labels"].shape == (300,)
+    streamed = list(data.stream(path, "calibration", rows, 16))
+    assert [len(b["input"]) for b in streamed] == [16, 16, 8] and all(set(b) == {"input"} for b in streamed)
+    np.testing.assert_array_equal(np.concatenate([b["input"] for b in streamed]), arrays["input"][rows])
     truncated = tmp_path / "short.npz"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DataError, match="not a readable .npz|not an .npz"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,14 +44,15 @@ def reader(inputs: dict[str, np.ndarray], batch: int) -> Any:
     return Reader()
 
 
-def ranges(model: Path, inputs: dict[str, np.ndarray], method: str, workdir: Path, num_bins: int = 2048, percentile: float = 99.999,
-           batch_bytes: int = 64 << 20) -> Path:
+def ranges(model: Path, batches: Callable[[int], Iterator[dict[str, np.ndarray]]], samples: int, method: str, workdir: Path, num_bins: int = 2048,
+           percentile: float = 99.999, batch_bytes: int = 64 << 20) -> Path:
     """Collect activation ranges of `model`, streaming, and save them as an ORT calibration cache.
 
     ONNX Runtime's calibrators keep every intermediate tensor of every sample until they compute
     (13 GB for 256 ImageNet images); here each batch's tensors are folded into per-tensor
     statistics and dropped, so memory is one batch of activations (about `batch_bytes`), whatever
-    the sample count. minmax takes one pass; the histogram methods take two: exact min/max first,
+    the sample count. `batches(n)` yields the `samples` inputs in batches of n, afresh on each
+    call (e.g. `data.stream`, which reads them from the file as they are needed). minmax takes one pass; the histogram methods take two: exact min/max first,
     then histograms over those fixed ranges, which add up exactly to the histograms ORT builds from
     all samples at once, so entropy and percentile give ORT's own thresholds (tested). mse picks,
     per tensor, the clipping range whose 8-bit quantization has the least expected squared error
@@ -69,7 +70,6 @@ def ranges(model: Path, inputs: dict[str, np.ndarray], method: str, workdir: Pat
 
     from squeezeflow.artifacts import side_file
 
-    samples = len(next(iter(inputs.values())))
     cache = workdir / f"ranges-{method}-{num_bins}-{percentile}-{samples}.json"
     if cache.is_file():
         return cache
@@ -78,14 +78,14 @@ def ranges(model: Path, inputs: dict[str, np.ndarray], method: str, workdir: Pat
     calibrator = create_calibrator(model, augmented_model_path=str(workdir / "augmented.onnx"), calibrate_method=CalibrationMethod.Percentile,
                                    use_external_data_format=side_file(model).is_file())
     sess, names = calibrator.infer_session, sorted(calibrator.tensors_to_calibrate)
-    per_batch = _batch_size(sess, inputs, names, batch_bytes)
-    lo, hi, alo, ahi = _extremes(sess, inputs, names, per_batch)
+    per_batch = _batch_size(sess, batches, names, batch_bytes)
+    lo, hi, alo, ahi = _extremes(sess, batches, samples, names, per_batch)
     if method == "minmax":
         save_tensors_data(TensorsData(CalibrationMethod.MinMax, {n: (lo[n], hi[n]) for n in names}), cache)
         return cache
     symmetric = method == "percentile"  # ORT's percentile calibrator histograms absolute values, entropy signed ones
     edges = {n: (alo[n], ahi[n]) if symmetric else (-max(-lo[n], hi[n]), max(-lo[n], hi[n])) for n in names}
-    hist = _histograms(sess, inputs, names, per_batch, edges, num_bins, symmetric)
+    hist = _histograms(sess, batches, samples, names, per_batch, edges, num_bins, symmetric)
     if method == "mse":
         save_tensors_data(TensorsData(CalibrationMethod.MinMax, {n: _mse_range(*hist[n], lo[n], hi[n]) for n in names}), cache)
         return cache
@@ -99,26 +99,27 @@ def ranges(model: Path, inputs: dict[str, np.ndarray], method: str, workdir: Pat
     return cache
 
 
-def _outputs(sess: Any, inputs: dict[str, np.ndarray], names: list[str], per_batch: int) -> Iterator[dict[str, np.ndarray]]:
+def _outputs(sess: Any, feeds: Iterator[dict[str, np.ndarray]], names: list[str]) -> Iterator[dict[str, np.ndarray]]:
     """The calibrated tensors of each batch, flattened (one batch in memory at a time)."""
-    from squeezeflow import data
-
-    for feed in data.batches(inputs, per_batch):
+    for feed in feeds:
         yield {n: v.reshape(-1) for n, v in zip(names, sess.run(names, feed))}
 
 
-def _batch_size(sess: Any, inputs: dict[str, np.ndarray], names: list[str], batch_bytes: int) -> int:
+def _batch_size(sess: Any, batches: Callable[[int], Iterator[dict]], names: list[str], batch_bytes: int) -> int:
     """Samples per batch so that one batch of calibrated tensors takes about `batch_bytes`."""
-    first = next(_outputs(sess, {k: v[:1] for k, v in inputs.items()}, names, 1))
+    fixed = sess.get_inputs()[0].shape[0]
+    if isinstance(fixed, int):  # a model exported with a fixed batch takes only that
+        return fixed
+    first = next(_outputs(sess, batches(1), names))
     return max(1, min(64, batch_bytes // max(1, sum(v.nbytes for v in first.values()))))
 
 
-def _extremes(sess: Any, inputs: dict[str, np.ndarray], names: list[str], per_batch: int) -> tuple[dict, dict, dict, dict]:
+def _extremes(sess: Any, batches: Callable[[int], Iterator[dict]], samples: int, names: list[str], per_batch: int) -> tuple[dict, dict, dict, dict]:
     """Per tensor: min, max, and min and max of absolute values, over all samples."""
     import numpy as np
 
     lo, hi, alo, ahi = {}, {}, {}, {}
-    for outs in _progress(_outputs(sess, inputs, names, per_batch), inputs, per_batch, "calibration ranges"):
+    for outs in _progress(_outputs(sess, batches(per_batch), names), samples, per_batch, "calibration ranges"):
         for n, v in outs.items():
             if not v.size:
                 v = np.zeros(1, v.dtype)
@@ -129,12 +130,13 @@ def _extremes(sess: Any, inputs: dict[str, np.ndarray], names: list[str], per_ba
     return lo, hi, alo, ahi
 
 
-def _histograms(sess: Any, inputs: dict[str, np.ndarray], names: list[str], per_batch: int, edges: dict, num_bins: int, absolute: bool) -> dict:
+def _histograms(sess: Any, batches: Callable[[int], Iterator[dict]], samples: int, names: list[str], per_batch: int, edges: dict, num_bins: int,
+                absolute: bool) -> dict:
     """Per tensor: (counts, bin edges) of `num_bins` bins over the fixed range `edges[name]`, summed over batches."""
     import numpy as np
 
     hist: dict[str, list] = {}
-    for outs in _progress(_outputs(sess, inputs, names, per_batch), inputs, per_batch, "calibration histograms"):
+    for outs in _progress(_outputs(sess, batches(per_batch), names), samples, per_batch, "calibration histograms"):
         for n, v in outs.items():
             counts, bin_edges = np.histogram(np.abs(v) if absolute else v, num_bins, range=edges[n])
             if n in hist:
@@ -165,11 +167,10 @@ def _mse_range(counts: np.ndarray, bin_edges: np.ndarray, lo: np.ndarray, hi: np
     return best
 
 
-def _progress(batches: Iterator, inputs: dict[str, np.ndarray], per_batch: int, what: str) -> Iterator:
+def _progress(items: Iterator, samples: int, per_batch: int, what: str) -> Iterator:
     """A progress bar on stderr over the batches (quiet when stderr is not a terminal)."""
     import sys
 
     from tqdm import tqdm
 
-    total = -(-len(next(iter(inputs.values()))) // per_batch)
-    return tqdm(batches, total=total, desc=what, unit="batch", leave=False, disable=not sys.stderr.isatty())
+    return tqdm(items, total=-(-samples // per_batch), desc=what, unit="batch", leave=False, disable=not sys.stderr.isatty())

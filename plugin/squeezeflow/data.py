@@ -40,7 +40,7 @@ def load(path: str | Path, role: str, rows: Sequence[int] | None = None) -> dict
         raise DataError(f"{path}: not an .npz file (a zip archive of .npy arrays). Write it with numpy.savez.")
     headers = _check_sizes(path)
     try:
-        if rows is not None and headers is not None:
+        if rows is not None and _streamable(headers):
             arrays = _read_rows(path, headers, rows)
         else:
             with np.load(path, allow_pickle=False) as npz:
@@ -125,31 +125,68 @@ def _check_sizes(path: Path) -> dict[str, tuple] | None:
     return headers
 
 
+def _streamable(headers: dict[str, tuple] | None) -> bool:
+    """Every member a C-order array, all with the same number of samples."""
+    return bool(headers) and len({shape[0] for _, shape, _, _ in headers.values()}) == 1
+
+
 def _read_rows(path: Path, headers: dict[str, tuple], rows: Sequence[int]) -> dict[str, np.ndarray]:
     """Only `rows` of each array, each member streamed once from its header (compressed or not)."""
     import zipfile
 
-    import numpy as np
-
-    counts = {shape[0] for _, shape, _, _ in headers.values()}
     wanted = sorted(set(int(r) for r in rows))
-    if len(counts) != 1 or (wanted and not 0 <= wanted[0] <= wanted[-1] < counts.pop()):
-        raise ValueError("the arrays do not share the requested samples")
-    arrays = {}
     with zipfile.ZipFile(path) as archive:
-        for member, (name, shape, dtype, header) in headers.items():
-            row_bytes = int(np.prod(shape[1:], dtype=object)) * dtype.itemsize
-            out = np.empty((len(wanted), *shape[1:]), dtype)
-            with archive.open(member) as f:
-                f.seek(header)
-                position = 0
-                for i, row in enumerate(wanted):
-                    if row > position:
-                        f.seek((row - position) * row_bytes, 1)
-                    out[i] = np.frombuffer(f.read(row_bytes), dtype).reshape(shape[1:])
-                    position = row + 1
-            arrays[name] = out
-    return arrays
+        return {name: _RowReader(archive.open(member), shape, dtype, header).read(wanted) for member, (name, shape, dtype, header) in headers.items()}
+
+
+def stream(path: str | Path, role: str, rows: Sequence[int], size: int) -> Iterator[dict[str, np.ndarray]]:
+    """The input arrays of `rows` (sorted sample indices) in batches of `size`, read from the file as
+    they are needed: memory is one batch, whatever the number of rows.
+
+    Raises:
+        DataError: as `load`.
+    """
+    import zipfile
+
+    headers = _check_sizes(Path(path))
+    if not _streamable(headers):  # members numpy must read whole, or inconsistent arrays (load says which)
+        yield from batches(load(path, role, rows=rows), size)
+        return
+    wanted = sorted(set(int(r) for r in rows))
+    inputs = {m: h for m, h in headers.items() if h[0] != LABELS}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            readers = {m: _RowReader(archive.open(m), *h[1:]) for m, h in inputs.items()}
+            for start in range(0, len(wanted), size):
+                chunk = wanted[start : start + size]
+                yield {headers[m][0]: reader.read(chunk) for m, reader in readers.items()}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise _unreadable(Path(path), e) from None
+
+
+class _RowReader:
+    """Rows of one .npy member, read forward from an open stream."""
+
+    def __init__(self, f, shape: tuple, dtype, header: int):
+        import numpy as np
+
+        self.f, self.shape, self.dtype = f, shape, dtype
+        self.row_bytes = int(np.prod(shape[1:], dtype=object)) * dtype.itemsize
+        self.f.seek(header)
+        self.position = 0
+
+    def read(self, rows: Sequence[int]) -> np.ndarray:
+        import numpy as np
+
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        for i, row in enumerate(rows):
+            if not self.position <= row < self.shape[0]:
+                raise ValueError(f"sample {row} is out of order or past the {self.shape[0]} samples")
+            if row > self.position:
+                self.f.seek((row - self.position) * self.row_bytes, 1)
+            out[i] = np.frombuffer(self.f.read(self.row_bytes), self.dtype).reshape(self.shape[1:])
+            self.position = row + 1
+        return out
 
 
 def _unreadable(path: Path, e: BaseException) -> DataError:

@@ -98,13 +98,19 @@ def _ops(path: Path) -> dict[str, int]:
     return {k: v for k, v in sorted(modelio.op_counts(path).items()) if k in _INT_OPS}
 
 
+def _require_calibration(ctx: StepContext) -> None:
+    from squeezeflow.errors import ConfigError
+
+    if ctx.calibration is None:
+        raise ConfigError("quantize needs calibration data here: set data.calibration in params.yaml (or use mode: dynamic).")
+
+
 def _calibration(ctx: StepContext, count: int | None = None, labels: bool = False) -> dict:
     """A seeded subset of `count` calibration samples (all when None), labels included."""
     from squeezeflow import calibration, data
     from squeezeflow.errors import ConfigError
 
-    if ctx.calibration is None:
-        raise ConfigError("quantize needs calibration data here: set data.calibration in params.yaml (or use mode: dynamic).")
+    _require_calibration(ctx)
     rows = None if count is None else calibration.pick(data.samples_in(ctx.calibration, "calibration"), count, ctx.seed)
     arrays = data.load(ctx.calibration, "calibration", rows=rows)  # only the subset is read: memory does not grow with the file
     if labels and data.LABELS not in arrays:
@@ -124,10 +130,12 @@ def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mo
 
     cache, samples = None, 0
     if mode == "static":
-        arrays = _calibration(ctx, config.num_samples)
-        samples = len(arrays[next(iter(arrays))])
-        data.check_inputs(arrays, modelio.session(prepared).get_inputs(), ctx.calibration)
-        cache = calibration.ranges(prepared, data.inputs_of(arrays), config.calibration, ctx.workdir, config.num_bins, config.percentile)
+        _require_calibration(ctx)
+        rows = calibration.pick(data.samples_in(ctx.calibration, "calibration"), config.num_samples, ctx.seed)
+        samples = len(rows)
+        data.check_inputs(data.head(ctx.calibration, "calibration", 1), modelio.session(prepared).get_inputs(), ctx.calibration)
+        cache = calibration.ranges(prepared, lambda n: data.stream(ctx.calibration, "calibration", rows, n), samples, config.calibration, ctx.workdir,
+                                   config.num_bins, config.percentile)
 
     def run(exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None, tag: str = "all") -> Path:
         out = ctx.workdir / f"int8-{mode}-{tag}.onnx"
