@@ -119,8 +119,8 @@ def ort_tools_without_torch() -> None:
             sys.modules["onnxruntime.tools"] = importlib.util.module_from_spec(spec)
 
 
-def session(path: str | Path, threads: int = 1, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session with a fixed thread count (sequential execution, no spinning)."""
+def session(path: str | Path | bytes, threads: int = 1, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session with a fixed thread count (sequential execution, no spinning), from a file or a serialized model."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -134,8 +134,10 @@ def session(path: str | Path, threads: int = 1, providers: tuple[str, ...] = ("C
     if unknown:
         raise ModelError(f"execution provider {unknown[0]} is not available in this onnxruntime (available: {sorted(available)}). Change target.providers.")
     try:
-        return ort.InferenceSession(str(path), opts, providers=list(providers))
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts, providers=list(providers))
     except Exception as e:
+        if isinstance(path, bytes):
+            raise ModelError(f"ONNX Runtime cannot load a model built in memory ({str(e).splitlines()[0]}).") from None
         load_onnx(path)  # gives the clearer message when the file itself is bad
         raise ModelError(f"{path}: ONNX Runtime cannot load the model ({str(e).splitlines()[0]}).") from None
 

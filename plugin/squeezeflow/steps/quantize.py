@@ -178,11 +178,10 @@ def _int8(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str | 
 
 
 def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config: QuantizeConfig, ctx: StepContext) -> tuple[Path, dict]:
-    """Rank layers by the error each adds when quantized alone; keep the worst in float, one more at
-    a time, until the budget is met; then return to INT8 each kept layer the budget does not need."""
-    import numpy as np
-
-    from squeezeflow import data, graph, modelio
+    """Rank layers by the error each adds (one pass over 64 calibration samples, squeezeflow.sensitivity:
+    no model written per layer); keep the worst in float, one more at a time, until the budget is
+    met; then return to INT8 each kept layer the budget does not need."""
+    from squeezeflow import calibration, data, graph, modelio, sensitivity
     from squeezeflow.evaluate.classification import accuracy
 
     budget = config.fallback
@@ -195,11 +194,9 @@ def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config:
     if drop <= budget.max_accuracy_drop:
         return quantized, {**stats, "met": True, "drop": round(drop, 6)}
     layers = graph.nodes_of(prepared, tuple(config.op_types or WEIGHT_OPS))
-    sensitivity = {}
-    for i, name in enumerate(layers):
-        alone = _outputs(modelio.session(run(only=(name,), tag=f"only-{i}")), inputs, ctx)
-        sensitivity[name] = float(np.mean((alone - reference) ** 2))
-    ranked = sorted(layers, key=lambda n: -sensitivity[n])
+    rank_inputs = data.inputs_of(calibration.subset(arrays, min(config.num_samples, 64), ctx.seed))
+    errors = sensitivity.layer_errors(prepared, quantized, data.batches(rank_inputs, 16), layers)
+    ranked = sorted(errors, key=lambda n: -errors[n])
     best, kept, tried = quantized, [], []
 
     def attempt(floats: list[str]) -> tuple[Path, float]:
@@ -214,13 +211,13 @@ def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config:
         if drop <= budget.max_accuracy_drop:
             break
     if drop <= budget.max_accuracy_drop:  # then hand back to INT8 every kept layer the budget does not need, least sensitive first
-        for name in sorted(kept[:-1], key=sensitivity.get):
+        for name in sorted(kept[:-1], key=errors.get):
             fewer = [n for n in kept if n != name]
             model, fewer_drop = attempt(fewer)
             if fewer_drop <= budget.max_accuracy_drop:
                 best, drop, kept = model, fewer_drop, fewer
     stats["kept_float"] = kept
-    return best, {**stats, "met": drop <= budget.max_accuracy_drop, "drop": round(drop, 6), "tried": tried, "sensitivity": {n: round(sensitivity[n], 8) for n in ranked}}
+    return best, {**stats, "met": drop <= budget.max_accuracy_drop, "drop": round(drop, 6), "tried": tried, "sensitivity": {n: round(errors[n], 8) for n in ranked}}
 
 
 def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
