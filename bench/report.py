@@ -84,6 +84,18 @@ def scale(report: dict) -> str:
     return "\n\n".join(parts)
 
 
+def calibration(report: dict) -> str:
+    parts = []
+    for model, row in report["models"].items():
+        rows = [[name, r["samples"], round(r["peak_rss_bytes"] / 1e6, 1), r["above_libraries_mb"], r["wall_s"], r.get("agreement", "")] for name, r in row["runs"].items()]
+        parts.append(f"**{model}** (FP32 {row['fp32_bytes'] / 1e6:.1f} MB; libraries alone {row['libraries_rss_bytes'] / 1e6:.0f} MB resident)\n\n"
+                     + table(["calibrator method samples", "samples", "peak RSS MB", "above libraries MB", "wall s", "agreement with FP32"], rows))
+    growth = [[m, *g.values()] for m, g in report.get("growth", {}).items()]
+    if growth:
+        parts.append("Peak memory growth with samples\n\n" + table(["method", *next(iter(report["growth"].values()))], growth))
+    return "\n\n".join(parts)
+
+
 READOUTS = ("words_read_as_fp32", "text_pixel_iou", "face_decision_agreement")  # bench/zoo.py's read-outs of the outputs
 
 
@@ -109,6 +121,7 @@ SECTIONS = {
     "peers": ("Against the peers (`peers.py`)", peers),
     "overhead": ("Pipeline overhead (`overhead.py`)", overhead),
     "scale": ("Scale: 10M / 100M / 1B parameters (`scale.py`)", scale),
+    "calibration": ("Calibration memory against sample count (`calibration.py`)", calibration),
     "quantization": ("Quantization modes against ORT defaults (`quantization.py`)", lambda r: variants(r, ["accuracy_drop_points", "size_ratio", "speedup", "latency_p50_ms"])),
     "pruning": ("Pruning and clustering (`pruning.py`)", lambda r: variants(r, ["accuracy_drop_points", "params", "sparsity", "file_ratio", "gzip_ratio", "speedup"])),
     "distillation": ("Distillation (`distillation.py`)", lambda r: variants(r, ["accuracy", "accuracy_drop_points", "size_ratio", "speedup"])),
