@@ -1,7 +1,9 @@
 """Quantization benchmark: squeezeflow's modes against plain ONNX Runtime defaults, side by side.
 
 Every variant of a model is timed in one process, interleaved with its FP32 baseline (batch 1,
-one thread), so ratios are comparable on a noisy machine. Writes bench/results/quantization.json.
+one thread), so ratios are comparable on a noisy machine. The full run also prices the accuracy
+fallback's layer ranking on a 21M-parameter transformer (`fallback_cost`). Writes
+bench/results/quantization.json.
 
     python bench/quantization.py            # all models (several minutes)
     python bench/quantization.py --smoke    # digits CNN only, few repeats (what the tests run)
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -137,6 +140,45 @@ def hard_cases(model, files: dict, work: Path, budget: float = 0.01) -> dict:
     return results
 
 
+def fallback_cost(work: Path, samples: int = 64) -> dict:
+    """What the accuracy fallback's ranking costs on a 21M-parameter transformer (random weights):
+    one plain static quantization, the one-pass ranking, and one layer of the exhaustive ranking
+    it replaced (that layer alone quantized, the model run over the samples), times the layers."""
+    import glob
+    import time
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    from squeezeflow import graph, sensitivity
+    from squeezeflow.steps.quantize import WEIGHT_OPS
+
+    model = zoo.text_transformer(4000, 32, 2, dim=512, heads=8, layers=6, ff=2048).eval()
+    rng = np.random.default_rng(0)
+    inputs = {"input_ids": rng.integers(0, 4000, (samples, 32), dtype=np.int64), "attention_mask": np.ones((samples, 32), dtype=np.int64)}
+    fp32 = work / "transformer.onnx"
+    modelio.export_onnx(model, {k: v[:8] for k, v in inputs.items()}, fp32)
+    np.savez(work / "transformer-calibration.npz", **inputs)
+    step = work / "transformer-static"
+    step.mkdir()
+    t = time.perf_counter()
+    result = quantize(fp32, QuantizeConfig(mode="static", num_samples=samples), StepContext(workdir=step, calibration=work / "transformer-calibration.npz"))
+    static_s = time.perf_counter() - t
+    prepared, layers = step / "prepared.onnx", graph.nodes_of(step / "prepared.onnx", WEIGHT_OPS)
+    t = time.perf_counter()
+    errors = sensitivity.layer_errors(prepared, result.model, data.batches(inputs, 16), layers)
+    ranking_s = time.perf_counter() - t
+    t = time.perf_counter()
+    alone = step / "only-0.onnx"
+    quantize_static(str(prepared), str(alone), None, quant_format=QuantFormat.QDQ, per_channel=True, nodes_to_quantize=[layers[0]],
+                    calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=glob.glob(str(step / "ranges-minmax-*.json"))[0])
+    modelio.run(modelio.session(alone), inputs)
+    per_layer_s = time.perf_counter() - t
+    return {"params": sum(p.numel() for p in model.parameters()), "layers": len(layers), "samples": samples, "static_quantization_s": round(static_s, 2),
+            "one_pass_ranking_s": round(ranking_s, 2), "ranking_over_static": round(ranking_s / static_s, 3),
+            "exhaustive_ranking_estimate_s": round(per_layer_s * len(layers), 1), "exhaustive_over_static": round(per_layer_s * len(layers) / static_s, 2),
+            "most_sensitive": max(errors, key=errors.get)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, "quantization", argv)
     names = ["digits-cnn"] if args.smoke else list(MODELS)
@@ -153,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         if name == ("digits-cnn" if args.smoke else "mnist-cnn"):
             report["hard_cases"] = {"model": name, **hard_cases(model, files, work)}
             print("hard cases", json.dumps(report["hard_cases"]), flush=True)
+    if not args.smoke:
+        with tempfile.TemporaryDirectory(prefix="sf-bench-fallback-") as tmp:
+            report["fallback_cost"] = fallback_cost(Path(tmp))
+        print("fallback cost", json.dumps(report["fallback_cost"]), flush=True)
     write(report, args.out)
     return 0
 
