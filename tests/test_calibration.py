@@ -77,3 +77,16 @@ def test_a_subset_of_rows_is_read_without_the_rest_of_the_file(save, tmp_path):
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DataError, match="not a readable .npz|not an .npz"):
         data.load(truncated, "calibration", rows=rows)
+
+
+def test_arrays_numpy_must_read_whole_still_stream(tmp_path):
+    """A Fortran-order array cannot be read row by row from the file: it is loaded, then batched."""
+    rng = np.random.default_rng(1)
+    inputs = np.asfortranarray(rng.normal(size=(50, 6)).astype(np.float32))
+    path = tmp_path / "f.npz"
+    np.savez(path, input=inputs, labels=np.arange(50))
+    rows = calibration.pick(50, 20, seed=0)
+    batches = list(data.stream(path, "calibration", rows, 8))
+    assert [len(b["input"]) for b in batches] == [8, 8, 4]
+    np.testing.assert_array_equal(np.concatenate([b["input"] for b in batches]), inputs[rows])
+    np.testing.assert_array_equal(data.load(path, "calibration", rows=rows)["labels"], np.arange(50)[rows])
