@@ -90,3 +90,12 @@ def test_arrays_numpy_must_read_whole_still_stream(tmp_path):
     assert [len(b["input"]) for b in batches] == [8, 8, 4]
     np.testing.assert_array_equal(np.concatenate([b["input"] for b in batches]), inputs[rows])
     np.testing.assert_array_equal(data.load(path, "calibration", rows=rows)["labels"], np.arange(50)[rows])
+
+
+def test_arrays_of_different_lengths_are_refused_when_rows_are_asked(tmp_path):
+    from squeezeflow.errors import DataError
+
+    path = tmp_path / "ragged.npz"
+    np.savez(path, input=np.zeros((100, 1, 8, 8), np.float32), labels=np.zeros(50, np.int64))
+    with pytest.raises(DataError, match="different numbers of samples"):
+        data.head(path, "calibration", 80)

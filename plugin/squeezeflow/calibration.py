@@ -79,11 +79,11 @@ def ranges(model: Path, batches: Callable[[int], Iterator[dict[str, np.ndarray]]
                                    use_external_data_format=side_file(model).is_file())
     sess, names = calibrator.infer_session, sorted(calibrator.tensors_to_calibrate)
     per_batch = _batch_size(sess, batches, names, batch_bytes)
-    lo, hi, alo, ahi = _extremes(sess, batches, samples, names, per_batch)
+    symmetric = method == "percentile"  # ORT's percentile calibrator histograms absolute values, entropy signed ones
+    lo, hi, alo, ahi = _extremes(sess, batches, samples, names, per_batch, absolute=symmetric)
     if method == "minmax":
         save_tensors_data(TensorsData(CalibrationMethod.MinMax, {n: (lo[n], hi[n]) for n in names}), cache)
         return cache
-    symmetric = method == "percentile"  # ORT's percentile calibrator histograms absolute values, entropy signed ones
     edges = {n: (alo[n], ahi[n]) if symmetric else (-max(-lo[n], hi[n]), max(-lo[n], hi[n])) for n in names}
     hist = _histograms(sess, batches, samples, names, per_batch, edges, num_bins, symmetric)
     if method == "mse":
@@ -114,8 +114,9 @@ def _batch_size(sess: Any, batches: Callable[[int], Iterator[dict]], names: list
     return max(1, min(64, batch_bytes // max(1, sum(v.nbytes for v in first.values()))))
 
 
-def _extremes(sess: Any, batches: Callable[[int], Iterator[dict]], samples: int, names: list[str], per_batch: int) -> tuple[dict, dict, dict, dict]:
-    """Per tensor: min, max, and min and max of absolute values, over all samples."""
+def _extremes(sess: Any, batches: Callable[[int], Iterator[dict]], samples: int, names: list[str], per_batch: int,
+              absolute: bool) -> tuple[dict, dict, dict, dict]:
+    """Per tensor: min, max, and (when `absolute`) min and max of absolute values, over all samples."""
     import numpy as np
 
     lo, hi, alo, ahi = {}, {}, {}, {}
@@ -123,8 +124,10 @@ def _extremes(sess: Any, batches: Callable[[int], Iterator[dict]], samples: int,
         for n, v in outs.items():
             if not v.size:
                 v = np.zeros(1, v.dtype)
-            a = np.abs(v)
-            pairs = ((lo, np.nanmin(v), min), (hi, np.nanmax(v), max), (alo, np.nanmin(a), min), (ahi, np.nanmax(a), max))
+            pairs = [(lo, np.nanmin(v), min), (hi, np.nanmax(v), max)]
+            if absolute:
+                a = np.abs(v)
+                pairs += [(alo, np.nanmin(a), min), (ahi, np.nanmax(a), max)]
             for store, value, pick in pairs:
                 store[n] = value if n not in store else pick(store[n], value)
     return lo, hi, alo, ahi

@@ -45,8 +45,6 @@ def load(path: str | Path, role: str, rows: Sequence[int] | None = None) -> dict
         else:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
-            if rows is not None:
-                arrays = {k: v[list(rows)] if v.ndim else v for k, v in arrays.items()}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise _unreadable(path, e) from None
     if not inputs_of(arrays):
@@ -59,6 +57,11 @@ def load(path: str | Path, role: str, rows: Sequence[int] | None = None) -> dict
         raise DataError(f"{path}: arrays have different numbers of samples ({', '.join(f'{k}: {n}' for k, n in lengths.items())}). Every array's first axis must be the sample axis.")
     if not next(iter(lengths.values())):
         raise DataError(f"{path}: holds 0 samples. A {role} file needs at least one.")
+    if rows is not None and not _streamable(headers):  # read whole: keep the rows once the arrays are known to share them
+        count = next(iter(lengths.values()))
+        if any(not 0 <= r < count for r in rows):
+            raise DataError(f"{path}: has {count} samples; sample {max(rows)} was asked for.")
+        arrays = {k: v[list(rows)] for k, v in arrays.items()}
     return arrays
 
 

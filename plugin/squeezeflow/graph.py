@@ -9,18 +9,6 @@ if TYPE_CHECKING:
     import onnx
 
 
-def gemm_to_matmul(src: Path, dst: Path) -> int:
-    """`rewrite_gemm` from one file to another; how many Gemm nodes were rewritten."""
-    import onnx
-
-    from squeezeflow import modelio
-
-    model = onnx.load(str(src))
-    count = rewrite_gemm(model)
-    modelio.save_onnx(model, dst)
-    return count
-
-
 def rewrite_gemm(model: onnx.ModelProto) -> int:
     """Rewrite, in place, Gemm nodes with a constant B (and no transA) as MatMul (+ Add for the bias).
 
