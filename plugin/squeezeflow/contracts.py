@@ -24,34 +24,74 @@ MAX_SHIFT = 0.5  # calibration feature mean, in eval standard deviations
 SHIFT_MOSTLY = 0.95  # share of features that must stay within MAX_SHIFT
 
 
-def tables(role: str, arrays: dict[str, np.ndarray], specs: list[Any], classes: int, eval_arrays: dict[str, np.ndarray] | None) -> dict[str, pd.DataFrame]:
-    """The summaries GX validates for one file (`specs`: the model's ONNX inputs)."""
+def summarize(role: str, path: Path, specs: list[Any], batch_bytes: int = 32 << 20) -> dict[str, Any]:
+    """What the contracts need of one file, in one streamed pass (memory: one batch, whatever the sample count).
+
+    Returns:
+        first: its first sample's arrays (names, dtypes, shapes); samples: the sample count;
+        nonfinite: input name -> NaN/inf count per sample (float inputs); labels: the `labels`
+        array or None; features: input name -> (count, mean, sum of squared deviations, max |x|)
+        per feature, merged batch by batch (Chan et al.), float64.
+    """
+    import numpy as np
+
+    from squeezeflow import modelio
+
+    first, samples = data.head(path, role, 1), data.samples_in(path, role)
+    present = [s.name for s in specs if s.name in first]
+    nonfinite: dict[str, list[np.ndarray]] = {n: [] for n in present if first[n].dtype.kind == "f"}
+    features: dict[str, tuple] = {}
+    for batch in data.stream(path, role, range(samples), modelio.batch_for(first, batch_bytes)):
+        for n in present:
+            flat = batch[n].reshape(len(batch[n]), -1)
+            if n in nonfinite:
+                nonfinite[n].append((~np.isfinite(flat)).sum(axis=1))
+            features[n] = _merge(features.get(n), flat.astype(np.float64))
+    return {"first": first, "samples": samples, "nonfinite": {n: np.concatenate(v) for n, v in nonfinite.items()},
+            "labels": data.labels(path, role), "features": features}
+
+
+def _merge(acc: tuple | None, x: np.ndarray) -> tuple:
+    """Running (count, mean, M2, max |x|) per column, with batch `x` folded in (Chan, Golub and LeVeque's pairwise update)."""
+    import numpy as np
+
+    n, mean = len(x), x.mean(axis=0)
+    m2, peak = ((x - mean) ** 2).sum(axis=0), float(np.abs(x).max())
+    if acc is None:
+        return n, mean, m2, peak
+    n0, mean0, m20, peak0 = acc
+    delta, total = mean - mean0, n0 + n
+    return total, mean0 + delta * n / total, m20 + m2 + delta**2 * n0 * n / total, max(peak0, peak)
+
+
+def tables(role: str, summary: dict[str, Any], specs: list[Any], classes: int, eval_summary: dict[str, Any] | None) -> dict[str, pd.DataFrame]:
+    """The tables GX validates for one file (`summary` from `summarize`; `specs`: the model's ONNX inputs)."""
     import numpy as np
     import pandas as pd
 
     from squeezeflow.data import _NP_DTYPES
 
+    first = summary["first"]
     inputs = []
     for spec in specs:
-        arr = arrays.get(spec.name)
+        arr = first.get(spec.name)
         want = list(spec.shape)
         inputs.append({"array": spec.name, "present": arr is not None,
                        "dtype_ok": arr is not None and str(arr.dtype) == _NP_DTYPES.get(spec.type, str(arr.dtype)),
                        "shape_ok": arr is not None and arr.ndim == len(want) and all(not isinstance(w, int) or w == g for w, g in zip(want[1:], arr.shape[1:]))})
     out = {"arrays": pd.DataFrame(inputs)}
-    present = [s.name for s in specs if s.name in arrays]
-    samples = {f"nonfinite__{n}": (~np.isfinite(arrays[n].reshape(len(arrays[n]), -1))).sum(axis=1) for n in present if arrays[n].dtype.kind == "f"}
-    if data.LABELS in arrays and classes > 0:  # class labels (classification); other tasks' labels are targets
-        samples["label"] = arrays[data.LABELS].astype(np.int64)
+    samples = {f"nonfinite__{n}": counts for n, counts in summary["nonfinite"].items()}
+    if summary["labels"] is not None and classes > 0:  # class labels (classification); other tasks' labels are targets
+        samples["label"] = summary["labels"].astype(np.int64)
     if samples:
         out["samples"] = pd.DataFrame(samples)
-    if role == "calibration" and eval_arrays is not None:
+    if role == "calibration" and eval_summary is not None:
         shifts = []
-        for n in present:
-            if n in eval_arrays and arrays[n].shape[1:] == eval_arrays[n].shape[1:]:
-                cal, ev = (a.reshape(len(a), -1).astype(np.float64) for a in (arrays[n], eval_arrays[n]))
-                scale = ev.std(axis=0) + 1e-3 * (np.abs(ev).max() + 1e-12)
-                shifts.append(np.abs(cal.mean(axis=0) - ev.mean(axis=0)) / scale)
+        for n, (_, mean, _, _) in summary["features"].items():
+            if n in eval_summary["features"] and first[n].shape[1:] == eval_summary["first"][n].shape[1:]:
+                count, ev_mean, ev_m2, ev_peak = eval_summary["features"][n]
+                scale = np.sqrt(ev_m2 / count) + 1e-3 * (ev_peak + 1e-12)
+                shifts.append(np.abs(mean - ev_mean) / scale)
         if shifts:
             out["features"] = pd.DataFrame({"shift": np.concatenate(shifts)})
     return out
@@ -97,10 +137,10 @@ def validate(files: dict[str, Path], specs: list[Any], classes: int, strict: boo
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
     source = ctx.data_sources.add_pandas("squeezeflow-data")
-    loaded = {role: data.load(path, role) for role, path in files.items()}
+    summaries = {role: summarize(role, path, specs) for role, path in files.items()}  # streamed: no file is held whole
     results = []
     for role, path in files.items():
-        frames = tables(role, loaded[role], specs, classes, loaded.get("eval"))
+        frames = tables(role, summaries[role], specs, classes, summaries.get("eval"))
         for i, (table, expectation) in enumerate(expectations(role, frames, classes, all_classes)):
             name = f"{role}-{table}-{i}"
             batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")

@@ -70,6 +70,22 @@ def head(path: str | Path, role: str, count: int) -> dict[str, np.ndarray]:
     return load(path, role, rows=range(min(count, samples_in(path, role))))
 
 
+def labels(path: str | Path, role: str) -> np.ndarray | None:
+    """The file's `labels` array alone (None when it has none), read without the inputs."""
+    import zipfile
+
+    import numpy as np
+
+    headers = _check_sizes(Path(path)) if Path(path).is_file() else None
+    if not headers:
+        return load(path, role).get(LABELS)  # load gives the message, or reads what numpy must read whole
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return npz[LABELS] if LABELS in npz.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise _unreadable(Path(path), e) from None
+
+
 def samples_in(path: str | Path, role: str) -> int:
     """The number of samples of an npz file, from its array headers (the file is checked as `load` does)."""
     path = Path(path)
@@ -206,13 +222,14 @@ def inputs_of(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v for k, v in arrays.items() if k != LABELS}
 
 
-def check_inputs(arrays: dict[str, np.ndarray], specs: Sequence, path: str | Path) -> None:
+def check_inputs(arrays: dict[str, np.ndarray], specs: Sequence, path: str | Path, samples: int | None = None) -> None:
     """Fail unless the arrays match the ONNX model's inputs by name, rank, fixed dims and dtype.
 
     Args:
-        arrays: the npz arrays.
+        arrays: the npz arrays (or their first rows: see `head`).
         specs: `onnxruntime.InferenceSession.get_inputs()`.
         path: the file, for the message.
+        samples: the file's sample count, for the message, when `arrays` are its first rows.
     """
     names = [s.name for s in specs]
     missing = [n for n in names if n not in arrays]
@@ -225,7 +242,8 @@ def check_inputs(arrays: dict[str, np.ndarray], specs: Sequence, path: str | Pat
         arr = arrays[spec.name]
         want = list(spec.shape)
         if arr.ndim != len(want) or any(isinstance(w, int) and w != g for w, g in zip(want[1:], arr.shape[1:])):
-            raise DataError(f"{path}: array {spec.name!r} has shape {list(arr.shape)}, the model expects {want}. Reshape the data to the model input.")
+            shape = [len(arr) if samples is None else samples, *arr.shape[1:]]
+            raise DataError(f"{path}: array {spec.name!r} has shape {shape}, the model expects {want}. Reshape the data to the model input.")
         dtype = _NP_DTYPES.get(spec.type)
         if dtype and str(arr.dtype) != dtype:
             raise DataError(f"{path}: array {spec.name!r} has dtype {arr.dtype}, the model expects {dtype}. Save it as {dtype}.")

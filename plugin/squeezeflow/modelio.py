@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -153,12 +154,17 @@ def run_outputs(sess: onnxruntime.InferenceSession, arrays: dict[str, np.ndarray
     Raises:
         ModelError: an output is not batched along its first axis, or holds NaN/inf.
     """
-    import numpy as np
-
     from squeezeflow import data
 
+    return run_batches(sess, data.batches(arrays, batch_size))
+
+
+def run_batches(sess: onnxruntime.InferenceSession, batches: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """`run_outputs` over input batches as they come (`data.stream` reads them from the file): only the outputs are kept."""
+    import numpy as np
+
     parts: list[list[np.ndarray]] = []
-    for batch in data.batches(arrays, batch_size):
+    for batch in batches:
         outs = sess.run(None, batch)
         parts = parts or [[] for _ in outs]
         for i, out in enumerate(outs):
@@ -172,6 +178,14 @@ def run_outputs(sess: onnxruntime.InferenceSession, arrays: dict[str, np.ndarray
         result[name] = np.concatenate(chunks)
         check_finite(result[name], f"ONNX Runtime outputs ({name!r})")
     return result
+
+
+def batch_for(arrays: dict[str, np.ndarray], budget: int = 32 << 20, most: int = 256) -> int:
+    """Samples per batch so that a batch of these inputs holds at most `budget` bytes (1 to `most`)."""
+    from squeezeflow import data
+
+    per_sample = sum(v[:1].nbytes for v in data.inputs_of(arrays).values())
+    return max(1, min(most, budget // max(per_sample, 1)))
 
 
 def scoring_batch(sess: onnxruntime.InferenceSession, arrays: dict[str, np.ndarray], batch_size: int, large: int = 256, probe: int = 64) -> int:

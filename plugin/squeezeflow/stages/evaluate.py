@@ -11,6 +11,8 @@ from squeezeflow.config import Params
 from squeezeflow.evaluate import latency, size, tasks
 from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, SOURCE_DIR
 
+PROBE = 64  # samples read whole: the input checks, whether outputs depend on the batch, the timed batch
+
 
 def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidates_dir: Path = CANDIDATES_DIR, out_dir: Path = METRICS_DIR,
              plots_dir: Path = PLOTS_DIR) -> dict[str, float]:
@@ -43,22 +45,24 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         return _write(name, {"failed": True, "failed_step": failure["step"], "failure": failure["reason"]}, [], [], out_dir, plots_dir)
     base_manifest = artifacts.read_manifest(base_dir)  # hashes the model: once, even for the baseline
     cand_manifest = base_manifest if cand_dir == base_dir else artifacts.read_manifest(cand_dir)
-    target = params.target
-    arrays = data.load(params.data.eval, "eval")
+    target, path, task = params.target, params.data.eval, params.data.task
+    samples = data.samples_in(path, "eval")
+    probe = data.head(path, "eval", max(PROBE, 2 * target.batch_size))  # checks, the batch-dependence probe, the timed batch: the rest streams
     sessions = {BASELINE: modelio.session(artifacts.model_path(base_dir), target.threads, target.providers)}
     if name != BASELINE:
         sessions[name] = modelio.session(artifacts.model_path(cand_dir), target.threads, target.providers)
     for sess in sessions.values():
-        data.check_inputs(arrays, sess.get_inputs(), params.data.eval)
-    samples, task = data.samples(arrays), params.data.task
+        data.check_inputs(probe, sess.get_inputs(), path, samples)
     model_files = {BASELINE: artifacts.model_path(base_dir), name: artifacts.model_path(cand_dir)}
-    scoring = {n: modelio.scoring_batch(s, arrays, params.target.batch_size) for n, s in sessions.items()}  # dynamic INT8 is judged as deployed
-    outputs = {n: tasks.check_outputs(modelio.run_outputs(s, arrays, scoring[n]), samples, task, str(model_files[n])) for n, s in sessions.items()}
-    labels = arrays.get(data.LABELS)
+    large = modelio.batch_for(probe)  # batches of at most 32 MB of inputs: memory does not grow with the eval file
+    scoring = {n: modelio.scoring_batch(s, probe, target.batch_size, large) for n, s in sessions.items()}  # dynamic INT8 is judged as deployed
+    outputs = {n: tasks.check_outputs(modelio.run_batches(s, data.stream(path, "eval", range(samples), scoring[n])), samples, task, str(model_files[n]))
+               for n, s in sessions.items()}
+    labels = data.labels(path, "eval")
     if task == "classification":
-        labels = data.check_labels(arrays, next(iter(outputs[BASELINE].values())).shape[1], params.data.eval)
+        labels = data.check_labels({} if labels is None else {data.LABELS: labels}, next(iter(outputs[BASELINE].values())).shape[1], path)
     quality, extra_plots = tasks.score(task, outputs[BASELINE], outputs[name], labels, params.seed)
-    feed = next(data.batches(arrays, target.batch_size))
+    feed = next(data.batches(probe, target.batch_size))
     times, timing = latency.measure_until(sessions, feed, BASELINE, target.warmup, target.repeats, target.ci_width, target.max_seconds)
     lat = latency.summarize(times[name], target.batch_size)
     cand_size = size.sizes(artifacts.model_path(cand_dir))
