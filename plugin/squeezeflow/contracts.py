@@ -55,13 +55,14 @@ def _merge(acc: tuple | None, x: np.ndarray) -> tuple:
     """Running (count, mean, M2, max |x|) per column, with batch `x` folded in (Chan, Golub and LeVeque's pairwise update)."""
     import numpy as np
 
-    n, mean = len(x), x.mean(axis=0)
-    m2, peak = ((x - mean) ** 2).sum(axis=0), float(np.abs(x).max())
-    if acc is None:
-        return n, mean, m2, peak
-    n0, mean0, m20, peak0 = acc
-    delta, total = mean - mean0, n0 + n
-    return total, mean0 + delta * n / total, m20 + m2 + delta**2 * n0 * n / total, max(peak0, peak)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf samples: the non-finite contract names them
+        n, mean = len(x), x.mean(axis=0)
+        m2, peak = ((x - mean) ** 2).sum(axis=0), float(np.abs(x).max())
+        if acc is None:
+            return n, mean, m2, peak
+        n0, mean0, m20, peak0 = acc
+        delta, total = mean - mean0, n0 + n
+        return total, mean0 + delta * n / total, m20 + m2 + delta**2 * n0 * n / total, max(peak0, peak)
 
 
 def tables(role: str, summary: dict[str, Any], specs: list[Any], classes: int, eval_summary: dict[str, Any] | None) -> dict[str, pd.DataFrame]:
