@@ -96,6 +96,20 @@ def calibration(report: dict) -> str:
     return "\n\n".join(parts)
 
 
+def stages(report: dict) -> str:
+    parts = []
+    for model, row in report["models"].items():
+        libs = row["libraries_rss_bytes"]
+        rows = [[name, r["samples"], round(r["peak_rss_bytes"] / 1e6, 1), round(libs[name.split()[0]] / 1e6, 1), r["above_libraries_mb"],
+                 round(r["bound_bytes"] / 1e6, 1), "yes" if r["within_bound"] else "no", r["wall_s"]] for name, r in row["runs"].items()]
+        parts.append(f"**{model}** (FP32 {row['fp32_bytes'] / 1e6:.1f} MB; bound: 3 x FP32 + the stage's libraries)\n\n"
+                     + table(["stage samples", "samples", "peak RSS MB", "its libraries MB", "above libraries MB", "bound MB", "within", "wall s"], rows))
+    growth = [[stage, g] for stage, g in report.get("growth", {}).items()]
+    if growth:
+        parts.append("Peak memory, largest sample count over smallest\n\n" + table(["stage", "ratio"], growth))
+    return "\n\n".join(parts)
+
+
 READOUTS = ("words_read_as_fp32", "text_pixel_iou", "face_decision_agreement")  # bench/zoo.py's read-outs of the outputs
 
 
@@ -122,6 +136,7 @@ SECTIONS = {
     "overhead": ("Pipeline overhead (`overhead.py`)", overhead),
     "scale": ("Scale: 10M / 100M / 1B parameters (`scale.py`)", scale),
     "calibration": ("Calibration memory against sample count (`calibration.py`)", calibration),
+    "stages": ("Stage memory against sample count (`stages.py`)", stages),
     "quantization": ("Quantization modes against ORT defaults (`quantization.py`)", lambda r: variants(r, ["accuracy_drop_points", "size_ratio", "speedup", "latency_p50_ms"])),
     "pruning": ("Pruning and clustering (`pruning.py`)", lambda r: variants(r, ["accuracy_drop_points", "params", "sparsity", "file_ratio", "gzip_ratio", "speedup"])),
     "distillation": ("Distillation (`distillation.py`)", lambda r: variants(r, ["accuracy", "accuracy_drop_points", "size_ratio", "speedup"])),

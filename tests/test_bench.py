@@ -109,3 +109,11 @@ def test_calibration_bench_smoke(tmp_path):
     assert all(r["peak_rss_bytes"] > report["models"]["digits-cnn"]["libraries_rss_bytes"] / 2 for r in runs.values())
     assert runs["squeezeflow minmax 128"]["samples"] == 128 and runs["squeezeflow entropy 32"]["agreement"] > 0.9
     assert set(report["growth"]) == {"minmax", "entropy"}
+
+
+def test_stages_bench_smoke(tmp_path):
+    report = _smoke("stages", tmp_path)
+    model = report["models"]["digits-cnn"]
+    assert set(model["runs"]) == {f"{stage} {n}" for stage in ("check-data", "compress", "evaluate") for n in (32, 128)}
+    assert all(r["peak_rss_bytes"] > 0.5 * model["libraries_rss_bytes"][r_name.split()[0]] for r_name, r in model["runs"].items())
+    assert set(report["growth"]) == {"check-data", "compress", "evaluate"} and all(g > 0 for g in report["growth"].values())

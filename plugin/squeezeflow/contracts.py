@@ -24,7 +24,7 @@ MAX_SHIFT = 0.5  # calibration feature mean, in eval standard deviations
 SHIFT_MOSTLY = 0.95  # share of features that must stay within MAX_SHIFT
 
 
-def summarize(role: str, path: Path, specs: list[Any], batch_bytes: int = 32 << 20) -> dict[str, Any]:
+def summarize(role: str, path: Path, specs: list[Any], batch_bytes: int = 2 << 20) -> dict[str, Any]:
     """What the contracts need of one file, in one streamed pass (memory: one batch, whatever the sample count).
 
     Returns:

@@ -92,6 +92,7 @@ def _apply(params: Params, recipe: str, source: dict[str, Any], source_dir: Path
         modelio.load_onnx(model)
         manifest["warnings"] = effect.warnings(steps, [a["stats"] for a in applied], artifacts.model_path(source_dir), model)
         manifest["sha256"] = artifacts.model_digest(model)
+        manifest["weights"] = modelio.weight_stats(model)  # evaluate reads them here: it need not import onnx
         artifacts.write_manifest(tmp, manifest)
     return manifest
 

@@ -134,6 +134,7 @@ def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, A
             "root": root,
             "inputs": [{"name": i.name, "shape": [d if isinstance(d, int) else str(d) for d in i.shape], "type": i.type} for i in sess.get_inputs()],
             "signature": signature,
+            "weights": modelio.weight_stats(onnx_file),  # parameter count and sparsity, for evaluate
         }
         artifacts.write_manifest(tmp, manifest)
     return manifest
