@@ -2,7 +2,9 @@
 
 Every variant of a model is timed in one process, interleaved with its FP32 baseline (batch 1,
 one thread), so ratios are comparable on a noisy machine. The full run also prices the accuracy
-fallback's layer ranking on a 21M-parameter transformer (`fallback_cost`). Writes
+fallback's layer ranking on a 21M-parameter transformer (`fallback_cost`). The matmul models get
+every int4 weight algorithm (round to nearest, HQQ, k-quant, GPTQ) and the transformer its
+embeddings packed too (GatherBlockQuantized). Writes
 bench/results/quantization.json.
 
     python bench/quantization.py            # all models (several minutes)
@@ -32,8 +34,14 @@ from squeezeflow.steps.quantize import QuantizeConfig, quantize
 MODELS = {  # name: dataset, family, epochs, squeezeflow variants
     "digits-cnn": ("digits", "cnn", 8, ("static", "dynamic", "auto")),
     "mnist-cnn": ("mnist", "cnn", 4, ("static", "dynamic", "auto")),
-    "tweets-transformer": ("tweets", "transformer", 3, ("static", "dynamic", "auto", "int4")),
-    "mnist-mlp": ("mnist", "mlp", 5, ("static", "dynamic", "auto", "int4")),
+    "tweets-transformer": ("tweets", "transformer", 3, ("static", "dynamic", "auto", "int4", "int4-hqq", "int4-k_quant", "int4-gptq", "int4-embeddings")),
+    "mnist-mlp": ("mnist", "mlp", 5, ("static", "dynamic", "auto", "int4", "int4-hqq", "int4-k_quant", "int4-gptq")),
+}
+VARIANTS = {  # squeezeflow variant -> its quantize parameters (beside the plain modes)
+    "int4-hqq": {"mode": "int4", "int4_algorithm": "hqq"},
+    "int4-k_quant": {"mode": "int4", "int4_algorithm": "k_quant"},
+    "int4-gptq": {"mode": "int4", "int4_algorithm": "gptq", "num_samples": 128},
+    "int4-embeddings": {"mode": "int4", "int4_embeddings": True},
 }
 
 
@@ -76,7 +84,7 @@ def squeezeflow_variants(fp32: Path, files: dict, work: Path, modes: tuple[str, 
     for mode in modes:
         folder = work / f"sf-{mode}"
         folder.mkdir()
-        result = quantize(fp32, QuantizeConfig(mode=mode), StepContext(workdir=folder, calibration=files["calibration"]))
+        result = quantize(fp32, QuantizeConfig(**VARIANTS.get(mode, {"mode": mode})), StepContext(workdir=folder, calibration=files["calibration"]))
         out[f"squeezeflow-{mode}"], stats[f"squeezeflow-{mode}"] = result.model, result.stats
     return out, stats
 
@@ -188,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         variants = ort_defaults(fp32, files, work)
         sf, stats = squeezeflow_variants(fp32, files, work, MODELS[name][3])
         row = {"variants": measure(fp32, {**variants, **sf}, files, args.repeats), "auto": {k: stats["squeezeflow-auto"][k] for k in ("prior", "chosen", "speedup_vs_fp32")}}
-        if "squeezeflow-int4" in sf:
-            row["int4_weight_ratio"] = round(weight_bytes(fp32) / weight_bytes(sf["squeezeflow-int4"]), 3)
+        for variant in (v for v in sf if v.startswith("squeezeflow-int4")):  # what int4 shrinks: the weights, beside the file
+            row[f"{variant.removeprefix('squeezeflow-')}_weight_ratio"] = round(weight_bytes(fp32) / weight_bytes(sf[variant]), 3)
         report["models"][name] = row
         print(name, json.dumps(row["variants"], indent=None)[:2000], flush=True)
         if name == ("digits-cnn" if args.smoke else "mnist-cnn"):

@@ -37,11 +37,53 @@ def test_int4_rewrites_gemm_and_packs_weights(digits_onnx, digits_dir, tmp_path)
     result = quantize(digits_onnx, QuantizeConfig(mode="int4", block_size=32), _ctx(tmp_path, digits_dir))
     ops = modelio.op_counts(result.model)
     assert ops["MatMulNBits"] == 2 and "Gemm" not in ops
-    assert result.stats == {"mode": "int4", "bits": 4, "block_size": 32, "gemm_rewritten": 2, "quantized_ops": {"MatMulNBits": 2}}
+    assert result.stats == {"mode": "int4", "bits": 4, "block_size": 32, "algorithm": "rtn", "gemm_rewritten": 2, "quantized_ops": {"MatMulNBits": 2}}
     ev = np.load(digits_dir / "eval.npz")
     fp32 = modelio.run(modelio.session(digits_onnx), {"input": ev["input"]})
     int4 = modelio.run(modelio.session(result.model), {"input": ev["input"]})
     assert (fp32.argmax(1) == int4.argmax(1)).mean() >= 0.95
+
+
+def _packed(path):
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [inits[n.input[1]] for n in model.graph.node if n.op_type == "MatMulNBits"]
+
+
+@pytest.mark.parametrize("algorithm", ["hqq", "k_quant", "gptq"])
+def test_int4_algorithms_choose_other_weights_and_keep_predictions(algorithm, digits_onnx, digits_dir, tmp_path):
+    rtn = quantize(digits_onnx, QuantizeConfig(mode="int4", block_size=32), _ctx(tmp_path, digits_dir, "rtn"))
+    result = quantize(digits_onnx, QuantizeConfig(mode="int4", block_size=32, int4_algorithm=algorithm, num_samples=64), _ctx(tmp_path, digits_dir))
+    assert result.stats["algorithm"] == algorithm and result.stats["quantized_ops"] == {"MatMulNBits": 2}
+    ours, theirs = _packed(result.model), _packed(rtn.model)
+    assert len(ours) == 2 and any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(ours, theirs))  # not round-to-nearest under another name
+    ev = np.load(digits_dir / "eval.npz")
+    fp32 = modelio.run(modelio.session(digits_onnx), {"input": ev["input"]})
+    assert (modelio.run(modelio.session(result.model), {"input": ev["input"]}).argmax(1) == fp32.argmax(1)).mean() >= 0.95
+
+
+def test_int4_packs_embeddings(tmp_path):
+    import torch
+
+    from squeezeflow import zoo
+    from squeezeflow.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = zoo.text_transformer(2000, 16, 3, dim=64, heads=4, layers=1, ff=128).eval()
+    rng = np.random.default_rng(0)
+    inputs = {"input_ids": rng.integers(0, 2000, (32, 16), dtype=np.int64), "attention_mask": np.ones((32, 16), dtype=np.int64)}
+    fp32 = tmp_path / "text.onnx"
+    modelio.export_onnx(model, inputs, fp32)
+    plain = quantize(fp32, QuantizeConfig(mode="int4"), StepContext(workdir=tmp_path))
+    (tmp_path / "e").mkdir()
+    packed = quantize(fp32, QuantizeConfig(mode="int4", int4_embeddings=True), StepContext(workdir=tmp_path / "e"))
+    assert packed.stats["quantized_ops"].get("GatherBlockQuantized") == 1 and "GatherBlockQuantized" not in plain.stats["quantized_ops"]
+    assert packed.model.stat().st_size < 0.5 * plain.model.stat().st_size  # the 2000x64 table was most of the file
+    base = modelio.run(modelio.session(fp32), inputs)
+    diff = np.abs(modelio.run(modelio.session(packed.model), inputs) - base).max()
+    assert diff < 0.1 * np.abs(base).max()
+    with pytest.raises(ConfigError, match="int4_algorithm: rtn"):
+        quantize(fp32, QuantizeConfig(mode="int4", int4_embeddings=True, int4_algorithm="hqq"), StepContext(workdir=tmp_path / "e"))
 
 
 def test_gemm_rewrite_is_exact(digits_onnx, digits_dir, tmp_path):

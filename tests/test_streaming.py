@@ -50,3 +50,13 @@ def test_evaluate_outputs_streamed_equal_whole_file(digits_onnx, digits_dir):
 @pytest.mark.parametrize("budget,most,expected", [(32 << 20, 256, 256), (1, 256, 1), (10 * 256, 4, 4)])
 def test_batch_for_bounds(budget, most, expected):
     assert modelio.batch_for({"input": np.zeros((3, 1, 8, 8), np.float32), "labels": np.zeros(3)}, budget, most) == expected
+
+
+def test_bootstrap_in_chunks_matches_the_normal_interval():
+    from squeezeflow.evaluate import stats
+
+    values = np.random.default_rng(1).exponential(1.0, 50_000)  # 2000 resamples of 50,000 would be 800 MB at once; drawn 10 at a time here
+    mean, lo, hi = stats.bootstrap_mean(values, seed=0)
+    half = 1.96 * values.std() / np.sqrt(len(values))
+    assert mean == pytest.approx(values.mean())
+    assert lo == pytest.approx(mean - half, abs=0.15 * half) and hi == pytest.approx(mean + half, abs=0.15 * half)

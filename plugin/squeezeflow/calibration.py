@@ -29,17 +29,20 @@ def subset(arrays: dict[str, np.ndarray], count: int, seed: int) -> dict[str, np
 
 
 def reader(inputs: dict[str, np.ndarray], batch: int) -> Any:
-    """A fresh onnxruntime CalibrationDataReader over the input arrays."""
+    """A fresh onnxruntime CalibrationDataReader over the input arrays (a copy starts over: GPTQ deep-copies its reader)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     from squeezeflow import data
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self._it = data.batches(inputs, batch)
+            self.start = 0
 
         def get_next(self):
-            return next(self._it, None)
+            if self.start >= data.samples(inputs):
+                return None
+            self.start += batch
+            return {k: v[self.start - batch : self.start] for k, v in data.inputs_of(inputs).items()}
 
     return Reader()
 

@@ -3,7 +3,9 @@ accuracy-aware fallback that keeps the most sensitive layers in float."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,8 @@ from squeezeflow.steps import StepConfig, StepContext, StepResult, register_step
 
 QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
-_INT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulNBits"}
+_INT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulNBits",
+            "GatherBlockQuantized"}
 
 
 class Fallback(BaseModel):
@@ -41,6 +44,8 @@ class QuantizeConfig(StepConfig):
     reduce_range: bool = Field(False, description="INT8: quantize weights to 7 bits (for x86 CPUs without VNNI).")
     op_types: tuple[str, ...] | None = Field(None, description="INT8: operator types to quantize, e.g. [MatMul, Gemm]; default: every supported type.")
     block_size: int = Field(32, ge=16, le=256, description="int4: weights per quantization block (a power of two).")
+    int4_algorithm: Literal["rtn", "hqq", "gptq", "k_quant"] = Field("rtn", description="int4: how the 4-bit weights are chosen (ONNX Runtime's MatMulNBitsQuantizer): rtn: round to nearest, symmetric per block; hqq: half-quadratic optimization of scales and zero points, no data; gptq: error-compensating rounding on num_samples calibration samples (Hessian of each MatMul's inputs); k_quant: llama.cpp's k-quant search of scales per block.")
+    int4_embeddings: bool = Field(False, description="int4, rtn: pack Gather embedding tables too (GatherBlockQuantized), which dominate a small transformer's size.")
     auto_tolerance: float = Field(0.01, ge=0, le=1, description="auto: a variant whose predictions differ from FP32 on more than this fraction of the calibration samples is never chosen, however fast.")
     fallback: Fallback | None = Field(None, description="static/dynamic: accuracy-aware fallback, e.g. {max_accuracy_drop: 0.005}; needs labels in data.calibration.")
 
@@ -294,17 +299,42 @@ def _int4(source: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
 
     if config.block_size & (config.block_size - 1):
         raise ConfigError(f"quantize.block_size must be a power of two. Got {config.block_size}.")
+    if config.int4_embeddings and config.int4_algorithm != "rtn":
+        raise ConfigError(f"quantize.int4_embeddings packs embeddings with round-to-nearest only; set int4_algorithm: rtn (got {config.int4_algorithm}) or drop int4_embeddings.")
     model = onnx.load(str(source))
     rewritten = graph.rewrite_gemm(model)
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)
-    quantizer = MatMulNBitsQuantizer(model, block_size=config.block_size, is_symmetric=True, op_types_to_quantize=("MatMul",))
-    quantizer.process()
+    for name in ("onnxruntime.quantization.matmul_nbits_quantizer", "neural_compressor"):  # INC's vendored k-quant logs per layer
+        logging.getLogger(name).setLevel(logging.ERROR)
+    quantizer = MatMulNBitsQuantizer(model, block_size=config.block_size, is_symmetric=True, op_types_to_quantize=_INT4_OPS[config.int4_embeddings],
+                                     quant_axes=(("MatMul", 0), ("Gather", 1)), algo_config=_int4_algorithm(config, ctx))
+    with contextlib.redirect_stdout(io.StringIO()):  # INC's vendored GPTQ/RTN print progress
+        quantizer.process()
     out = ctx.workdir / "int4.onnx"
     quantizer.model.save_model_to_file(str(out), use_external_data_format=modelio.is_large(quantizer.model.model))
     ops = _ops(out)
     if not ops.get("MatMulNBits"):
         raise ModelError("quantize mode=int4 found no MatMul or Gemm weight to quantize in this model; use mode static or dynamic.")
-    return StepResult(out, {"mode": "int4", "bits": 4, "block_size": config.block_size, "gemm_rewritten": rewritten, "quantized_ops": ops})
+    return StepResult(out, {"mode": "int4", "bits": 4, "block_size": config.block_size, "algorithm": config.int4_algorithm, "gemm_rewritten": rewritten,
+                            "quantized_ops": ops})
+
+
+_INT4_OPS = {False: ("MatMul",), True: ("MatMul", "Gather")}
+
+
+def _int4_algorithm(config: QuantizeConfig, ctx: StepContext):
+    """ONNX Runtime's weight-only configuration for `config.int4_algorithm` (None: its default, round to nearest)."""
+    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+    if config.int4_algorithm == "rtn":
+        return None  # MatMulNBitsQuantizer's DEFAULT quantizer: the block size, symmetric
+    if config.int4_algorithm == "hqq":
+        return nbits.HQQWeightOnlyQuantConfig(block_size=config.block_size, bits=4)
+    if config.int4_algorithm == "k_quant":
+        return nbits.KQuantWeightOnlyQuantConfig()
+    from squeezeflow import calibration, data
+
+    inputs = data.inputs_of(_calibration(ctx, config.num_samples))
+    return nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=calibration.reader(inputs, 1))
 
 
 def _fp16(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
