@@ -275,3 +275,18 @@ def test_one_pass_ranking_finds_the_layer_the_exhaustive_ranking_finds(fragile_o
     assert set(fast) == set(layers) and all(v >= 0 for v in fast.values())
     assert max(fast, key=fast.get) == max(exhaustive, key=exhaustive.get) == layers[2]  # the rescaled Gemm
     assert sorted(fast.values())[-1] > 100 * sorted(fast.values())[-2]  # and by far
+
+
+def test_int4_k_quant_leaves_odd_block_layers_float_instead_of_crashing(tmp_path):
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), f"w{i}") for i, shape in enumerate([(784, 64), (64, 10)])]  # 784 = 24.5 blocks of 32
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w0"], ["h"], name="mm0"), helper.make_node("MatMul", ["h", "w1"], ["y"], name="mm1")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 784])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 10])], weights)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    result = quantize(tmp_path / "m.onnx", QuantizeConfig(mode="int4", int4_algorithm="k_quant"), StepContext(workdir=tmp_path))
+    assert result.stats["kept_float"] == ["mm0"] and result.stats["quantized_ops"] == {"MatMulNBits": 1} and "odd number" in result.stats["note"]
+    x = {"x": rng.normal(size=(8, 784)).astype(np.float32)}
+    base = modelio.run(modelio.session(tmp_path / "m.onnx"), x)
+    assert np.abs(modelio.run(modelio.session(result.model), x) - base).max() < 0.2 * np.abs(base).max()

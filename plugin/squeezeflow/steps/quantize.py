@@ -289,6 +289,7 @@ def _timing_feed(sess, ctx: StepContext) -> dict:
 
 def _int4(source: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
     """Weight-only 4-bit MatMul weights in blocks (MatMulNBits); Gemm is rewritten to MatMul first, in memory."""
+    import numpy as np
     import onnx
 
     from squeezeflow import graph, modelio
@@ -305,17 +306,32 @@ def _int4(source: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
     rewritten = graph.rewrite_gemm(model)
     for name in ("onnxruntime.quantization.matmul_nbits_quantizer", "neural_compressor"):  # INC's vendored k-quant logs per layer
         logging.getLogger(name).setLevel(logging.ERROR)
+    skipped = _odd_blocks(model, config.block_size) if config.int4_algorithm == "k_quant" else []
     quantizer = MatMulNBitsQuantizer(model, block_size=config.block_size, is_symmetric=True, op_types_to_quantize=_INT4_OPS[config.int4_embeddings],
-                                     quant_axes=(("MatMul", 0), ("Gather", 1)), algo_config=_int4_algorithm(config, ctx))
-    with contextlib.redirect_stdout(io.StringIO()):  # INC's vendored GPTQ/RTN print progress
-        quantizer.process()
+                                     quant_axes=(("MatMul", 0), ("Gather", 1)), nodes_to_exclude=skipped, algo_config=_int4_algorithm(config, ctx))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # INC's vendored GPTQ/RTN print progress
+            quantizer.process()
+    except (ValueError, IndexError, RuntimeError, np.linalg.LinAlgError) as e:
+        raise ModelError(f"quantize int4_algorithm={config.int4_algorithm}: ONNX Runtime's weight-only quantizer failed on this model "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); use int4_algorithm rtn or hqq.") from None
     out = ctx.workdir / "int4.onnx"
     quantizer.model.save_model_to_file(str(out), use_external_data_format=modelio.is_large(quantizer.model.model))
     ops = _ops(out)
     if not ops.get("MatMulNBits"):
         raise ModelError("quantize mode=int4 found no MatMul or Gemm weight to quantize in this model; use mode static or dynamic.")
-    return StepResult(out, {"mode": "int4", "bits": 4, "block_size": config.block_size, "algorithm": config.int4_algorithm, "gemm_rewritten": rewritten,
-                            "quantized_ops": ops})
+    stats = {"mode": "int4", "bits": 4, "block_size": config.block_size, "algorithm": config.int4_algorithm, "gemm_rewritten": rewritten, "quantized_ops": ops}
+    if skipped:
+        stats.update(kept_float=skipped, note=f"k_quant left {len(skipped)} MatMul(s) in float: ONNX Runtime 1.32's k-quant packs zero points wrongly for an odd number "
+                                               f"of {config.block_size}-weight blocks per column (use a block_size that divides their input size, or rtn)")
+    return StepResult(out, stats)
+
+
+def _odd_blocks(model, block_size: int) -> list[str]:
+    """MatMuls whose weights have an odd number of blocks along K (ORT's k-quant cannot pack their zero points)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
+            and -(-inits[n.input[1]].dims[0] // block_size) % 2]
 
 
 _INT4_OPS = {False: ("MatMul",), True: ("MatMul", "Gather")}
