@@ -49,8 +49,8 @@ zoo-extras: $(STAMP)  ## what the zoo pipelines need beyond the suite: resemblyz
 	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSerifCondensed.ttf || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q fonts-dejavu-core fonts-dejavu-extra >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-dejavu-core fonts-dejavu-extra >/dev/null 2>&1)) \
 		|| echo "Debian's DejaVu fonts not installed: the easyocr pipelines fall back to matplotlib's copies of the faces it ships"; }
 
-bench: $(STAMP) zoo-extras  ## every benchmark (about an hour; 12 GB of memory for the 1B model), then bench/README.md from bench/results/*.json
-	for b in zoo peers overhead scale quantization pruning distillation gate_stability; do $(BIN)/python bench/$$b.py || exit 1; done
+bench: $(STAMP) zoo-extras  ## every benchmark (about 90 minutes; 12 GB of memory for the 1B model), then bench/README.md from bench/results/*.json
+	for b in zoo peers overhead scale calibration stages quantization pruning distillation gate_stability; do $(BIN)/python bench/$$b.py || exit 1; done
 	$(BIN)/python bench/report.py
 
 docs: $(STAMP)  ## regenerate the params.yaml reference in README.md from the config models
