@@ -33,11 +33,7 @@ def load(path: str | Path, role: str, rows: Sequence[int] | None = None) -> dict
 
     import numpy as np
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {role} data file not found. Set data.{role} in params.yaml or run `squeezeflow demo` to create the demo data.")
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{path}: not an .npz file (a zip archive of .npy arrays). Write it with numpy.savez.")
+    path = _require(path, role)
     headers = _check_sizes(path)
     try:
         if rows is not None and _streamable(headers):
@@ -65,6 +61,18 @@ def load(path: str | Path, role: str, rows: Sequence[int] | None = None) -> dict
     return arrays
 
 
+def _require(path: str | Path, role: str) -> Path:
+    """The path of an existing zip archive, or the one-line DataError saying what it is instead."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {role} data file not found. Set data.{role} in params.yaml or run `squeezeflow demo` to create the demo data.")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an .npz file (a zip archive of .npy arrays). Write it with numpy.savez.")
+    return path
+
+
 def head(path: str | Path, role: str, count: int) -> dict[str, np.ndarray]:
     """The first `count` samples (or all, when fewer), read without loading the rest of the file."""
     return load(path, role, rows=range(min(count, samples_in(path, role))))
@@ -76,7 +84,7 @@ def labels(path: str | Path, role: str) -> np.ndarray | None:
 
     import numpy as np
 
-    headers = _check_sizes(Path(path)) if Path(path).is_file() else None
+    headers = _check_sizes(_require(path, role))
     if not headers:
         return load(path, role).get(LABELS)  # load gives the message, or reads what numpy must read whole
     try:
@@ -88,8 +96,7 @@ def labels(path: str | Path, role: str) -> np.ndarray | None:
 
 def samples_in(path: str | Path, role: str) -> int:
     """The number of samples of an npz file, from its array headers (the file is checked as `load` does)."""
-    path = Path(path)
-    headers = _check_sizes(path) if path.is_file() else None
+    headers = _check_sizes(_require(path, role))
     if headers:
         return next(iter(headers.values()))[1][0]
     return samples(load(path, role))
