@@ -290,3 +290,10 @@ def test_int4_k_quant_leaves_odd_block_layers_float_instead_of_crashing(tmp_path
     x = {"x": rng.normal(size=(8, 784)).astype(np.float32)}
     base = modelio.run(modelio.session(tmp_path / "m.onnx"), x)
     assert np.abs(modelio.run(modelio.session(result.model), x) - base).max() < 0.2 * np.abs(base).max()
+
+
+def test_int4_gptq_without_calibration_names_the_fix(digits_onnx, tmp_path):
+    from squeezeflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="set data.calibration.*int4_algorithm rtn, hqq or k_quant"):
+        quantize(digits_onnx, QuantizeConfig(mode="int4", int4_algorithm="gptq"), StepContext(workdir=tmp_path))

@@ -38,7 +38,7 @@ def test_evaluate_outputs_streamed_equal_whole_file(digits_onnx, digits_dir):
     path = digits_dir / "eval.npz"
     sess = modelio.session(digits_onnx)
     whole = modelio.run_outputs(sess, data.load(path, "eval"), 256)
-    size = modelio.batch_for(data.head(path, "eval", 1), budget=7 * 256)  # 7 samples of 8x8 float32 a batch
+    size = data.batch_for(data.head(path, "eval", 1), budget=7 * 256)  # 7 samples of 8x8 float32 a batch
     assert size == 7
     streamed = modelio.run_batches(sess, data.stream(path, "eval", range(data.samples_in(path, "eval")), size))
     assert streamed.keys() == whole.keys()
@@ -49,7 +49,7 @@ def test_evaluate_outputs_streamed_equal_whole_file(digits_onnx, digits_dir):
 
 @pytest.mark.parametrize("budget,most,expected", [(32 << 20, 256, 256), (1, 256, 1), (10 * 256, 4, 4)])
 def test_batch_for_bounds(budget, most, expected):
-    assert modelio.batch_for({"input": np.zeros((3, 1, 8, 8), np.float32), "labels": np.zeros(3)}, budget, most) == expected
+    assert data.batch_for({"input": np.zeros((3, 1, 8, 8), np.float32), "labels": np.zeros(3)}, budget, most) == expected
 
 
 def test_bootstrap_in_chunks_matches_the_normal_interval():

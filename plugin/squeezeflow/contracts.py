@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 MAX_SHIFT = 0.5  # calibration feature mean, in eval standard deviations
 SHIFT_MOSTLY = 0.95  # share of features that must stay within MAX_SHIFT
+FEATURE_ROLES = ("eval", "calibration")  # the files whose per-feature statistics are compared
 
 
 def summarize(role: str, path: Path, specs: list[Any], batch_bytes: int = 2 << 20) -> dict[str, Any]:
@@ -30,23 +31,22 @@ def summarize(role: str, path: Path, specs: list[Any], batch_bytes: int = 2 << 2
     Returns:
         first: its first sample's arrays (names, dtypes, shapes); samples: the sample count;
         nonfinite: input name -> NaN/inf count per sample (float inputs); labels: the `labels`
-        array or None; features: input name -> (count, mean, sum of squared deviations, max |x|)
-        per feature, merged batch by batch (Chan et al.), float64.
+        array or None; features (eval and calibration files): input name -> (count, mean, sum of
+        squared deviations, max |x|) per feature, merged batch by batch (Chan et al.), float64.
     """
     import numpy as np
-
-    from squeezeflow import modelio
 
     first, samples = data.head(path, role, 1), data.samples_in(path, role)
     present = [s.name for s in specs if s.name in first]
     nonfinite: dict[str, list[np.ndarray]] = {n: [] for n in present if first[n].dtype.kind == "f"}
     features: dict[str, tuple] = {}
-    for batch in data.stream(path, role, range(samples), modelio.batch_for(first, batch_bytes)):
+    for batch in data.stream(path, role, range(samples), data.batch_for(first, batch_bytes)):
         for n in present:
             flat = batch[n].reshape(len(batch[n]), -1)
             if n in nonfinite:
                 nonfinite[n].append((~np.isfinite(flat)).sum(axis=1))
-            features[n] = _merge(features.get(n), flat.astype(np.float64))
+            if role in FEATURE_ROLES:  # the calibration-vs-eval shift is all they are for
+                features[n] = _merge(features.get(n), flat.astype(np.float64))
     return {"first": first, "samples": samples, "nonfinite": {n: np.concatenate(v) for n, v in nonfinite.items()},
             "labels": data.labels(path, role), "features": features}
 

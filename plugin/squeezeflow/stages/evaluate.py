@@ -54,7 +54,7 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
     for sess in sessions.values():
         data.check_inputs(probe, sess.get_inputs(), path, samples)
     model_files = {BASELINE: artifacts.model_path(base_dir), name: artifacts.model_path(cand_dir)}
-    large = modelio.batch_for(probe)  # batches of at most 2 MB of inputs: memory does not grow with the eval file
+    large = data.batch_for(probe)  # batches of at most 2 MB of inputs: memory does not grow with the eval file
     scoring = {n: modelio.scoring_batch(s, probe, target.batch_size, large) for n, s in sessions.items()}  # dynamic INT8 is judged as deployed
     outputs = {n: tasks.check_outputs(modelio.run_batches(s, data.stream(path, "eval", range(samples), scoring[n])), samples, task, str(model_files[n]))
                for n, s in sessions.items()}

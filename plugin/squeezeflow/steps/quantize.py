@@ -107,7 +107,7 @@ def _require_calibration(ctx: StepContext) -> None:
     from squeezeflow.errors import ConfigError
 
     if ctx.calibration is None:
-        raise ConfigError("quantize needs calibration data here: set data.calibration in params.yaml (or use mode: dynamic).")
+        raise ConfigError("quantize needs calibration data here: set data.calibration in params.yaml (or use a mode that needs none: dynamic, or int4 with int4_algorithm rtn, hqq or k_quant).")
 
 
 def _calibration(ctx: StepContext, count: int | None = None, labels: bool = False) -> dict:
@@ -307,7 +307,7 @@ def _int4(source: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
     for name in ("onnxruntime.quantization.matmul_nbits_quantizer", "neural_compressor"):  # INC's vendored k-quant logs per layer
         logging.getLogger(name).setLevel(logging.ERROR)
     skipped = _odd_blocks(model, config.block_size) if config.int4_algorithm == "k_quant" else []
-    quantizer = MatMulNBitsQuantizer(model, block_size=config.block_size, is_symmetric=True, op_types_to_quantize=_INT4_OPS[config.int4_embeddings],
+    quantizer = MatMulNBitsQuantizer(model, block_size=config.block_size, is_symmetric=True, op_types_to_quantize=("MatMul", "Gather") if config.int4_embeddings else ("MatMul",),
                                      quant_axes=(("MatMul", 0), ("Gather", 1)), nodes_to_exclude=skipped, algo_config=_int4_algorithm(config, ctx))
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # INC's vendored GPTQ/RTN print progress
@@ -332,9 +332,6 @@ def _odd_blocks(model, block_size: int) -> list[str]:
     inits = {i.name: i for i in model.graph.initializer}
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
             and -(-inits[n.input[1]].dims[0] // block_size) % 2]
-
-
-_INT4_OPS = {False: ("MatMul",), True: ("MatMul", "Gather")}
 
 
 def _int4_algorithm(config: QuantizeConfig, ctx: StepContext):
