@@ -62,7 +62,7 @@ def ranges(model: Path, batches: Callable[[int], Iterator[dict[str, np.ndarray]]
     over that histogram.
 
     Ranges do not depend on how weights are quantized, so a cache already in `workdir` for the
-    same method, histogram and samples is reused (auto builds per-channel and per-tensor variants).
+    same model file, method, histogram and samples is reused (auto builds per-channel and per-tensor variants).
 
     Returns:
         The cache file, to pass as `quantize_static(..., calibration_cache_path=...,
@@ -73,7 +73,7 @@ def ranges(model: Path, batches: Callable[[int], Iterator[dict[str, np.ndarray]]
 
     from squeezeflow.artifacts import side_file
 
-    cache = workdir / f"ranges-{method}-{num_bins}-{percentile}-{samples}.json"
+    cache = workdir / f"ranges-{model.stem}-{method}-{num_bins}-{percentile}-{samples}.json"
     if cache.is_file():
         return cache
     # ORT's histogram calibrator selects the tensors (as quantize_static names them) and writes the
@@ -123,7 +123,7 @@ def _extremes(sess: Any, batches: Callable[[int], Iterator[dict]], samples: int,
     import numpy as np
 
     lo, hi, alo, ahi = {}, {}, {}, {}
-    for outs in _progress(_outputs(sess, batches(per_batch), names), samples, per_batch, "calibration ranges"):
+    for outs in progress(_outputs(sess, batches(per_batch), names), samples, per_batch, "calibration ranges"):
         for n, v in outs.items():
             if not v.size:
                 v = np.zeros(1, v.dtype)
@@ -142,7 +142,7 @@ def _histograms(sess: Any, batches: Callable[[int], Iterator[dict]], samples: in
     import numpy as np
 
     hist: dict[str, list] = {}
-    for outs in _progress(_outputs(sess, batches(per_batch), names), samples, per_batch, "calibration histograms"):
+    for outs in progress(_outputs(sess, batches(per_batch), names), samples, per_batch, "calibration histograms"):
         for n, v in outs.items():
             counts, bin_edges = np.histogram(np.abs(v) if absolute else v, num_bins, range=edges[n])
             if n in hist:
@@ -173,7 +173,7 @@ def _mse_range(counts: np.ndarray, bin_edges: np.ndarray, lo: np.ndarray, hi: np
     return best
 
 
-def _progress(items: Iterator, samples: int, per_batch: int, what: str) -> Iterator:
+def progress(items: Iterator, samples: int, per_batch: int, what: str) -> Iterator:
     """A progress bar on stderr over the batches (quiet when stderr is not a terminal)."""
     import sys
 

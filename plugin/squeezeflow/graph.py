@@ -43,6 +43,35 @@ def rewrite_gemm(model: onnx.ModelProto) -> int:
     return count
 
 
+def with_outputs(model: onnx.ModelProto, names: list[str], only: bool = False) -> onnx.ModelProto:
+    """A copy of the model with `names` as extra graph outputs (typed from its value_info where known); `only`: as its only outputs."""
+    import copy
+
+    from onnx import TensorProto, helper
+
+    out = copy.deepcopy(model)
+    known = {v.name: v for v in (*out.graph.value_info, *out.graph.input, *out.graph.output)}
+    if only:
+        del out.graph.output[:]
+    present = {o.name for o in out.graph.output}
+    for name in names:
+        if name not in present:
+            out.graph.output.append(copy.deepcopy(known[name]) if name in known else helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return out
+
+
+def weighted(model: onnx.ModelProto, op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")) -> list[str]:
+    """Names of the nodes of `op_types` that take a constant weight (an initializer as second input): not attention's activation-by-activation MatMuls."""
+    inits = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type in op_types and len(n.input) > 1 and n.input[1] in inits]
+
+
+def batch_of(model: onnx.ModelProto, wanted: int) -> int:
+    """`wanted`, or the batch size the model's first input fixes (an exported model may take only that)."""
+    first = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
+    return first[0].dim_value if first and first[0].HasField("dim_value") and first[0].dim_value > 0 else wanted
+
+
 def nodes_of(path: Path, op_types: tuple[str, ...]) -> list[str]:
     """Names of the nodes of the given operator types, in graph order."""
     import onnx

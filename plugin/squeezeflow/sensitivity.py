@@ -83,12 +83,12 @@ def layer_errors(fp32: Path, quantized: Path, batches: Iterable[dict[str, np.nda
     import numpy as np
     import onnx
 
-    from squeezeflow import modelio
+    from squeezeflow import graph, modelio
 
     model, qmodel = onnx.load(str(fp32)), onnx.load(str(quantized))
     found = spans(model, qmodel, layers)
     wanted = sorted({t for inputs, out, _ in found.values() for t in (*inputs, out)})
-    fp32_sess = modelio.session(_with_outputs(model, wanted).SerializeToString())
+    fp32_sess = modelio.session(graph.with_outputs(model, wanted).SerializeToString())
     alone = {name: modelio.session(_extract(qmodel, inputs, q_out).SerializeToString()) for name, (inputs, _, q_out) in found.items()}
     del model, qmodel
     err, ref = dict.fromkeys(found, 0.0), dict.fromkeys(found, 0.0)
@@ -126,18 +126,3 @@ def _extract(model: onnx.ModelProto, inputs: list[str], output: str) -> onnx.Mod
                               [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
                               [inits[t] for t in sorted(needed) if t in inits])
     return helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
-
-
-def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """The model with `names` as extra graph outputs (typed from its value_info where known)."""
-    import copy
-
-    from onnx import TensorProto, helper
-
-    out = copy.deepcopy(model)
-    known = {v.name: v for v in (*out.graph.value_info, *out.graph.input, *out.graph.output)}
-    present = {o.name for o in out.graph.output}
-    for name in names:
-        if name not in present:
-            out.graph.output.append(known[name] if name in known else helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    return out

@@ -33,7 +33,7 @@ class QuantizeConfig(StepConfig):
     """Quantization of an ONNX model with onnxruntime.quantization."""
 
     kind: ClassVar[str] = "quantize"
-    mode: Literal["static", "dynamic", "auto", "int4", "fp16"] = Field("static", description="static: INT8 QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: INT8 weights, activations quantized at run time (matmul-heavy models); auto: builds dynamic and static variants (per-channel and per-tensor), rejects those that change FP32's predictions (auto_tolerance), times the rest against FP32 on the target and keeps the fastest, never one slower than FP32; int4: weight-only 4-bit MatMul (MatMulNBits); fp16: half-precision floats (for GPU providers; no CPU speedup).")
+    mode: Literal["static", "dynamic", "auto", "int4", "fp16"] = Field("static", description="static: INT8 QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: INT8 weights, activations quantized at run time (matmul-heavy models); auto: builds dynamic and static variants (per-channel and per-tensor, and static per-channel with scope weighted; smoothquant, equalize and bias_correction apply to them as set), rejects those that change FP32's predictions (auto_tolerance), times the rest against FP32 on the target and keeps the fastest, never one slower than FP32; int4: weight-only 4-bit MatMul (MatMulNBits); fp16: half-precision floats (for GPU providers; no CPU speedup).")
     per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight instead of one per tensor.")
     calibration: Literal["minmax", "entropy", "percentile", "mse"] = Field("minmax", description="static: how activation ranges are taken from the calibration data (streamed batch by batch, memory independent of num_samples): minmax: the full range; entropy: the range whose 128-level histogram keeps most information (KL); percentile: the `percentile` of absolute values; mse: per tensor, the clipping range with the least expected 8-bit quantization error.")
     num_bins: int = Field(2048, ge=128, description="static, entropy/percentile/mse: histogram bins (ORT's default of 128 makes entropy equal minmax).")
@@ -46,6 +46,10 @@ class QuantizeConfig(StepConfig):
     block_size: int = Field(32, ge=16, le=256, description="int4: weights per quantization block (a power of two).")
     int4_algorithm: Literal["rtn", "hqq", "gptq", "k_quant"] = Field("rtn", description="int4: how the 4-bit weights are chosen (ONNX Runtime's MatMulNBitsQuantizer): rtn: round to nearest, symmetric per block; hqq: half-quadratic optimization of scales and zero points, no data; gptq: error-compensating rounding on num_samples calibration samples (Hessian of each MatMul's inputs); k_quant: llama.cpp's k-quant search of scales per block.")
     int4_embeddings: bool = Field(False, description="int4, rtn: pack Gather embedding tables too (GatherBlockQuantized), which dominate a small transformer's size.")
+    scope: Literal["all", "weighted"] = Field("all", description="INT8: which nodes are quantized. all: every operator ORT can quantize (Adds, pooling and attention's MatMuls too: fastest on CNNs); weighted: only Conv/MatMul/Gemm with a constant weight, so activation-by-activation MatMuls, Softmax, masks and residual Adds stay float (static INT8 of the tweets transformer: 8.95 points lost with all, none with weighted).")
+    smoothquant: float | None = Field(None, gt=0, lt=1, description="INT8: SmoothQuant's migration strength alpha (0.5 is the paper's default): before quantizing, the input channels of each MatMul/Gemm with a constant weight are divided by max|x|^alpha / max|w|^(1-alpha) (measured on num_samples calibration samples) and its weight rows multiplied by it; folded into a preceding LayerNormalization, else a Mul is inserted. The float function is unchanged.")
+    equalize: bool = Field(False, description="INT8: cross-layer equalization of Conv -> [Relu] -> Conv pairs before quantizing (weight ranges of the two layers balanced per channel; the float function is unchanged). For per-tensor weights and ReLU networks; ReLU6 pairs are left alone.")
+    bias_correction: bool = Field(False, description="static: after quantizing, remove each Conv/Gemm's mean output drift from FP32, per channel, from its INT8 bias, layer by layer in graph order (one pass of the model per layer over 32 calibration samples).")
     auto_tolerance: float = Field(0.01, ge=0, le=1, description="auto: a variant whose predictions differ from FP32 on more than this fraction of the calibration samples is never chosen, however fast.")
     fallback: Fallback | None = Field(None, description="static/dynamic: accuracy-aware fallback, e.g. {max_accuracy_drop: 0.005}; needs labels in data.calibration.")
 
@@ -57,12 +61,24 @@ class QuantizeConfig(StepConfig):
 def quantize(model: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
     """Quantize `model`; statistics: mode, bits, quantized op counts, and per mode what was chosen."""
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    _check_int8_options(config)
     if config.mode == "int4":  # needs no shape inference: the model is read once and written once
         return _int4(model, config, ctx)
     prepared = _prepare(model, ctx.workdir)
     if config.mode == "auto":
         return _auto(model, prepared, config, ctx)
     return {"fp16": _fp16}.get(config.mode, _int8)(prepared, config, ctx)
+
+
+def _check_int8_options(config: QuantizeConfig) -> None:
+    """Refuse an INT8 option the mode would ignore (never a silent no-op)."""
+    from squeezeflow.errors import ConfigError
+
+    allowed = {"bias_correction": ("static", "auto"), "smoothquant": ("static", "dynamic", "auto"), "equalize": ("static", "dynamic", "auto"), "scope": ("static", "dynamic", "auto")}
+    for name, modes in allowed.items():
+        value = getattr(config, name)
+        if value not in (None, False, "all") and config.mode not in modes:
+            raise ConfigError(f"quantize.{name} applies to mode {' or '.join(modes)}, not {config.mode}; drop {name} or change the mode.")
 
 
 def _prepare(model: Path, workdir: Path) -> Path:
@@ -130,10 +146,13 @@ def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mo
     once per layer)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    from squeezeflow import calibration, data, modelio
+    import onnx
+
+    from squeezeflow import calibration, data, graph, modelio
     from squeezeflow.artifacts import side_file
 
     cache, samples = None, 0
+    weighted = graph.weighted(onnx.load(str(prepared), load_external_data=False), tuple(config.op_types or WEIGHT_OPS)) if config.scope == "weighted" else None
     if mode == "static":
         _require_calibration(ctx)
         rows = calibration.pick(data.samples_in(ctx.calibration, "calibration"), config.num_samples, ctx.seed)
@@ -150,7 +169,7 @@ def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mo
             weight_type=getattr(QuantType, QUANT_TYPES[config.weight_type]),
             op_types_to_quantize=list(config.op_types) if config.op_types else None,
             nodes_to_exclude=list(exclude),
-            nodes_to_quantize=list(only) if only else None,
+            nodes_to_quantize=list(only or weighted or []) or None,
         )
         if mode == "dynamic":
             quantize_dynamic(str(prepared), str(out), use_external_data_format=side_file(prepared).is_file(), **common)
@@ -171,15 +190,48 @@ def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mo
 
 def _int8(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str | None = None) -> StepResult:
     mode = mode or config.mode
+    stats = {"mode": mode, "bits": 8, "scope": config.scope}
+    prepared, rescaled = _rescale(prepared, config, ctx)
+    stats.update(rescaled)
     run, samples = _int8_quantizer(prepared, config, ctx, mode)
     out = run()
-    stats = {"mode": mode, "bits": 8}
     if mode == "static":
         stats.update(calibration=config.calibration, calibration_samples=samples)
     if config.fallback:
         out, stats["fallback"] = _fallback(prepared, out, run, config, ctx)
+    if config.bias_correction and mode == "static":
+        import onnx
+
+        from squeezeflow import bias_correction, calibration, data, graph
+
+        rows = calibration.pick(data.samples_in(ctx.calibration, "calibration"), min(config.num_samples, 32), ctx.seed)
+        size = graph.batch_of(onnx.load(str(prepared), load_external_data=False), 8)
+        corrected = out.with_name(f"{out.stem}-corrected.onnx")
+        stats["bias_correction"] = bias_correction.correct(prepared, out, lambda: data.stream(ctx.calibration, "calibration", rows, size), corrected, ctx.threads)
+        out = corrected
     stats["quantized_ops"] = _ops(out)
     return StepResult(out, stats)
+
+
+def _rescale(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> tuple[Path, dict]:
+    """The prepared model after cross-layer equalization and SmoothQuant, as configured (squeezeflow.rescale), and their statistics."""
+    if not config.equalize and config.smoothquant is None:
+        return prepared, {}
+    import onnx
+
+    from squeezeflow import calibration, data, graph, modelio, rescale
+
+    model, stats = onnx.load(str(prepared)), {}
+    if config.equalize:
+        model, stats["equalization"] = rescale.equalize(model)
+    if config.smoothquant is not None:
+        _require_calibration(ctx)
+        rows = calibration.pick(data.samples_in(ctx.calibration, "calibration"), config.num_samples, ctx.seed)
+        batches = data.stream(ctx.calibration, "calibration", rows, graph.batch_of(model, 16))
+        model, stats["smoothquant"] = rescale.smooth(model, batches, config.smoothquant, ctx.threads)
+    out = prepared.with_name(f"{prepared.stem}{'-equalized' if config.equalize else ''}{f'-smoothed{config.smoothquant}' if config.smoothquant else ''}.onnx")
+    modelio.save_onnx(model, out)
+    return out, stats
 
 
 def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config: QuantizeConfig, ctx: StepContext) -> tuple[Path, dict]:
@@ -240,8 +292,10 @@ def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext)
     tried = {}
     for mode in modes:
         for per_channel in (True, False):
-            variant = config.model_copy(update={"per_channel": per_channel})
+            variant = config.model_copy(update={"per_channel": per_channel, "scope": "all"})
             tried[f"{mode}-{'per-channel' if per_channel else 'per-tensor'}"] = _int8(prepared, variant, ctx, mode)
+    if "static" in modes:  # attention's MatMuls, masks and residual Adds left float: what keeps static INT8 on transformers
+        tried["static-weighted"] = _int8(prepared, config.model_copy(update={"per_channel": True, "scope": "weighted"}), ctx, "static")
     sessions = {"fp32": modelio.session(model, ctx.threads, ctx.providers)}
     sessions.update({k: modelio.session(r.model, ctx.threads, ctx.providers) for k, r in tried.items()})
     agree = {}
