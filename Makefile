@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo demo-mnist demo-zoo test test-fast bench docs clean chromium zoo-extras
+.PHONY: demo demo-mnist demo-zoo test test-fast bench bench-peers docs clean chromium zoo-extras
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,21 @@ zoo-extras: $(STAMP)  ## what the zoo pipelines need beyond the suite: resemblyz
 
 bench: $(STAMP) zoo-extras  ## every benchmark (about 90 minutes; 12 GB of memory for the 1B model), then bench/README.md from bench/results/*.json
 	for b in zoo peers overhead scale calibration stages quantization pruning distillation gate_stability; do $(BIN)/python bench/$$b.py || exit 1; done
+	$(BIN)/python bench/report.py
+
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
+
+# the peer toolkits, each installed as its docs say, in their own environment: onnx-neural-compressor
+# pins numpy<2 and Olive pulls transformers; the same torch and ONNX Runtime as the project's
+$(PEERS_STAMP):
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q torch==2.13.0
+	$(PEERS)/bin/python -m pip install -q "numpy<2" onnxruntime==1.32.0 onnx==1.23.2 nncf==3.4.0 onnx-neural-compressor==1.0 olive-ai==0.13.0 requests prettytable
+	touch $@
+
+bench-peers: $(STAMP) zoo-extras $(PEERS_STAMP)  ## NNCF, Intel Neural Compressor and Olive against squeezeflow on the zoo (bench/toolkits.py; about 40 minutes)
+	$(BIN)/python bench/toolkits.py
 	$(BIN)/python bench/report.py
 
 docs: $(STAMP)  ## regenerate the params.yaml reference in README.md from the config models

@@ -117,3 +117,12 @@ def test_stages_bench_smoke(tmp_path):
     assert set(model["runs"]) == {f"{stage} {n}" for stage in ("check-data", "compress", "evaluate") for n in (32, 128)}
     assert all(r["peak_rss_bytes"] > 0.5 * model["libraries_rss_bytes"][r_name.split()[0]] for r_name, r in model["runs"].items())
     assert set(report["growth"]) == {"check-data", "compress", "evaluate"} and all(g > 0 for g in report["growth"].values())
+
+
+def test_toolkits_bench_smoke(tmp_path):
+    report = _smoke("toolkits", tmp_path)["models"]["digits-cnn"]
+    rows = report["variants"]
+    assert {"fp32", "ort-static-default", "squeezeflow-static", "squeezeflow-static-bias-correction", "squeezeflow-static-weighted"} <= set(rows)
+    assert rows["squeezeflow-static"]["integer_kernels"].get("QLinearConv") == 2  # ORT fuses squeezeflow's QDQ layout into integer convolutions
+    assert not rows["fp32"]["integer_kernels"] and rows["fp32"]["accuracy_drop_points"] == 0
+    assert report["peers"]["skipped"]

@@ -12,7 +12,8 @@ from squeezeflow.errors import ConfigError, ModelError
 from squeezeflow.stages.compress import compress
 from squeezeflow.stages.pull import pull
 from squeezeflow.stages.soft_labels import soft_labels
-from squeezeflow.steps.distill import distillation_loss, shrink, soft_targets
+from squeezeflow.steps.distill import shrink
+from squeezeflow.train import distillation_loss, soft_targets
 
 
 def test_loss_matches_a_hand_computed_value():

@@ -120,3 +120,12 @@ def read_failure(model_dir: Path) -> dict[str, Any] | None:
     """The failure record of a candidate folder, or None when it holds a model."""
     path = Path(model_dir) / FAILED
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+INDEX = "index.json"  # in the registered-models folder: resolved URI -> its folder, name, version, sha256
+
+
+def read_index(registered_dir: Path) -> dict:
+    """The index the pull stage writes beside the other registered models it fetched ({} when there is none)."""
+    path = Path(registered_dir) / INDEX
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -73,9 +73,10 @@ def _run(args: argparse.Namespace) -> int:
 
         m = pull(params)
         print(f"pull: {params.source.model_uri} -> models:/{m['root']['name']}/{m['root']['version']} ({m['root']['flavor']}), sha256 {m['sha256'][:12]}")
-        from squeezeflow.stages.pull import read_index
+        from squeezeflow.artifacts import read_index
+        from squeezeflow.stages import REGISTERED_DIR
 
-        for uri, entry in read_index().items():
+        for uri, entry in read_index(REGISTERED_DIR).items():
             print(f"pull: {uri} -> models:/{entry['name']}/{entry['version']}, sha256 {entry['sha256'][:12]}")
     elif args.command == "check-data":
         from squeezeflow.stages.check_data import check_data

@@ -88,6 +88,38 @@ def fit(
     return model
 
 
+def soft_targets(logits: list[np.ndarray], weights: list[float], temperature: float) -> np.ndarray:
+    """Weighted average of the teachers' softmax(logits / T), as float32 probabilities.
+
+    Example:
+        >>> soft_targets([np.array([[0.0, 0.0]])], [1.0], 2.0)  # doctest: +SKIP
+        array([[0.5, 0.5]], dtype=float32)
+    """
+    import numpy as np
+
+    total = sum(weights)
+    probs = 0.0
+    for z, w in zip(logits, weights):
+        z = z.astype(np.float64) / temperature
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        probs = probs + (w / total) * e / e.sum(axis=1, keepdims=True)
+    return np.asarray(probs, dtype=np.float32)
+
+
+def distillation_loss(student_logits: Any, targets: Any, labels: Any | None, temperature: float, alpha: float) -> Any:
+    """Hinton et al. (2015): alpha * T^2 * KL(targets || softmax(s / T)) + (1 - alpha) * CE(s, labels).
+
+    The T^2 factor keeps the soft-label gradients on the scale of the hard-label ones. Without
+    labels the loss is the soft-label term alone.
+    """
+    import torch.nn.functional as F
+
+    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1), targets, reduction="batchmean") * temperature**2
+    if labels is None:
+        return soft
+    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
+
+
 def accuracy(model: Any, x: Any, y: np.ndarray, device: str = "cpu", set_mode: Callable[[Any, bool], None] | None = None, batch_size: int = 512) -> float:
     """Accuracy of a torch classifier (eval mode, no gradients)."""
     return float((predict(model, x, device, set_mode, batch_size).argmax(1) == y).mean())

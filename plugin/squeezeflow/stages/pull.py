@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from squeezeflow import artifacts, data, modelio, registry
+from squeezeflow.artifacts import INDEX, read_index
 from squeezeflow.config import Params, registry_refs
 from squeezeflow.stages import REGISTERED_DIR, SOURCE_DIR
 
 EXAMPLE_SAMPLES = 32
-INDEX = "index.json"
 
 
 def pull(params: Params, out_dir: Path = SOURCE_DIR, registered_dir: Path = REGISTERED_DIR) -> dict[str, Any]:
@@ -82,12 +82,6 @@ def pull_registered(refs: dict[str, registry.ModelRef], out_dir: Path, eval_path
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     (out_dir / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return index
-
-
-def read_index(registered_dir: Path = REGISTERED_DIR) -> dict[str, Any]:
-    """The index written by `pull_registered` ({} when there is none)."""
-    path = registered_dir / INDEX
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def soft_labels(params: Params, source_dir: Path = SOURCE_DIR, registered_dir: P
     """
     import numpy as np
 
-    from squeezeflow.stages.pull import read_index
+    from squeezeflow.artifacts import read_index
     from squeezeflow.steps.distill import SOFT_LABELS_INDEX, SOURCE, DistillConfig
 
     wanted = {name: sorted({t.uri for s in steps if isinstance(s, DistillConfig) for t in s.teachers}) for name, steps in params.recipes.items()}

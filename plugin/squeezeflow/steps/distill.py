@@ -94,12 +94,12 @@ def distill(model: Any, config: DistillConfig, ctx: StepContext) -> StepResult:
         raise ModelError(f"step distill: the teachers disagree on the number of outputs ({shapes}); give teachers of the same task.")
     (num_classes,) = classes
     student, student_info = _student(model, config, ctx, x, num_classes)
-    targets = torch.from_numpy(soft_targets([t["logits"] for t in teachers], [t.weight for t in config.teachers], config.temperature))
+    targets = torch.from_numpy(train.soft_targets([t["logits"] for t in teachers], [t.weight for t in config.teachers], config.temperature))
     hard = torch.from_numpy(labels) if labels is not None else None
     alpha = config.alpha if hard is not None else 1.0
 
     def loss(out: Any, idx: Any) -> Any:
-        return distillation_loss(out, targets[idx].to(out.device), None if hard is None else hard[idx].to(out.device), config.temperature, alpha)
+        return train.distillation_loss(out, targets[idx].to(out.device), None if hard is None else hard[idx].to(out.device), config.temperature, alpha)
 
     student = train.fit(student, x, None, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=ctx.seed, device=config.device,
                         desc="distill", validation=val, patience=config.patience, loss=loss)
@@ -121,38 +121,6 @@ def distill(model: Any, config: DistillConfig, ctx: StepContext) -> StepResult:
     if val:
         stats["val_accuracy"] = round(train.accuracy(student, *val), 6)
     return StepResult(student, stats)
-
-
-def soft_targets(logits: list[np.ndarray], weights: list[float], temperature: float) -> np.ndarray:
-    """Weighted average of the teachers' softmax(logits / T), as float32 probabilities.
-
-    Example:
-        >>> soft_targets([np.array([[0.0, 0.0]])], [1.0], 2.0)  # doctest: +SKIP
-        array([[0.5, 0.5]], dtype=float32)
-    """
-    import numpy as np
-
-    total = sum(weights)
-    probs = 0.0
-    for z, w in zip(logits, weights):
-        z = z.astype(np.float64) / temperature
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        probs = probs + (w / total) * e / e.sum(axis=1, keepdims=True)
-    return np.asarray(probs, dtype=np.float32)
-
-
-def distillation_loss(student_logits: Any, targets: Any, labels: Any | None, temperature: float, alpha: float) -> Any:
-    """Hinton et al. (2015): alpha * T^2 * KL(targets || softmax(s / T)) + (1 - alpha) * CE(s, labels).
-
-    The T^2 factor keeps the soft-label gradients on the scale of the hard-label ones. Without
-    labels the loss is the soft-label term alone.
-    """
-    import torch.nn.functional as F
-
-    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1), targets, reduction="batchmean") * temperature**2
-    if labels is None:
-        return soft
-    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
 
 
 def teacher_logits(ctx: StepContext, uri: str) -> dict[str, Any]:
@@ -199,9 +167,8 @@ def _registered_student(ctx: StepContext, uri: str) -> Any:
     """The registered student's PyTorch module, from the models the pull stage fetched."""
     from squeezeflow import artifacts, modelio
     from squeezeflow.errors import ConfigError, ModelError
-    from squeezeflow.stages.pull import read_index
 
-    entry = read_index(ctx.registered).get(uri) if ctx.registered else None
+    entry = artifacts.read_index(ctx.registered).get(uri) if ctx.registered else None
     if entry is None:
         raise ConfigError(f"step distill: student {uri} has not been pulled. Run the pull stage first (`dvc repro pull`).")
     model_dir = Path(ctx.registered) / entry["dir"]

@@ -1,0 +1,173 @@
+"""Quantize one FP32 ONNX model with the peer toolkits, each as its documentation shows a user.
+
+Runs in the peers' own virtual environment (`make bench-peers` builds .venv-peers: Intel Neural
+Compressor's ONNX package pins numpy<2, which the project's stack does not take), and imports
+nothing of squeezeflow. `bench/toolkits.py` calls it and measures what it writes with the
+project's ONNX Runtime, interleaved with squeezeflow's variants.
+
+    .venv-peers/bin/python bench/peer_toolkits.py FP32.onnx CALIBRATION.npz OUT_DIR --kind cnn|transformer
+
+- NNCF (ONNX backend): `nncf.quantize(model, nncf.Dataset(...))` with its defaults,
+  `model_type=nncf.ModelType.TRANSFORMER` for transformers; and
+  `nncf.quantize_with_accuracy_control(..., max_drop=0.01)`, validated on the calibration labels.
+- Intel Neural Compressor (onnx-neural-compressor 1.0, INC 3.x's ONNX flow):
+  `quantize(model, out, StaticQuantConfig(reader))` with its defaults (SmoothQuantConfig for
+  transformers), and `tuning.autotune` over `StaticQuantConfig.get_config_set_for_tuning()` with
+  `tolerable_loss=0.01`, scored on the calibration labels.
+- Olive: its `OnnxStaticQuantization` and `OnnxDynamicQuantization` passes, through
+  `olive.workflows.run` with a config as its docs write one.
+
+Writes OUT_DIR/<variant>.onnx and OUT_DIR/toolkits.json: versions, and per variant the file, the
+tool's wall time in seconds, or the error it raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+
+def feeds(path: Path, most: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
+    """Batch-1 input feeds of the first `most` samples of an npz file (every array but `labels`), and their labels."""
+    arrays = {k: v[:most] for k, v in np.load(path).items()}
+    labels = arrays.pop("labels", None)
+    n = len(next(iter(arrays.values())))
+    return [{k: v[i : i + 1] for k, v in arrays.items()} for i in range(n)], labels
+
+
+def accuracy_of(model, items: list[dict], labels: np.ndarray) -> float:
+    """Top-1 accuracy of an ONNX model (path or ModelProto) on batch-1 feeds."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    source = model if isinstance(model, (str, Path)) else model.SerializeToString()
+    sess = ort.InferenceSession(str(source) if isinstance(source, Path) else source, options, providers=["CPUExecutionProvider"])
+    hits = [int(np.argmax(sess.run(None, item)[0], axis=-1)[0]) == int(y) for item, y in zip(items, labels)]
+    return float(np.mean(hits))
+
+
+def nncf_variants(fp32: Path, items: list[dict], labels: np.ndarray, kind: str, out: Path) -> dict:
+    import nncf
+    import onnx
+
+    model = onnx.load(str(fp32))
+    extra = {"model_type": nncf.ModelType.TRANSFORMER} if kind == "transformer" else {}
+    built = {}
+    start = time.perf_counter()
+    onnx.save(nncf.quantize(model, nncf.Dataset(items), **extra), str(out / "nncf-default.onnx"))
+    built["nncf-default"] = time.perf_counter() - start
+    start = time.perf_counter()
+    validation = nncf.Dataset(list(zip(items, labels)), lambda pair: pair[0])
+    controlled = nncf.quantize_with_accuracy_control(
+        model, nncf.Dataset(items), validation, validation_fn=lambda m, data: accuracy_of(m, [d[0] for d in data], np.array([d[1] for d in data])),
+        max_drop=0.01, **extra)
+    onnx.save(controlled, str(out / "nncf-accuracy-control.onnx"))
+    built["nncf-accuracy-control"] = time.perf_counter() - start
+    return built
+
+
+def inc_variants(fp32: Path, items: list[dict], labels: np.ndarray, kind: str, out: Path) -> dict:
+    import onnx
+    from onnx_neural_compressor import data_reader
+    from onnx_neural_compressor.quantization import config, quantize, tuning
+
+    class Reader(data_reader.CalibrationDataReader):
+        def __init__(self):
+            self.rewind()
+
+        def get_next(self):
+            return next(self.items, None)
+
+        def rewind(self):
+            self.items = iter(items)
+
+    built = {}
+    start = time.perf_counter()
+    default = config.SmoothQuantConfig(calibration_data_reader=Reader()) if kind == "transformer" else config.StaticQuantConfig(calibration_data_reader=Reader())
+    quantize(str(fp32), str(out / "inc-default.onnx"), default)
+    built["inc-default"] = time.perf_counter() - start
+    start = time.perf_counter()
+    space = (config.SmoothQuantConfig if kind == "transformer" else config.StaticQuantConfig).get_config_set_for_tuning()
+    best = tuning.autotune(str(fp32), tuning.TuningConfig(config_set=space, tolerable_loss=0.01), eval_fn=lambda path: accuracy_of(Path(path), items, labels),
+                           calibration_data_reader=Reader())
+    if best is None:
+        raise RuntimeError("autotune found no configuration within tolerable_loss 0.01")
+    onnx.save(best, str(out / "inc-autotune.onnx"))
+    built["inc-autotune"] = time.perf_counter() - start
+    return built
+
+
+def olive_variants(fp32: Path, calibration: Path, out: Path, samples: int) -> dict:
+    """Olive's ORT quantization passes, configured as its docs show (a data config with a user script that loads the npz)."""
+    from olive.workflows import run
+
+    script = out / "olive_data.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from olive.data.registry import Registry\n\n"
+        "@Registry.register_dataset()\n"
+        "def npz_dataset(data_dir, **kwargs):\n"
+        f"    arrays = {{k: v[:{samples}] for k, v in np.load(data_dir).items()}}\n"
+        "    arrays.pop('labels', None)\n"
+        "    n = len(next(iter(arrays.values())))\n"
+        "    return [({k: v[i] for k, v in arrays.items()}, 0) for i in range(n)]\n")
+    built = {}
+    for name, kind in (("olive-static", "OnnxStaticQuantization"), ("olive-dynamic", "OnnxDynamicQuantization")):
+        folder = out / name
+        passes = {"quantize": {"type": kind, **({"data_config": "calibration"} if kind == "OnnxStaticQuantization" else {})}}
+        workflow = {
+            "input_model": {"type": "ONNXModel", "model_path": str(fp32)},
+            "systems": {"local": {"type": "LocalSystem", "accelerators": [{"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]}},
+            "data_configs": [{"name": "calibration", "user_script": str(script), "load_dataset_config": {"type": "npz_dataset", "data_dir": str(calibration)},
+                              "dataloader_config": {"batch_size": 1}}],
+            "passes": passes, "host": "local", "target": "local", "output_dir": str(folder), "log_severity_level": 3,
+        }
+        start = time.perf_counter()
+        run(workflow)
+        found = sorted(folder.rglob("*.onnx"))
+        if not found:
+            raise RuntimeError(f"{name}: Olive wrote no model under {folder}")
+        found[0].replace(out / f"{name}.onnx")
+        built[name] = time.perf_counter() - start
+    return built
+
+
+def versions() -> dict:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("nncf", "onnx-neural-compressor", "olive-ai", "onnxruntime", "onnx", "numpy")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("fp32", type=Path)
+    parser.add_argument("calibration", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--kind", choices=("cnn", "transformer"), default="cnn")
+    parser.add_argument("--only", nargs="*", default=("nncf", "inc", "olive"))
+    parser.add_argument("--samples", type=int, default=300, help="calibration samples (NNCF's default subset_size), which also score accuracy control and autotune")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    items, labels = feeds(args.calibration, args.samples)
+    result = {"versions": versions(), "variants": {}, "errors": {}}
+    jobs = {"nncf": lambda: nncf_variants(args.fp32, items, labels, args.kind, args.out), "inc": lambda: inc_variants(args.fp32, items, labels, args.kind, args.out),
+            "olive": lambda: olive_variants(args.fp32, args.calibration, args.out, len(items))}
+    for tool in args.only:
+        try:
+            for name, wall in jobs[tool]().items():
+                result["variants"][name] = {"file": f"{name}.onnx", "tool_wall_s": round(wall, 2)}
+        except Exception as e:  # a toolkit that fails on a model is a result too
+            result["errors"][tool] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+            traceback.print_exc()
+        (args.out / "toolkits.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
