@@ -24,6 +24,14 @@ def test_qat_then_nothing_else_on_a_torch_source(local_registry, digits_cnn, dig
         load_params(write_params(tmp_path, digits_dir, recipes=bad))
 
 
+def test_qat_distilled_on_a_pt2_source(local_registry, digits_cnn, digits_dir, tmp_path):
+    registry.register_torch(digits_cnn, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion")  # MLflow's default pt2 format
+    params = load_params(write_params(tmp_path, digits_dir, recipes={"qat": [{"qat": {"epochs": 1, "distill_temperature": 2.0}}]}))
+    pull(params)
+    stats = compress(params, "qat")["steps"][0]["stats"]
+    assert stats["targets"] == "fp32 soft outputs, T=2.0" and stats["quantized_ops"]["QuantizeLinear"] >= 4
+
+
 def test_torch_step_on_an_onnx_source_is_a_failed_candidate(local_registry, digits_onnx, digits_dir, tmp_path):
     from squeezeflow import artifacts
 

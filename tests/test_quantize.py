@@ -200,6 +200,45 @@ def test_qat_exports_a_qdq_graph_that_keeps_accuracy(digits_cnn, digits_dir, tmp
     assert accuracy(modelio.run(modelio.session(result.model), {"input": ev["input"]}), ev["labels"]) >= 0.9
 
 
+def test_qat_distilled_from_fp32_keeps_its_predictions_where_labels_disagree(digits_cnn, digits_dir, tmp_path):
+    """A case built to need distillation: 40% of the training labels are wrong. QAT on those labels
+    drifts from the FP32 model; QAT distilled from the FP32 model's soft outputs, on the same
+    images without any labels, keeps its predictions."""
+    from squeezeflow import train
+    from squeezeflow.steps.qat import QatConfig, qat
+
+    tr, ev = np.load(digits_dir / "train.npz"), np.load(digits_dir / "eval.npz")
+    rng = np.random.default_rng(0)
+    noisy = tr["labels"].copy()
+    flip = rng.random(len(noisy)) < 0.4
+    noisy[flip] = rng.integers(0, 10, int(flip.sum()))
+    np.savez(tmp_path / "noisy.npz", input=tr["input"], labels=noisy)
+    np.savez(tmp_path / "unlabelled.npz", input=tr["input"])
+    fp32 = train.predict(digits_cnn, ev["input"]).argmax(1)
+    agreement = {}
+    for name, config, file in (("labels", QatConfig(epochs=3, lr=1e-3), "noisy.npz"), ("distilled", QatConfig(epochs=3, lr=1e-3, distill_temperature=2.0), "unlabelled.npz")):
+        (tmp_path / name).mkdir()
+        result = qat(copy.deepcopy(digits_cnn), config, StepContext(workdir=tmp_path / name, train=tmp_path / file))
+        agreement[name] = float((modelio.run(modelio.session(result.model), {"input": ev["input"]}).argmax(1) == fp32).mean())
+    assert result.stats["targets"] == "fp32 soft outputs, T=2.0"
+    assert agreement["distilled"] >= 0.98 and agreement["distilled"] > agreement["labels"] + 0.02
+
+
+def test_qat_distills_a_model_with_two_inputs(tmp_path):
+    from squeezeflow import train, zoo
+    from squeezeflow.steps.qat import QatConfig, qat
+
+    model = zoo.text_transformer(500, 16, 3, dim=64, heads=4, layers=1, ff=128).eval()
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(4, 17, 256)
+    inputs = {"input_ids": rng.integers(0, 500, (256, 16), dtype=np.int64), "attention_mask": (np.arange(16)[None, :] < lengths[:, None]).astype(np.int64)}
+    np.savez(tmp_path / "text.npz", **inputs)
+    fp32 = train.predict(model, inputs).argmax(1)
+    result = qat(copy.deepcopy(model), QatConfig(epochs=1, distill_temperature=2.0), StepContext(workdir=tmp_path, train=tmp_path / "text.npz"))
+    assert result.stats["quantized_ops"]["QuantizeLinear"] >= 4
+    assert (modelio.run(modelio.session(result.model), inputs).argmax(1) == fp32).mean() >= 0.9
+
+
 def test_qat_needs_labelled_train_data(digits_cnn, tmp_path):
     from squeezeflow.errors import ConfigError
     from squeezeflow.steps.qat import QatConfig, qat
