@@ -51,6 +51,23 @@ def peers(report: dict) -> str:
     return "\n\n".join(parts) + "\n\nSpeedups are against FP32 ONNX Runtime; torchao's against FP32 PyTorch are in the JSON (`batchN_speedup_vs_torch_fp32`)."
 
 
+def toolkits(report: dict) -> str:
+    parts = []
+    for model, row in report["models"].items():
+        rows = []
+        for k, v in row["variants"].items():
+            kernels = ", ".join(f"{op} {n}" for op, n in v["integer_kernels"].items())
+            rows.append([k, v["accuracy"], v["accuracy_drop_points"], "[{}, {}]".format(*v["drop_95_interval_points"]), v["size_ratio"], v["batch1_speedup"], v["batch8_speedup"],
+                         v["tool_wall_s"], kernels])
+        peers = row["peers"]
+        note = f"peer toolkits skipped: {peers['skipped']}" if peers.get("skipped") else "peer versions: " + ", ".join(f"{k} {v}" for k, v in (peers.get("versions") or {}).items())
+        if peers.get("errors"):
+            note += "; errors: " + "; ".join(f"{k}: {v}" for k, v in peers["errors"].items())
+        parts.append(f"**{model}** ({row['kind']}; {note})\n\n" + table(["variant", "accuracy", "drop points", "95% interval", "size ratio", "speedup b1", "speedup b8", "tool s",
+                                                                          "integer kernels ORT runs"], rows))
+    return "\n\n".join(parts)
+
+
 def overhead(report: dict) -> str:
     row = next(iter(report["models"].values()))
     runs = row["repro"]
@@ -137,6 +154,7 @@ SECTIONS = {
     "scale": ("Scale: 10M / 100M / 1B parameters (`scale.py`)", scale),
     "calibration": ("Calibration memory against sample count (`calibration.py`)", calibration),
     "stages": ("Stage memory against sample count (`stages.py`)", stages),
+    "toolkits": ("INT8 against NNCF, Intel Neural Compressor and Olive (`toolkits.py`, `make bench-peers`)", toolkits),
     "quantization": ("Quantization modes against ORT defaults (`quantization.py`)", lambda r: variants(r, ["accuracy_drop_points", "size_ratio", "speedup", "latency_p50_ms"])),
     "pruning": ("Pruning and clustering (`pruning.py`)", lambda r: variants(r, ["accuracy_drop_points", "params", "sparsity", "file_ratio", "gzip_ratio", "speedup"])),
     "distillation": ("Distillation (`distillation.py`)", lambda r: variants(r, ["accuracy", "accuracy_drop_points", "size_ratio", "speedup"])),

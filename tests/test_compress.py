@@ -12,24 +12,17 @@ from squeezeflow.stages.pull import pull
 
 
 def test_qat_then_nothing_else_on_a_torch_source(local_registry, digits_cnn, digits_dir, tmp_path):
+    """On MLflow's default pt2 format, distilled from the source's own soft outputs."""
     registry.register_torch(digits_cnn, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion")
-    params = load_params(write_params(tmp_path, digits_dir, recipes={"qat": [{"qat": {"epochs": 1}}]}))
+    params = load_params(write_params(tmp_path, digits_dir, recipes={"qat": [{"qat": {"epochs": 1, "distill_temperature": 2.0}}]}))
     pull(params)
     manifest = compress(params, "qat")
     assert [s["kind"] for s in manifest["steps"]] == ["qat"]
-    assert manifest["steps"][0]["stats"]["mode"] == "qat"
+    assert manifest["steps"][0]["stats"]["mode"] == "qat" and manifest["steps"][0]["stats"]["targets"] == "fp32 soft outputs, T=2.0"
     assert "QuantizeLinear" in modelio.op_counts(tmp_path / "artifacts/candidates/qat/model.onnx")
     bad = {"bad": [{"quantize": {"mode": "dynamic"}}, {"qat": {"epochs": 1}}]}  # known from params.yaml alone: refused before any stage runs
     with pytest.raises(ConfigError, match="recipes.bad.1: step 'qat' needs a PyTorch model but follows an ONNX step"):
         load_params(write_params(tmp_path, digits_dir, recipes=bad))
-
-
-def test_qat_distilled_on_a_pt2_source(local_registry, digits_cnn, digits_dir, tmp_path):
-    registry.register_torch(digits_cnn, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion")  # MLflow's default pt2 format
-    params = load_params(write_params(tmp_path, digits_dir, recipes={"qat": [{"qat": {"epochs": 1, "distill_temperature": 2.0}}]}))
-    pull(params)
-    stats = compress(params, "qat")["steps"][0]["stats"]
-    assert stats["targets"] == "fp32 soft outputs, T=2.0" and stats["quantized_ops"]["QuantizeLinear"] >= 4
 
 
 def test_torch_step_on_an_onnx_source_is_a_failed_candidate(local_registry, digits_onnx, digits_dir, tmp_path):
