@@ -14,6 +14,7 @@ Writes bench/results/toolkits.json.
     make bench-peers                           # builds .venv-peers, then runs this
     python bench/toolkits.py                   # efficientnet-lite1 (real photo crops), tweets-transformer
     python bench/toolkits.py efficientnet-lite1
+    python bench/toolkits.py --limit 600       # seconds each toolkit may take per model (default 900); a tool over it is reported as such
     python bench/toolkits.py --smoke           # digits CNN, squeezeflow and ORT only, few repeats (what the tests run)
 """
 
@@ -43,6 +44,7 @@ SQUEEZEFLOW = {  # variant -> quantize parameters
 }
 INTEGER_KERNELS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd", "MatMulIntegerToFloat", "QAttention")
 BATCHES = (1, 8)
+TOOLS = ("nncf", "nncf-accuracy-control", "inc", "olive")  # each run in its own process, under --limit seconds
 
 
 def prepare(name: str, work: Path) -> tuple[Path, dict[str, Path]]:
@@ -84,16 +86,21 @@ def ort_default(fp32: Path, files: dict, work: Path) -> tuple[dict[str, Path], d
     return paths, dict.fromkeys(paths, (time.perf_counter() - start) / len(paths))
 
 
-def peer_variants(fp32: Path, files: dict, work: Path, kind: str) -> tuple[dict[str, Path], dict[str, float], dict]:
-    """The toolkits' models, built in their own environment; ({}, {}, {"skipped": why}) without it."""
+def peer_variants(fp32: Path, files: dict, work: Path, kind: str, limit: float) -> tuple[dict[str, Path], dict[str, float], dict]:
+    """The toolkits' models, built in their own environment, each tool under a time limit; ({}, {}, {"skipped": why}) without it."""
     if not PEERS_PYTHON.is_file():
         return {}, {}, {"skipped": f"{PEERS_PYTHON} not found: run `make bench-peers`"}
     out = work / "peers"
-    proc = subprocess.run([str(PEERS_PYTHON), str(Path(__file__).parent / "peer_toolkits.py"), str(fp32), str(files["calibration"]), str(out), "--kind", kind],
-                          capture_output=True, text=True)
-    found = json.loads((out / "toolkits.json").read_text()) if (out / "toolkits.json").is_file() else {"variants": {}, "errors": {"all": proc.stderr[-500:]}}
+    timed_out = {}
+    for tool in TOOLS:
+        try:
+            subprocess.run([str(PEERS_PYTHON), str(Path(__file__).parent / "peer_toolkits.py"), str(fp32), str(files["calibration"]), str(out), "--kind", kind, "--only", tool],
+                           capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired:
+            timed_out[tool] = f"did not finish within {limit:.0f} s"
+    found = json.loads((out / "toolkits.json").read_text()) if (out / "toolkits.json").is_file() else {"variants": {}, "errors": {}}
     paths = {k: out / v["file"] for k, v in found["variants"].items()}
-    return paths, {k: v["tool_wall_s"] for k, v in found["variants"].items()}, {"versions": found.get("versions"), "errors": found.get("errors", {})}
+    return paths, {k: v["tool_wall_s"] for k, v in found["variants"].items()}, {"versions": found.get("versions"), "errors": {**found.get("errors", {}), **timed_out}}
 
 
 def integer_kernels(path: Path) -> dict[str, int]:
@@ -134,6 +141,10 @@ def measure(models: dict[str, Path], walls: dict[str, float], files: dict, repea
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit = 900.0
+    if argv is None and "--limit" in sys.argv:  # seconds each toolkit may take per model
+        i = sys.argv.index("--limit")
+        limit, sys.argv[i : i + 2] = float(sys.argv[i + 1]), []
     args = arguments(__doc__, "toolkits", argv, MODELS)
     names = ["digits-cnn"] if args.smoke else args.models
     report = header(f"1 thread, batch {' and '.join(map(str, BATCHES))}, median of {args.repeats} interleaved runs at batch 1 (a third at batch 8), one ONNX Runtime "
@@ -145,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             fp32, files = prepare(name, work)
             ours, walls, info = squeezeflow_variants(fp32, files, work)
             ort, ort_walls = ort_default(fp32, files, work)
-            peers, peer_walls, peer_info = peer_variants(fp32, files, work, KIND[name]) if not args.smoke else ({}, {}, {"skipped": "smoke run"})
+            peers, peer_walls, peer_info = peer_variants(fp32, files, work, KIND[name], limit) if not args.smoke else ({}, {}, {"skipped": "smoke run"})
             models = {"fp32": fp32, **ort, **ours, **peers}
             rows = measure(models, {**walls, **ort_walls, **peer_walls}, files, args.repeats)
             report["models"][name] = {"kind": KIND[name], "squeezeflow": info, "peers": peer_info, "variants": rows}
