@@ -32,7 +32,7 @@ demo-zoo: $(STAMP)  ## the real pretrained EfficientNet-Lite1 on photo crops (pi
 	cd pipelines/efficientnet-lite1 && squeezeflow demo
 
 test: $(STAMP) chromium  ## the whole suite (real MLflow, DVC, ONNX Runtime, GX, PostgreSQL when it answers)
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra --durations=15 tests
 
 chromium:  ## Debian's headless browser for the report's screenshot test (best effort: the test skips without it)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \

@@ -44,7 +44,7 @@ SQUEEZEFLOW = {  # variant -> quantize parameters
 }
 INTEGER_KERNELS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd", "MatMulIntegerToFloat", "QAttention")
 BATCHES = (1, 8)
-TOOLS = ("nncf", "nncf-accuracy-control", "inc", "olive")  # each run in its own process, under --limit seconds
+TOOLS = ("nncf", "nncf-accuracy-control", "inc", "inc-autotune", "olive")  # each run in its own process, under --limit seconds
 
 
 def prepare(name: str, work: Path) -> tuple[Path, dict[str, Path]]:
