@@ -96,7 +96,7 @@ def run_pipeline(work: Path, files: dict, names: dict[str, str], epochs: int) ->
 def measure(work: Path, found: dict[str, dict], files: dict, repeats: int) -> dict:
     """Accuracy, interleaved latency, size and parameter counts of the source, teachers and students."""
     from squeezeflow.evaluate.size import sizes
-    from squeezeflow.stages.pull import read_index
+    from squeezeflow.artifacts import read_index
 
     models = {"fp32": work / "artifacts/source/model.onnx"}
     for entry in read_index(work / "artifacts/registered").values():

@@ -178,7 +178,7 @@ def fallback_cost(work: Path, samples: int = 64) -> dict:
     t = time.perf_counter()
     alone = step / "only-0.onnx"
     quantize_static(str(prepared), str(alone), None, quant_format=QuantFormat.QDQ, per_channel=True, nodes_to_quantize=[layers[0]],
-                    calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=glob.glob(str(step / "ranges-minmax-*.json"))[0])
+                    calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=glob.glob(str(step / "ranges-*-minmax-*.json"))[0])
     modelio.run(modelio.session(alone), inputs)
     per_layer_s = time.perf_counter() - t
     return {"params": sum(p.numel() for p in model.parameters()), "layers": len(layers), "samples": samples, "static_quantization_s": round(static_s, 2),
