@@ -114,7 +114,7 @@ def integer_kernels(path: Path) -> dict[str, int]:
         options = ort.SessionOptions()
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        ops = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+        ops = Counter(n.op_type for n in onnx.load(options.optimized_model_filepath, load_external_data=False).graph.node)
     return {k: ops[k] for k in INTEGER_KERNELS if ops.get(k)}
 
 
