@@ -144,3 +144,12 @@ def test_int8_options_are_refused_where_the_mode_would_ignore_them(option, digit
 
     with pytest.raises(ConfigError, match=f"quantize.{next(iter(option))} applies to mode"):
         quantize(digits_onnx, QuantizeConfig(mode="int4", **option), StepContext(workdir=tmp_path))
+
+
+def test_smoothquant_on_calibration_data_that_does_not_fit_is_bad_input(outlier_transformer, tmp_path):
+    from squeezeflow.errors import DataError
+
+    path, inputs, _ = outlier_transformer
+    np.savez(tmp_path / "bad.npz", input_ids=inputs["input_ids"].astype(np.float32), attention_mask=inputs["attention_mask"])
+    with pytest.raises(DataError):
+        quantize(path, QuantizeConfig(mode="static", smoothquant=0.5), StepContext(workdir=tmp_path, calibration=tmp_path / "bad.npz"))

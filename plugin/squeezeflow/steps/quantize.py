@@ -217,20 +217,27 @@ def _rescale(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> tuple[
     """The prepared model after cross-layer equalization and SmoothQuant, as configured (squeezeflow.rescale), and their statistics."""
     if not config.equalize and config.smoothquant is None:
         return prepared, {}
+    import json
+
     import onnx
 
     from squeezeflow import calibration, data, graph, modelio, rescale
 
+    out = prepared.with_name(f"{prepared.stem}{'-equalized' if config.equalize else ''}{f'-smoothed{config.smoothquant}' if config.smoothquant else ''}.onnx")
+    record = out.with_suffix(".json")
+    if out.is_file() and record.is_file():  # auto's variants share one rewrite
+        return out, json.loads(record.read_text())
     model, stats = onnx.load(str(prepared)), {}
     if config.equalize:
         model, stats["equalization"] = rescale.equalize(model)
     if config.smoothquant is not None:
-        _require_calibration(ctx)
+        _require_calibration(ctx)  # and inputs that fit, before the model runs on them
+        data.check_inputs(data.head(ctx.calibration, "calibration", 1), modelio.session(prepared).get_inputs(), ctx.calibration)
         rows = calibration.pick(data.samples_in(ctx.calibration, "calibration"), config.num_samples, ctx.seed)
         batches = data.stream(ctx.calibration, "calibration", rows, graph.batch_of(model, 16))
         model, stats["smoothquant"] = rescale.smooth(model, batches, config.smoothquant, ctx.threads)
-    out = prepared.with_name(f"{prepared.stem}{'-equalized' if config.equalize else ''}{f'-smoothed{config.smoothquant}' if config.smoothquant else ''}.onnx")
     modelio.save_onnx(model, out)
+    record.write_text(json.dumps(stats))
     return out, stats
 
 
