@@ -5,15 +5,17 @@ Compressor's ONNX package pins numpy<2, which the project's stack does not take)
 nothing of squeezeflow. `bench/toolkits.py` calls it and measures what it writes with the
 project's ONNX Runtime, interleaved with squeezeflow's variants.
 
-    .venv-peers/bin/python bench/peer_toolkits.py FP32.onnx CALIBRATION.npz OUT_DIR --kind cnn|transformer
+    .venv-peers/bin/python bench/peer_toolkits.py FP32.onnx CALIBRATION.npz OUT_DIR --kind cnn|transformer|recurrent --task classification|regression|embedding|generic
 
 - NNCF (ONNX backend): `nncf.quantize(model, nncf.Dataset(...))` with its defaults,
   `model_type=nncf.ModelType.TRANSFORMER` for transformers; and
-  `nncf.quantize_with_accuracy_control(..., max_drop=0.01)`, validated on the calibration labels.
+  `nncf.quantize_with_accuracy_control(..., max_drop=0.01)`, validated on the calibration labels
+  (classification), else on closeness to the FP32 outputs: 1 - mean |out - fp32| / mean |fp32|,
+  the worst output's.
 - Intel Neural Compressor (onnx-neural-compressor 1.0, INC 3.x's ONNX flow):
   `quantize(model, out, StaticQuantConfig(reader))` with its defaults (SmoothQuantConfig for
   transformers), and `tuning.autotune` over `StaticQuantConfig.get_config_set_for_tuning()` with
-  `tolerable_loss=0.01`, scored on the calibration labels.
+  `tolerable_loss=0.01`, scored as accuracy control is.
 - Olive: its `OnnxStaticQuantization` and `OnnxDynamicQuantization` passes, through
   `olive.workflows.run` with a config as its docs write one.
 
@@ -40,19 +42,28 @@ def feeds(path: Path, most: int) -> tuple[list[dict[str, np.ndarray]], np.ndarra
     return [{k: v[i : i + 1] for k, v in arrays.items()} for i in range(n)], labels
 
 
-def accuracy_of(model, items: list[dict], labels: np.ndarray) -> float:
-    """Top-1 accuracy of an ONNX model (path or ModelProto) on batch-1 feeds."""
+def outputs_of(model, items: list[dict]) -> list[np.ndarray]:
+    """Every output of an ONNX model (path or ModelProto) on batch-1 feeds, stacked over the samples."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    source = model if isinstance(model, (str, Path)) else model.SerializeToString()
-    sess = ort.InferenceSession(str(source) if isinstance(source, Path) else source, options, providers=["CPUExecutionProvider"])
-    hits = [int(np.argmax(sess.run(None, item)[0], axis=-1)[0]) == int(y) for item, y in zip(items, labels)]
-    return float(np.mean(hits))
+    source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
+    sess = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    runs = [sess.run(None, item) for item in items]
+    return [np.concatenate([r[i] for r in runs]) for i in range(len(runs[0]))]
 
 
-def nncf_variants(fp32: Path, items: list[dict], labels: np.ndarray, kind: str, out: Path, accuracy_control: bool) -> dict:
+def score_of(model, items: list[dict], labels: np.ndarray, task: str) -> float:
+    """Higher is better: top-1 accuracy on `labels` (classification); else 1 - the worst output's
+    mean absolute difference to `labels` (FP32's outputs: a list, one array per output) over their mean magnitude."""
+    outs = outputs_of(model, items)
+    if task == "classification":
+        return float(np.mean(outs[0].argmax(-1) == labels))
+    return 1.0 - max(float(np.abs(o - r).mean() / max(np.abs(r).mean(), 1e-12)) for o, r in zip(outs, labels))
+
+
+def nncf_variants(fp32: Path, items: list[dict], labels, kind: str, task: str, out: Path, accuracy_control: bool) -> dict:
     import nncf
     import onnx
 
@@ -62,15 +73,19 @@ def nncf_variants(fp32: Path, items: list[dict], labels: np.ndarray, kind: str, 
     if not accuracy_control:
         onnx.save(nncf.quantize(model, nncf.Dataset(items), **extra), str(out / "nncf-default.onnx"))
         return {"nncf-default": time.perf_counter() - start}
-    validation = nncf.Dataset(list(zip(items, labels)), lambda pair: pair[0])
-    controlled = nncf.quantize_with_accuracy_control(
-        model, nncf.Dataset(items), validation, validation_fn=lambda m, data: accuracy_of(m, [d[0] for d in data], np.array([d[1] for d in data])),
-        max_drop=0.01, **extra)
+    validation = nncf.Dataset(list(enumerate(items)), lambda pair: pair[1])  # NNCF validates on subsets too: the index finds each sample's reference
+
+    def validate(m, data) -> float:
+        pairs = list(data)
+        rows = np.array([i for i, _ in pairs])
+        return score_of(m, [item for _, item in pairs], labels[rows] if task == "classification" else [r[rows] for r in labels], task)
+
+    controlled = nncf.quantize_with_accuracy_control(model, nncf.Dataset(items), validation, validation_fn=validate, max_drop=0.01, **extra)
     onnx.save(controlled, str(out / "nncf-accuracy-control.onnx"))
     return {"nncf-accuracy-control": time.perf_counter() - start}
 
 
-def inc_variants(fp32: Path, items: list[dict], labels: np.ndarray, kind: str, out: Path, tune: bool) -> dict:
+def inc_variants(fp32: Path, items: list[dict], labels, kind: str, task: str, out: Path, tune: bool) -> dict:
     import onnx
     from onnx_neural_compressor import data_reader
     from onnx_neural_compressor.quantization import config, quantize, tuning
@@ -91,7 +106,7 @@ def inc_variants(fp32: Path, items: list[dict], labels: np.ndarray, kind: str, o
         quantize(str(fp32), str(out / "inc-default.onnx"), default)
         return {"inc-default": time.perf_counter() - start}
     space = (config.SmoothQuantConfig if kind == "transformer" else config.StaticQuantConfig).get_config_set_for_tuning()
-    best = tuning.autotune(str(fp32), tuning.TuningConfig(config_set=space, tolerable_loss=0.01), eval_fn=lambda path: accuracy_of(Path(path), items, labels),
+    best = tuning.autotune(str(fp32), tuning.TuningConfig(config_set=space, tolerable_loss=0.01), eval_fn=lambda path: score_of(Path(path), items, labels, task),
                            calibration_data_reader=Reader())
     if best is None:
         raise RuntimeError("autotune found no configuration within tolerable_loss 0.01")
@@ -145,17 +160,20 @@ def main() -> int:
     parser.add_argument("fp32", type=Path)
     parser.add_argument("calibration", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--kind", choices=("cnn", "transformer"), default="cnn")
+    parser.add_argument("--kind", choices=("cnn", "transformer", "recurrent"), default="cnn", help="transformer: the toolkits' transformer presets (NNCF model_type, INC SmoothQuant)")
+    parser.add_argument("--task", choices=("classification", "regression", "embedding", "generic"), default="classification")
     parser.add_argument("--only", nargs="*", default=("nncf", "nncf-accuracy-control", "inc", "inc-autotune", "olive"))
     parser.add_argument("--samples", type=int, default=300, help="calibration samples (NNCF's default subset_size), which also score accuracy control and autotune")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     items, labels = feeds(args.calibration, args.samples)
+    if args.task != "classification":  # accuracy control and autotune score closeness to the FP32 outputs
+        labels = outputs_of(args.fp32, items)
     found = args.out / "toolkits.json"  # several calls (one per tool, each under its own time limit) add to one file
     result = json.loads(found.read_text()) if found.is_file() else {"versions": versions(), "variants": {}, "errors": {}}
-    jobs = {"nncf": lambda: nncf_variants(args.fp32, items, labels, args.kind, args.out, False),
-            "nncf-accuracy-control": lambda: nncf_variants(args.fp32, items, labels, args.kind, args.out, True), "inc": lambda: inc_variants(args.fp32, items, labels, args.kind, args.out, False),
-            "inc-autotune": lambda: inc_variants(args.fp32, items, labels, args.kind, args.out, True),
+    common = (args.fp32, items, labels, args.kind, args.task, args.out)
+    jobs = {"nncf": lambda: nncf_variants(*common, False), "nncf-accuracy-control": lambda: nncf_variants(*common, True),
+            "inc": lambda: inc_variants(*common, False), "inc-autotune": lambda: inc_variants(*common, True),
             "olive": lambda: olive_variants(args.fp32, args.calibration, args.out, len(items))}
     for tool in args.only:
         try:

@@ -57,14 +57,19 @@ def toolkits(report: dict) -> str:
         rows = []
         for k, v in row["variants"].items():
             kernels = ", ".join(f"{op} {n}" for op, n in v["integer_kernels"].items())
-            rows.append([k, v["accuracy"], v["accuracy_drop_points"], "[{}, {}]".format(*v["drop_95_interval_points"]), v["size_ratio"], v["batch1_speedup"], v["batch8_speedup"],
-                         v["tool_wall_s"], kernels])
+            shown = [v.get("value"), "[{:.4g}, {:.4g}]".format(*v["interval"]) if "interval" in v else v.get("error", "")]
+            rows.append([k, *shown, v["size_ratio"], v.get("batch1_speedup"), v.get("batch8_speedup"), v["tool_wall_s"], kernels])
         peers = row["peers"]
         note = f"peer toolkits skipped: {peers['skipped']}" if peers.get("skipped") else "peer versions: " + ", ".join(f"{k} {v}" for k, v in (peers.get("versions") or {}).items())
         if peers.get("errors"):
             note += "; errors: " + "; ".join(f"{k}: {v}" for k, v in peers["errors"].items())
-        parts.append(f"**{model}** ({row['kind']}; {note})\n\n" + table(["variant", "accuracy", "drop points", "95% interval", "size ratio", "speedup b1", "speedup b8", "tool s",
-                                                                          "integer kernels ORT runs"], rows))
+        verdict = row.get("verdict", {})
+        said = "; ".join(f"{label} `{v['variant']}`: as accurate as the best peer (`{verdict['best_peer']}`) {'yes' if v['as_accurate'] else 'NO'}, "
+                         f"no peer as accurate and faster {'yes' if v['no_peer_as_accurate_and_faster'] else 'NO'}" for label, v in verdict.items() if isinstance(v, dict))
+        metric = verdict.get("metric", "metric")
+        parts.append(f"**{model}** ({row['kind']}, task {row.get('task', 'classification')}; auto chose `{verdict.get('auto_chose')}`; {note})\n\n"
+                     + table(["variant", metric, "95% interval vs FP32", "size ratio", "speedup b1", "speedup b8", "tool s", "integer kernels ORT runs"], rows)
+                     + (f"\n\n{said}." if said else ""))
     return "\n\n".join(parts)
 
 

@@ -1,20 +1,24 @@
 """squeezeflow's INT8 against the dedicated toolkits (NNCF, Intel Neural Compressor, Olive), side by side.
 
-Per model: the FP32 ONNX model and its data; squeezeflow's quantize variants (static default,
-static with bias correction, static with scope weighted, dynamic); ONNX Runtime's own defaults;
+Per model (every zoo model of squeezeflow.pretrained and the trained pipelines: digits and MNIST
+CNNs, the tweets transformer): the FP32 ONNX model and its data; squeezeflow's quantize variants
+(static default, with bias correction, with scope weighted, with SmoothQuant, dynamic, and `auto`,
+the candidate squeezeflow selects by itself); ONNX Runtime's own defaults;
 and each peer toolkit run as its docs tell a user to, in its own virtual environment
 (`bench/peer_toolkits.py` under .venv-peers, built by `make bench-peers`; skipped, and said so in
 the results, when that environment is missing). Every model is then measured in this process with
-the same ONNX Runtime: accuracy on the eval split with a 95% interval (for efficientnet-lite1 the
-labels are the FP32 model's own top-1, so accuracy is agreement with FP32), size ratio, speedup at
+the same ONNX Runtime: the task's metric on the eval split with its 95% paired-bootstrap interval
+against FP32 (squeezeflow.evaluate.tasks, as evaluate scores it: classification accuracy drop,
+for efficientnet-lite1 against the FP32 model's own top-1, so accuracy is agreement with FP32;
+regression MAE increase; embedding cosine to FP32; generic mean absolute error), size ratio, speedup at
 batch 1 and 8 on one thread (interleaved, median of the repeats), the tool's wall time, and how many
 integer kernels ORT runs after its optimizer (QLinearConv, QLinearMatMul, MatMulInteger, ...).
 Writes bench/results/toolkits.json.
 
     make bench-peers                           # builds .venv-peers, then runs this
-    python bench/toolkits.py                   # efficientnet-lite1 (real photo crops), tweets-transformer
-    python bench/toolkits.py efficientnet-lite1
-    python bench/toolkits.py --limit 600       # seconds each toolkit may take per model (default 900); a tool over it is reported as such
+    python bench/toolkits.py                   # every model (about 90 minutes with the peers)
+    python bench/toolkits.py efficientnet-lite1 mtcnn-onet
+    python bench/toolkits.py --limit 600       # seconds each toolkit may take per model (default 300); a tool over it is reported as such
     python bench/toolkits.py --smoke           # digits CNN, squeezeflow and ORT only, few repeats (what the tests run)
 """
 
@@ -34,16 +38,34 @@ from common import arguments, header, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
-MODELS = ("efficientnet-lite1", "tweets-transformer")
-KIND = {"efficientnet-lite1": "cnn", "tweets-transformer": "transformer", "digits-cnn": "cnn"}
+MODELS = {  # name -> (kind for the toolkits' presets, task, counts of the zoo's data: eval, calibration, train); smallest first
+    "digits-cnn": ("cnn", "classification", None),
+    "mnist-cnn": ("cnn", "classification", None),
+    "mtcnn-onet": ("cnn", "regression", {"eval": 256, "calibration": 128, "train": 4}),
+    "resemblyzer": ("recurrent", "embedding", {"eval": 128, "calibration": 48, "train": 4}),
+    "easyocr-crnn": ("recurrent", "generic", {"eval": 256, "calibration": 128, "train": 4}),
+    "tweets-transformer": ("transformer", "classification", None),
+    "efficientnet-lite1": ("cnn", "classification", {"eval": 320, "calibration": 128, "train": 8}),
+    "easyocr-craft": ("cnn", "generic", {"eval": 32, "calibration": 32, "train": 4}),
+}
 SQUEEZEFLOW = {  # variant -> quantize parameters
     "squeezeflow-static": {"mode": "static"},
     "squeezeflow-static-bias-correction": {"mode": "static", "bias_correction": True},
     "squeezeflow-static-weighted": {"mode": "static", "scope": "weighted"},
+    "squeezeflow-static-weighted-smoothquant": {"mode": "static", "scope": "weighted", "smoothquant": 0.5},
     "squeezeflow-dynamic": {"mode": "dynamic"},
+    "squeezeflow-auto": {"mode": "auto"},
+}
+PRIMARY = {  # task -> (metric shown, its interval keys, higher is better); the metric against FP32, as evaluate computes it
+    "classification": ("accuracy_drop", ("accuracy_drop_ci_low", "accuracy_drop_ci_high"), False),
+    "regression": ("mae_increase", ("mae_increase_ci_low", "mae_increase_ci_high"), False),
+    "embedding": ("cosine", ("cosine_ci_low", "cosine_ci_high"), True),
+    "generic": ("mean_abs_error", ("mean_abs_error_ci_low", "mean_abs_error_ci_high"), False),
 }
 INTEGER_KERNELS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd", "MatMulIntegerToFloat", "QAttention")
 BATCHES = (1, 8)
+SPEED_NOISE = 0.05  # speedups closer than this are a tie
+TIMING_BUDGET_S = 15.0  # about this many seconds of FP32 calls per variant and batch size
 TOOLS = ("nncf", "nncf-accuracy-control", "inc", "inc-autotune", "olive")  # each run in its own process, under --limit seconds
 
 
@@ -52,8 +74,9 @@ def prepare(name: str, work: Path) -> tuple[Path, dict[str, Path]]:
     from squeezeflow import data, modelio, pretrained
 
     files = {r: work / f"{r}.npz" for r in ("train", "calibration", "eval")}
-    if name == "efficientnet-lite1":
-        pretrained.write_data(name, files, 0, {"eval": 320, "calibration": 128, "train": 8})
+    counts = MODELS[name][2]
+    if counts is not None:
+        pretrained.write_data(name, files, 0, counts)
         fp32 = work / "fp32.onnx"
         modelio.export_onnx(pretrained.build(name).eval(), {k: v[:8] for k, v in data.inputs_of(data.load(files["eval"], "eval")).items()}, fp32)
         return fp32, files
@@ -63,7 +86,7 @@ def prepare(name: str, work: Path) -> tuple[Path, dict[str, Path]]:
     return fp32, files
 
 
-def squeezeflow_variants(fp32: Path, files: dict, work: Path) -> tuple[dict[str, Path], dict[str, float], dict]:
+def squeezeflow_variants(fp32: Path, files: dict, work: Path, task: str) -> tuple[dict[str, Path], dict[str, float], dict]:
     from squeezeflow.steps import StepContext
     from squeezeflow.steps.quantize import QuantizeConfig, quantize
 
@@ -72,7 +95,11 @@ def squeezeflow_variants(fp32: Path, files: dict, work: Path) -> tuple[dict[str,
         folder = work / name
         folder.mkdir()
         start = time.perf_counter()
-        result = quantize(fp32, QuantizeConfig(**options), StepContext(workdir=folder, calibration=files["calibration"]))
+        try:
+            result = quantize(fp32, QuantizeConfig(**options), StepContext(workdir=folder, calibration=files["calibration"], task=task))
+        except Exception as e:  # noqa: BLE001 - a variant that fails on a model is a result too
+            stats[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]}
+            continue
         walls[name], paths[name] = time.perf_counter() - start, result.model
         stats[name] = {k: v for k, v in result.stats.items() if k not in ("quantized_ops",)}
     return paths, walls, stats
@@ -86,7 +113,7 @@ def ort_default(fp32: Path, files: dict, work: Path) -> tuple[dict[str, Path], d
     return paths, dict.fromkeys(paths, (time.perf_counter() - start) / len(paths))
 
 
-def peer_variants(fp32: Path, files: dict, work: Path, kind: str, limit: float) -> tuple[dict[str, Path], dict[str, float], dict]:
+def peer_variants(fp32: Path, files: dict, work: Path, kind: str, task: str, limit: float) -> tuple[dict[str, Path], dict[str, float], dict]:
     """The toolkits' models, built in their own environment, each tool under a time limit; ({}, {}, {"skipped": why}) without it."""
     if not PEERS_PYTHON.is_file():
         return {}, {}, {"skipped": f"{PEERS_PYTHON} not found: run `make bench-peers`"}
@@ -94,7 +121,7 @@ def peer_variants(fp32: Path, files: dict, work: Path, kind: str, limit: float) 
     timed_out = {}
     for tool in TOOLS:
         try:
-            subprocess.run([str(PEERS_PYTHON), str(Path(__file__).parent / "peer_toolkits.py"), str(fp32), str(files["calibration"]), str(out), "--kind", kind, "--only", tool],
+            subprocess.run([str(PEERS_PYTHON), str(Path(__file__).parent / "peer_toolkits.py"), str(fp32), str(files["calibration"]), str(out), "--kind", kind, "--task", task, "--only", tool],
                            capture_output=True, text=True, timeout=limit)
         except subprocess.TimeoutExpired:
             timed_out[tool] = f"did not finish within {limit:.0f} s"
@@ -118,34 +145,89 @@ def integer_kernels(path: Path) -> dict[str, int]:
     return {k: ops[k] for k in INTEGER_KERNELS if ops.get(k)}
 
 
-def measure(models: dict[str, Path], walls: dict[str, float], files: dict, repeats: int) -> dict:
+def measure(models: dict[str, Path], walls: dict[str, float], files: dict, task: str, repeats: int) -> dict:
     from squeezeflow import data, modelio
-    from squeezeflow.evaluate import latency, stats
+    from squeezeflow.evaluate import latency, tasks
 
     ev = dict(np.load(files["eval"]))
-    inputs, labels = data.inputs_of(ev), ev[data.LABELS]
+    inputs, labels = data.inputs_of(ev), ev.get(data.LABELS)
     sessions = {k: modelio.session(p, threads=1) for k, p in models.items()}
-    hits = {k: (modelio.run(s, inputs, 1).argmax(1) == labels).astype(np.float64) for k, s in sessions.items()}
+    outputs = {}
+    for k, s in sessions.items():
+        try:
+            outputs[k] = modelio.run_outputs(s, inputs, 1)
+        except Exception as e:  # noqa: BLE001 - a model the runtime cannot run (NaN, a missing kernel) is a row too
+            outputs[k] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+    metric, interval, _ = PRIMARY[task]
     rows = {}
     for k in models:
-        _, low, high = stats.bootstrap_mean(hits["fp32"] - hits[k], seed=0)
-        rows[k] = {"accuracy": round(float(hits[k].mean()), 5), "accuracy_drop_points": round(100 * float((hits["fp32"] - hits[k]).mean()), 3),
-                   "drop_95_interval_points": [round(100 * low, 3), round(100 * high, 3)], "size_ratio": round(models["fp32"].stat().st_size / Path(models[k]).stat().st_size, 3),
-                   "tool_wall_s": round(walls.get(k, 0.0), 2), "integer_kernels": integer_kernels(Path(models[k]))}
+        rows[k] = {"size_ratio": round(models["fp32"].stat().st_size / total_bytes(Path(models[k])), 3), "tool_wall_s": round(walls.get(k, 0.0), 2),
+                   "integer_kernels": integer_kernels(Path(models[k]))}
+        if isinstance(outputs[k], str):
+            rows[k]["error"] = outputs[k]
+            continue
+        scored, _ = tasks.score(task, outputs["fp32"], outputs[k], labels if task in ("classification", "regression") else None)
+        rows[k].update({key: round(float(v), 6) for key, v in scored.items() if isinstance(v, (int, float)) and not key.startswith("output.")})
+        rows[k].update(metric=metric, value=rows[k][metric], interval=[rows[k][interval[0]], rows[k][interval[1]]])
+    sessions = {k: s for k, s in sessions.items() if not isinstance(outputs[k], str)}
     for batch in BATCHES:
-        times = latency.measure(sessions, next(data.batches(ev, batch)), warmup=max(3, repeats // 10), repeats=repeats if batch == 1 else max(10, repeats // 3), progress=False)
+        feed = next(data.batches(ev, batch))
+        start = time.perf_counter()
+        sessions["fp32"].run(None, feed)
+        most = max(10, int(TIMING_BUDGET_S / max(time.perf_counter() - start, 1e-6)))  # a large model gets fewer repeats, not hours
+        count = min(repeats if batch == 1 else max(10, repeats // 3), most)
+        times = latency.measure(sessions, feed, warmup=max(3, count // 10), repeats=count, progress=False)
+        rows["fp32"][f"batch{batch}_repeats"] = count
         p50 = {k: float(np.median(v)) for k, v in times.items()}
-        for k in models:
+        for k in sessions:
             rows[k][f"batch{batch}_speedup"] = round(p50["fp32"] / p50[k], 3)
     return rows
 
 
+def total_bytes(path: Path) -> int:
+    """The model file and every external-data file its tensors name (the toolkits name them their own way)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    places = {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
+    return path.stat().st_size + sum((path.parent / p).stat().st_size for p in places)
+
+
+def verdict(rows: dict, task: str, auto: dict) -> dict:
+    """squeezeflow's selected candidate (what auto chose, and the best squeezeflow variant) against the best peer variant, on the metric and the batch-1 speed.
+
+    "as accurate": the squeezeflow variant's metric is inside the best peer's 95% interval, or better.
+    "no peer as accurate and faster": no peer variant at least as accurate (or the best peer) is more
+    than SPEED_NOISE faster at batch 1 (interleaved medians on a shared machine: two copies of one
+    model differ by a few percent)."""
+    metric, _, higher = PRIMARY[task]
+    better = (lambda a, b: a >= b) if higher else (lambda a, b: a <= b)
+
+    def best(names):
+        ok = [n for n in names if "value" in rows[n]]
+        return max(ok, key=lambda n: rows[n]["value"]) if higher else min(ok, key=lambda n: rows[n]["value"]) if ok else None
+
+    peers = [n for n in rows if not n.startswith(("squeezeflow", "fp32"))]
+    ours = [n for n in rows if n.startswith("squeezeflow") and n != "squeezeflow-auto"]
+    top_peer, top_ours = best(peers), best(ours)
+    out = {"metric": metric, "best_peer": top_peer, "best_squeezeflow_variant": top_ours, "auto_chose": auto.get("chosen")}
+    for label, ours_name in (("auto", "squeezeflow-auto"), ("best_variant", top_ours)):
+        if ours_name not in rows or top_peer is None or "value" not in rows[ours_name]:
+            continue
+        low, high = rows[top_peer]["interval"]
+        inside = better(rows[ours_name]["value"], rows[top_peer]["value"]) or (low <= rows[ours_name]["value"] <= high)
+        fastest_peer = max(rows[n].get("batch1_speedup", 0) for n in peers if "value" in rows[n] and (better(rows[n]["value"], rows[ours_name]["value"]) or n == top_peer))
+        out[label] = {"variant": ours_name, "as_accurate": bool(inside), "no_peer_as_accurate_and_faster": rows[ours_name].get("batch1_speedup", 0) >= fastest_peer / (1 + SPEED_NOISE)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    limit = 900.0
+    limit = 300.0
     if argv is None and "--limit" in sys.argv:  # seconds each toolkit may take per model
         i = sys.argv.index("--limit")
         limit, sys.argv[i : i + 2] = float(sys.argv[i + 1]), []
-    args = arguments(__doc__, "toolkits", argv, MODELS)
+    args = arguments(__doc__, "toolkits", argv, tuple(MODELS))
     names = ["digits-cnn"] if args.smoke else args.models
     report = header(f"1 thread, batch {' and '.join(map(str, BATCHES))}, median of {args.repeats} interleaved runs at batch 1 (a third at batch 8), one ONNX Runtime "
                     "for every model; accuracy on the eval split, 95% bootstrap interval of the paired drop; peer toolkits run by bench/peer_toolkits.py in .venv-peers "
@@ -153,15 +235,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         with tempfile.TemporaryDirectory(prefix=f"sf-bench-toolkits-{name}-") as tmp:
             work = Path(tmp)
+            kind, task, _ = MODELS[name]
             fp32, files = prepare(name, work)
-            ours, walls, info = squeezeflow_variants(fp32, files, work)
+            ours, walls, info = squeezeflow_variants(fp32, files, work, task)
             ort, ort_walls = ort_default(fp32, files, work)
-            peers, peer_walls, peer_info = peer_variants(fp32, files, work, KIND[name], limit) if not args.smoke else ({}, {}, {"skipped": "smoke run"})
+            peers, peer_walls, peer_info = peer_variants(fp32, files, work, kind, task, limit) if not args.smoke else ({}, {}, {"skipped": "smoke run"})
             models = {"fp32": fp32, **ort, **ours, **peers}
-            rows = measure(models, {**walls, **ort_walls, **peer_walls}, files, args.repeats)
-            report["models"][name] = {"kind": KIND[name], "squeezeflow": info, "peers": peer_info, "variants": rows}
-        print(name, json.dumps(report["models"][name]["variants"])[:3000], flush=True)
-    write(report, args.out)
+            rows = measure(models, {**walls, **ort_walls, **peer_walls}, files, task, args.repeats)
+            report["models"][name] = {"kind": kind, "task": task, "squeezeflow": info, "peers": peer_info, "variants": rows,
+                                      "verdict": verdict(rows, task, info.get("squeezeflow-auto", {}))}
+        print(name, json.dumps(report["models"][name]["verdict"]), flush=True)
+        write(report, args.out)  # after each model: a crash later keeps what was measured
     return 0
 
 

@@ -122,7 +122,11 @@ def test_stages_bench_smoke(tmp_path):
 def test_toolkits_bench_smoke(tmp_path):
     report = _smoke("toolkits", tmp_path)["models"]["digits-cnn"]
     rows = report["variants"]
-    assert {"fp32", "ort-static-default", "squeezeflow-static", "squeezeflow-static-bias-correction", "squeezeflow-static-weighted"} <= set(rows)
+    assert {"fp32", "ort-static-default", "squeezeflow-static", "squeezeflow-static-bias-correction", "squeezeflow-static-weighted", "squeezeflow-auto"} <= set(rows)
     assert rows["squeezeflow-static"]["integer_kernels"].get("QLinearConv") == 2  # ORT fuses squeezeflow's QDQ layout into integer convolutions
-    assert not rows["fp32"]["integer_kernels"] and rows["fp32"]["accuracy_drop_points"] == 0
-    assert report["peers"]["skipped"]
+    assert not rows["fp32"]["integer_kernels"] and rows["fp32"]["accuracy_drop"] == 0 and rows["fp32"]["interval"] == [0, 0]
+    low, high = rows["squeezeflow-static"]["interval"]
+    assert low <= rows["squeezeflow-static"]["value"] <= high
+    assert report["peers"]["skipped"] and report["task"] == "classification"
+    verdict = report["verdict"]
+    assert verdict["best_peer"].startswith("ort-") and verdict["auto_chose"] == report["squeezeflow"]["squeezeflow-auto"]["chosen"]

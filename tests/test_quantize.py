@@ -108,8 +108,8 @@ def test_auto_never_keeps_a_variant_slower_than_fp32(digits_onnx, digits_dir, tm
     result = quantize(digits_onnx, QuantizeConfig(mode="auto"), _ctx(tmp_path, digits_dir))
     stats = result.stats
     assert stats["prior"] == "static"  # two convs, two linear layers: treated as convolutional
-    variants = {"static-per-channel", "static-per-tensor", "static-weighted", "dynamic-per-channel", "dynamic-per-tensor"}
-    assert set(stats["agreement_with_fp32"]) == variants
+    variants = {"static-per-channel", "static-per-tensor", "static-weighted", "static-bias-correction", "dynamic-per-channel", "dynamic-per-tensor"}
+    assert set(stats["changed_vs_fp32"]) == variants
     assert set(stats["p50_ms"]) == {"fp32"} | (variants - set(stats["rejected_for_accuracy"]))
     if stats["chosen"] == "fp32":
         assert result.model == digits_onnx and all(s <= 1 for s in stats["speedup_vs_fp32"].values())
@@ -173,8 +173,26 @@ def test_auto_never_chooses_a_variant_that_changes_predictions(fragile_onnx, dig
     stats = result.stats
     # per-tensor INT8 wrecks the rescaled layer: fast or not, it must be rejected
     assert {"static-per-tensor", "dynamic-per-tensor"} <= set(stats["rejected_for_accuracy"])
-    assert all(stats["agreement_with_fp32"][k] < 0.99 for k in stats["rejected_for_accuracy"])
+    assert all(stats["changed_vs_fp32"][k] > 0.01 for k in stats["rejected_for_accuracy"])
     assert stats["chosen"] not in stats["rejected_for_accuracy"]
+
+
+def test_auto_judges_other_tasks_by_output_error(fragile_onnx, digits_dir, tmp_path):
+    """For a task other than classification, a variant is judged by how far its outputs are from FP32's, not by their argmax."""
+    from squeezeflow.evaluate import tasks
+
+    ctx = StepContext(workdir=tmp_path, calibration=digits_dir / "calibration.npz", task="generic")
+    stats = quantize(fragile_onnx, QuantizeConfig(mode="auto", auto_tolerance=0.02, num_samples=100_000), ctx).stats
+    assert "mean absolute difference" in stats["faithfulness"]
+    cal = {"input": np.load(digits_dir / "calibration.npz")["input"]}
+    reference = modelio.run_outputs(modelio.session(fragile_onnx), cal)
+    for name in ("static-per-tensor", "static-per-channel"):  # recomputed from the variant written to disk
+        found = sorted(tmp_path.rglob(f"*{name}*.onnx")) or sorted(tmp_path.rglob(f"{name}/*.onnx"))
+        assert found, f"{name} not found under {tmp_path}"
+        error = tasks.score("generic", reference, modelio.run_outputs(modelio.session(found[0]), cal), None)[0]["mean_rel_error"]
+        assert stats["changed_vs_fp32"][name] == pytest.approx(error, abs=1e-5)  # the stats round to 5 places
+    assert set(stats["rejected_for_accuracy"]) == {k for k, v in stats["changed_vs_fp32"].items() if v > 0.02}
+    assert "static-per-tensor" in stats["rejected_for_accuracy"]  # the rescaled layer at one scale: far off
 
 
 def test_fallback_needs_labels(digits_onnx, digits_dir, tmp_path):

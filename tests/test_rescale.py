@@ -153,3 +153,14 @@ def test_smoothquant_on_calibration_data_that_does_not_fit_is_bad_input(outlier_
     np.savez(tmp_path / "bad.npz", input_ids=inputs["input_ids"].astype(np.float32), attention_mask=inputs["attention_mask"])
     with pytest.raises(DataError):
         quantize(path, QuantizeConfig(mode="static", smoothquant=0.5), StepContext(workdir=tmp_path, calibration=tmp_path / "bad.npz"))
+
+
+def test_auto_tries_smoothquant_on_a_transformer(outlier_transformer, tmp_path):
+    """auto on a matmul model adds weighted static INT8 with SmoothQuant, and it is closer to FP32 than without (task generic: output error)."""
+    path, _, cal = outlier_transformer
+    ctx = StepContext(workdir=tmp_path, calibration=cal, task="generic")
+    stats = quantize(path, QuantizeConfig(mode="auto", num_samples=96, auto_tolerance=1.0), ctx).stats
+    assert stats["prior"] == "dynamic" and "static-bias-correction" not in stats["changed_vs_fp32"]
+    changed = stats["changed_vs_fp32"]
+    assert changed["static-weighted-smoothquant"] < 0.8 * changed["static-weighted"]
+    assert stats["chosen"] in stats["speedup_vs_fp32"] or stats["chosen"] == "fp32"

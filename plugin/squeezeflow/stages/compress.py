@@ -68,6 +68,7 @@ def _apply(params: Params, recipe: str, source: dict[str, Any], source_dir: Path
                 providers=params.target.providers,
                 registered=registered_dir,
                 soft_labels=soft_labels_dir / recipe,  # this recipe's teachers only: its own DVC dependency
+                task=params.data.task,
             )
             ctx.workdir.mkdir()
             result = get_step(config)(current, config, ctx)

@@ -58,6 +58,7 @@ class StepContext:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     registered: Path | None = None
     soft_labels: Path | None = None
+    task: str = "classification"
 
 
 @dataclasses.dataclass(frozen=True)

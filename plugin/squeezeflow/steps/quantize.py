@@ -33,7 +33,7 @@ class QuantizeConfig(StepConfig):
     """Quantization of an ONNX model with onnxruntime.quantization."""
 
     kind: ClassVar[str] = "quantize"
-    mode: Literal["static", "dynamic", "auto", "int4", "fp16"] = Field("static", description="static: INT8 QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: INT8 weights, activations quantized at run time (matmul-heavy models); auto: builds dynamic and static variants (per-channel and per-tensor, and static per-channel with scope weighted; smoothquant, equalize and bias_correction apply to them as set), rejects those that change FP32's predictions (auto_tolerance), times the rest against FP32 on the target and keeps the fastest, never one slower than FP32; int4: weight-only 4-bit MatMul (MatMulNBits); fp16: half-precision floats (for GPU providers; no CPU speedup).")
+    mode: Literal["static", "dynamic", "auto", "int4", "fp16"] = Field("static", description="static: INT8 QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: INT8 weights, activations quantized at run time (matmul-heavy models); auto: builds dynamic and static variants (per-channel and per-tensor, static per-channel with scope weighted, and static with bias_correction on convolutional models or weighted static with smoothquant 0.5 on matmul models; smoothquant, equalize and bias_correction set here apply to every variant), rejects those that change FP32's outputs beyond auto_tolerance, times the rest against FP32 on the target and keeps the fastest, never one slower than FP32; int4: weight-only 4-bit MatMul (MatMulNBits); fp16: half-precision floats (for GPU providers; no CPU speedup).")
     per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight instead of one per tensor.")
     calibration: Literal["minmax", "entropy", "percentile", "mse"] = Field("minmax", description="static: how activation ranges are taken from the calibration data (streamed batch by batch, memory independent of num_samples): minmax: the full range; entropy: the range whose 128-level histogram keeps most information (KL); percentile: the `percentile` of absolute values; mse: per tensor, the clipping range with the least expected 8-bit quantization error.")
     num_bins: int = Field(2048, ge=128, description="static, entropy/percentile/mse: histogram bins (ORT's default of 128 makes entropy equal minmax).")
@@ -50,7 +50,7 @@ class QuantizeConfig(StepConfig):
     smoothquant: float | None = Field(None, gt=0, lt=1, description="INT8: SmoothQuant's migration strength alpha (0.5 is the paper's default): before quantizing, the input channels of each MatMul/Gemm with a constant weight are divided by max|x|^alpha / max|w|^(1-alpha) (measured on num_samples calibration samples) and its weight rows multiplied by it; folded into a preceding LayerNormalization, else a Mul is inserted. The float function is unchanged.")
     equalize: bool = Field(False, description="INT8: cross-layer equalization of Conv -> [Relu] -> Conv pairs before quantizing (weight ranges of the two layers balanced per channel; the float function is unchanged). For per-tensor weights and ReLU networks; ReLU6 pairs are left alone.")
     bias_correction: bool = Field(False, description="static: after quantizing, remove each Conv/Gemm's mean output drift from FP32, per channel, from its INT8 bias, layer by layer in graph order (one pass of the model per layer over 32 calibration samples).")
-    auto_tolerance: float = Field(0.01, ge=0, le=1, description="auto: a variant whose predictions differ from FP32 on more than this fraction of the calibration samples is never chosen, however fast.")
+    auto_tolerance: float = Field(0.01, ge=0, le=1, description="auto: how far a variant may be from FP32 on the calibration samples and still be chosen. classification: the share of samples whose top-1 differs; other tasks (data.task): the worst output's mean absolute difference over FP32's mean magnitude.")
     fallback: Fallback | None = Field(None, description="static/dynamic: accuracy-aware fallback, e.g. {max_accuracy_drop: 0.005}; needs labels in data.calibration.")
 
     def promise(self) -> str | None:
@@ -139,8 +139,9 @@ def _calibration(ctx: StepContext, count: int | None = None, labels: bool = Fals
     return arrays
 
 
-def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str) -> tuple[Callable[..., Path], int]:
+def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str, name: str = "") -> tuple[Callable[..., Path], int]:
     """A function (exclude=(), only=None, tag) -> INT8 model path, and the calibration sample count.
+    `name` keeps the files of auto's variants apart.
 
     Static activation ranges are calibrated once and reused by every call (the fallback calls it
     once per layer)."""
@@ -162,7 +163,7 @@ def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mo
                                    config.num_bins, config.percentile)
 
     def run(exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None, tag: str = "all") -> Path:
-        out = ctx.workdir / f"int8-{mode}-{tag}.onnx"
+        out = ctx.workdir / f"int8-{name or mode}-{tag}.onnx"
         common = dict(
             per_channel=config.per_channel,
             reduce_range=config.reduce_range,
@@ -188,12 +189,12 @@ def _int8_quantizer(prepared: Path, config: QuantizeConfig, ctx: StepContext, mo
     return run, samples
 
 
-def _int8(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str | None = None) -> StepResult:
+def _int8(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str | None = None, name: str = "") -> StepResult:
     mode = mode or config.mode
     stats = {"mode": mode, "bits": 8, "scope": config.scope}
     prepared, rescaled = _rescale(prepared, config, ctx)
     stats.update(rescaled)
-    run, samples = _int8_quantizer(prepared, config, ctx, mode)
+    run, samples = _int8_quantizer(prepared, config, ctx, mode, name)
     out = run()
     if mode == "static":
         stats.update(calibration=config.calibration, calibration_samples=samples)
@@ -253,7 +254,7 @@ def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config:
     inputs, labels = data.inputs_of(arrays), arrays[data.LABELS]
     reference = modelio.run(modelio.session(prepared), inputs)
     base = accuracy(reference, labels)
-    drop = base - accuracy(_outputs(modelio.session(quantized), inputs, ctx), labels)
+    drop = base - accuracy(_first(_outputs(modelio.session(quantized), inputs, ctx)), labels)
     stats = {"max_accuracy_drop": budget.max_accuracy_drop, "baseline_accuracy": round(base, 6), "drop_all_quantized": round(drop, 6), "kept_float": []}
     if drop <= budget.max_accuracy_drop:
         return quantized, {**stats, "met": True, "drop": round(drop, 6)}
@@ -265,7 +266,7 @@ def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config:
 
     def attempt(floats: list[str]) -> tuple[Path, float]:
         model = run(exclude=tuple(floats), tag=f"float-{len(tried) + 1}")
-        model_drop = base - accuracy(_outputs(modelio.session(model), inputs, ctx), labels)
+        model_drop = base - accuracy(_first(_outputs(modelio.session(model), inputs, ctx)), labels)
         tried.append({"float_layers": len(floats), "layers": list(floats), "drop": round(model_drop, 6)})
         return model, model_drop
 
@@ -285,13 +286,14 @@ def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config:
 
 
 def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
-    """Build INT8 variants (dynamic, and static with calibration data; per-channel and per-tensor),
-    drop those that change FP32's predictions, time the rest against FP32, keep the fastest."""
+    """Build INT8 variants (dynamic, and static with calibration data; per-channel and per-tensor;
+    static with bias correction on convolutional models, and weighted static with SmoothQuant on
+    matmul models), drop those that change FP32's outputs beyond auto_tolerance, time the rest
+    against FP32, keep the fastest."""
     import numpy as np
 
     from squeezeflow import data, modelio
     from squeezeflow.evaluate import latency
-    from squeezeflow.evaluate.classification import agreement
 
     ops = modelio.op_counts(prepared)
     prior = "static" if ops.get("Conv", 0) >= ops.get("MatMul", 0) + ops.get("Gemm", 0) else "dynamic"
@@ -300,17 +302,20 @@ def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext)
     for mode in modes:
         for per_channel in (True, False):
             variant = config.model_copy(update={"per_channel": per_channel, "scope": "all"})
-            tried[f"{mode}-{'per-channel' if per_channel else 'per-tensor'}"] = _int8(prepared, variant, ctx, mode)
+            name = f"{mode}-{'per-channel' if per_channel else 'per-tensor'}"
+            tried[name] = _int8(prepared, variant, ctx, mode, name)
     if "static" in modes:  # attention's MatMuls, masks and residual Adds left float: what keeps static INT8 on transformers
-        tried["static-weighted"] = _int8(prepared, config.model_copy(update={"per_channel": True, "scope": "weighted"}), ctx, "static")
+        tried["static-weighted"] = _int8(prepared, config.model_copy(update={"per_channel": True, "scope": "weighted"}), ctx, "static", "static-weighted")
+        for name, update in _accuracy_variants(config, prior).items():  # the accuracy-preserving options for the model's kind, where not set already
+            tried[name] = _int8(prepared, config.model_copy(update=update), ctx, "static", name)
     sessions = {"fp32": modelio.session(model, ctx.threads, ctx.providers)}
     sessions.update({k: modelio.session(r.model, ctx.threads, ctx.providers) for k, r in tried.items()})
-    agree = {}
+    changed = {}
     if ctx.calibration is not None:
         inputs = data.inputs_of(_calibration(ctx, config.num_samples))
-        reference = modelio.run(sessions["fp32"], inputs)
-        agree = {k: agreement(_outputs(sessions[k], inputs, ctx), reference) for k in tried}
-    eligible = [k for k in tried if agree.get(k, 1.0) >= 1.0 - config.auto_tolerance]
+        reference = modelio.run_outputs(sessions["fp32"], inputs)
+        changed = {k: _changed(ctx.task, reference, _outputs(sessions[k], inputs, ctx)) for k in tried}
+    eligible = [k for k in tried if changed.get(k, 0.0) <= config.auto_tolerance]
     times = latency.measure({k: sessions[k] for k in ["fp32", *eligible]}, _timing_feed(sessions["fp32"], ctx), warmup=10, repeats=100, progress=False)
     p50 = {k: float(np.median(v)) for k, v in times.items()}
     fastest = min(eligible, key=p50.get) if eligible else None
@@ -319,7 +324,9 @@ def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext)
         "mode": "auto",
         "prior": prior,
         "chosen": chosen,
-        "agreement_with_fp32": {k: round(v, 4) for k, v in agree.items()},
+        "faithfulness": "share of calibration samples whose top-1 differs from FP32" if ctx.task == "classification" else
+                        "mean absolute difference to FP32's outputs over their mean magnitude (worst output)",
+        "changed_vs_fp32": {k: round(v, 5) for k, v in changed.items()},
         "rejected_for_accuracy": sorted(set(tried) - set(eligible)),
         "p50_ms": {k: round(v, 5) for k, v in p50.items()},
         "speedup_vs_fp32": {k: round(p50["fp32"] / p50[k], 3) for k in eligible},
@@ -329,11 +336,34 @@ def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext)
     return StepResult(tried[chosen].model, {**tried[chosen].stats, **stats})
 
 
-def _outputs(sess, inputs: dict, ctx: StepContext):
-    """The first output over `inputs`, as the model gives it at the target's batch size (see modelio.scoring_batch)."""
+def _accuracy_variants(config: QuantizeConfig, prior: str) -> dict[str, dict]:
+    """auto's extra static variants: bias correction for convolutional models, SmoothQuant (alpha 0.5) on the weighted scope for matmul models."""
+    if prior == "static" and not config.bias_correction:
+        return {"static-bias-correction": {"per_channel": True, "scope": "all", "bias_correction": True}}
+    if prior == "dynamic" and config.smoothquant is None:
+        return {"static-weighted-smoothquant": {"per_channel": True, "scope": "weighted", "smoothquant": 0.5}}
+    return {}
+
+
+def _changed(task: str, reference: dict, outputs: dict) -> float:
+    """How far a variant's outputs are from FP32's: the share of changed top-1 predictions (classification), else the worst output's mean relative error."""
+    from squeezeflow.evaluate import tasks
+    from squeezeflow.evaluate.classification import agreement
+
+    if task == "classification":
+        return 1.0 - agreement(next(iter(outputs.values())), next(iter(reference.values())))
+    return float(tasks.score("generic", reference, outputs, None)[0]["mean_rel_error"])
+
+
+def _outputs(sess, inputs: dict, ctx: StepContext) -> dict:
+    """Every output over `inputs`, as the model gives it at the target's batch size (see modelio.scoring_batch)."""
     from squeezeflow import modelio
 
-    return modelio.run(sess, inputs, modelio.scoring_batch(sess, inputs, ctx.batch_size))
+    return modelio.run_outputs(sess, inputs, modelio.scoring_batch(sess, inputs, ctx.batch_size))
+
+
+def _first(outputs: dict):
+    return next(iter(outputs.values()))
 
 
 def _timing_feed(sess, ctx: StepContext) -> dict:
