@@ -26,8 +26,9 @@ def record_attempt(params: Params, verdict: dict[str, Any], files: list[Path], r
     flat_params = {
         "source.model_uri": params.source.model_uri,
         "selection.objective": params.selection.objective,
-        **{f"budgets.{k}": v for k, v in verdict["budgets"].items()},
-        **{f"target.{k}": v for k, v in params.target.model_dump().items()},
+        **{f"budgets.{k}": v for k, v in params.budgets.model_dump().items() if v is not None and k != "inconclusive"},
+        **{f"targets.{t}.{k}" if params.targets is not None else f"target.{k}": v for t, target in params.deployment_targets().items()
+           for k, v in target.model_dump(exclude={"budgets"}).items()},
         **{f"recipes.{n}": json.dumps([s.kind for s in steps]) for n, steps in params.recipes.items()},
     }
     registry.log_run(run_id, flat_params, attempt_metrics(verdict) if with_metrics else {}, files, parent_model_id)
@@ -35,7 +36,9 @@ def record_attempt(params: Params, verdict: dict[str, Any], files: list[Path], r
 
 
 def attempt_metrics(verdict: dict[str, Any]) -> dict[str, float]:
-    """The baseline's and every candidate's numeric metrics, as NAME.METRIC."""
+    """The baseline's and every candidate's numeric metrics, as NAME.METRIC (TARGET.NAME.METRIC for a verdict per target)."""
+    if "targets" in verdict:
+        return {f"{t}.{k}": v for t, one in verdict["targets"].items() if one.get("candidates") for k, v in attempt_metrics(one).items()}
     metrics = {f"baseline.{k}": v for k, v in verdict["baseline"].items() if isinstance(v, (int, float))}
     for name, cand in verdict["candidates"].items():
         metrics.update({f"{name}.{k}": v for k, v in cand["metrics"].items() if isinstance(v, (int, float))})

@@ -40,6 +40,7 @@ METRIC_DIRECTIONS = {  # objective -> True when larger is better
 
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding and torch's generators take 32-bit seeds everywhere
 RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # recipe names become folder and file names
+TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")  # target names become file names and alias suffixes
 RESERVED_NAMES = frozenset({"baseline"})  # the source's own row in metrics/ and the gate
 
 
@@ -69,17 +70,6 @@ class Contracts(_Model):
     all_classes: bool = Field(False, description="Require every class in the eval set (default: the labels present must be valid classes; an eval set covering 60 of 1,000 classes is normal).")
 
 
-class Target(_Model):
-    name: str = Field("cpu-x86", description="Label of the deployment target, recorded in the metrics.")
-    providers: tuple[str, ...] = Field(("CPUExecutionProvider",), min_length=1, description="ONNX Runtime execution providers, in order of preference.")
-    threads: int = Field(1, ge=1, le=256, description="Intra-op threads of the ONNX Runtime session.")
-    batch_size: int = Field(1, ge=1, description="Batch size of the latency measurement.")
-    warmup: int = Field(20, ge=0, description="Untimed runs before the latency measurement (they stop once they have taken half of `max_seconds`).")
-    repeats: int = Field(200, ge=5, description="Fewest timed runs per model; baseline and candidate alternate, in rounds of 20 (measuring stops at `max_seconds` even if fewer ran).")
-    ci_width: float = Field(0.1, gt=0, description="Measuring stops once the speedup's 95% interval is this narrow (high / low - 1) ...")
-    max_seconds: float = Field(30.0, gt=0, description="... or after this many seconds per candidate; the gate then judges the interval it has.")
-
-
 class Budgets(_Model):
     max_accuracy_drop: float | None = Field(None, ge=0, description="Largest allowed baseline-minus-candidate accuracy (absolute, 0.01 = 1 point).")
     min_accuracy: float | None = Field(None, ge=0, le=1, description="Smallest allowed candidate accuracy.")
@@ -95,6 +85,21 @@ class Budgets(_Model):
     min_retrieval_agreement: float | None = Field(None, ge=0, le=1, description="embedding: smallest allowed share of samples whose nearest neighbour is the FP32 embedding's.")
     max_output_error: float | None = Field(None, ge=0, description="generic: largest allowed mean absolute difference to the FP32 outputs relative to their mean magnitude (worst output; 0.01 = 1%).")
     inconclusive: Literal["fail", "warn"] = Field("fail", description="When a budget lies inside a metric's 95% interval (accuracy drop, speedup, p95 latency): fail the candidate, or pass it with a warning.")
+
+
+class Target(_Model):
+    name: str = Field("cpu-x86", description="Label of the deployment target, recorded in the metrics (under `targets:` the key names the target instead).")
+    runtime: Literal["onnxruntime", "openvino"] = Field("onnxruntime", description="The runtime that loads and times the models: onnxruntime (with `providers`) or openvino (`pip install openvino`; runs ONNX QDQ models as INT8 on `device`).")
+    device: str = Field("CPU", min_length=1, description="openvino: the device to compile for (CPU, GPU, NPU, AUTO).")
+    optional: bool = Field(False, description="Under `targets:`: a target where no candidate passes (or whose runtime or device is not on this machine) warns instead of failing the gate.")
+    budgets: Budgets | None = Field(None, description="Under `targets:`: budgets of this target that replace the shared `budgets` of the same name (the others still apply), e.g. {max_latency_p95_ms: 5}.")
+    providers: tuple[str, ...] = Field(("CPUExecutionProvider",), min_length=1, description="ONNX Runtime execution providers, in order of preference.")
+    threads: int = Field(1, ge=1, le=256, description="Intra-op threads of the ONNX Runtime session.")
+    batch_size: int = Field(1, ge=1, description="Batch size of the latency measurement.")
+    warmup: int = Field(20, ge=0, description="Untimed runs before the latency measurement (they stop once they have taken half of `max_seconds`).")
+    repeats: int = Field(200, ge=5, description="Fewest timed runs per model; baseline and candidate alternate, in rounds of 20 (measuring stops at `max_seconds` even if fewer ran).")
+    ci_width: float = Field(0.1, gt=0, description="Measuring stops once the speedup's 95% interval is this narrow (high / low - 1) ...")
+    max_seconds: float = Field(30.0, gt=0, description="... or after this many seconds per candidate; the gate then judges the interval it has.")
 
 
 BUDGET_METRICS = {  # budget -> (metric key, bound kind)
@@ -160,6 +165,7 @@ class Params(_Model):
     contracts: Contracts = Contracts()
     budgets: Budgets = Budgets()
     target: Target = Target()
+    targets: dict[str, Target] | None = Field(None, description="Several deployment targets, name -> target: every candidate is measured on each, the gate gives a verdict per target, and promote moves the alias `<alias>-<name>` to each target's winner. Replaces `target`.")
     selection: Selection = Selection()
     promote: Promote
     demo: Demo = Demo()
@@ -167,16 +173,40 @@ class Params(_Model):
 
     @model_validator(mode="after")
     def _budgets_fit_the_task(self) -> Params:
-        for budget, value in self.budgets.model_dump().items():
-            task = TASK_BUDGETS.get(budget)
-            if value is not None and task and task != self.data.task:
-                others = sorted(b for b, t in TASK_BUDGETS.items() if t == self.data.task)
-                raise ValueError(f"budgets.{budget} judges task {task}, but data.task is {self.data.task}; its budgets are {', '.join(others)}")
+        own = {f"targets.{n}.budgets": t.budgets for n, t in (self.targets or {}).items() if t.budgets is not None}
+        for where, budgets in {"budgets": self.budgets, **own}.items():
+            for budget, value in budgets.model_dump().items():
+                task = TASK_BUDGETS.get(budget)
+                if value is not None and task and task != self.data.task:
+                    others = sorted(b for b, t in TASK_BUDGETS.items() if t == self.data.task)
+                    raise ValueError(f"{where}.{budget} judges task {task}, but data.task is {self.data.task}; its budgets are {', '.join(others)}")
         for key in ("objective", "tie_break"):
             metric = getattr(self.selection, key)
             if metric in TASK_METRICS and TASK_METRICS[metric] != self.data.task:
                 raise ValueError(f"selection.{key} {metric} is a metric of task {TASK_METRICS[metric]}, but data.task is {self.data.task}")
         return self
+
+    @model_validator(mode="after")
+    def _targets_are_named_well(self) -> Params:
+        if self.targets is None:
+            return self
+        if "target" in self.model_fields_set:
+            raise ValueError("set either target (one) or targets (several), not both; move target into targets as one more entry")
+        if not self.targets:
+            raise ValueError("targets is empty; name at least one target, or remove it to use target")
+        for name in self.targets:
+            if not TARGET_NAME.match(name):
+                raise ValueError(f"targets: name {name!r} is not allowed: it becomes part of file names and of the alias <alias>-<name>, so use letters, digits, `_` and `-` (at most 40)")
+        return self
+
+    def deployment_targets(self) -> dict[str, Target]:
+        """name -> target: `targets`, or the one `target` under its name."""
+        return dict(self.targets) if self.targets is not None else {self.target.name: self.target}
+
+    def budgets_for(self, target: str) -> Budgets:
+        """The shared budgets, with those the target sets replacing theirs."""
+        own = self.deployment_targets()[target].budgets
+        return self.budgets if own is None else self.budgets.model_copy(update=own.model_dump(exclude_unset=True))
 
     @field_validator("recipes", mode="before")
     @classmethod

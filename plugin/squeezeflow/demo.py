@@ -74,7 +74,14 @@ def run(params: Params, params_path: Path) -> int:
     rc = subprocess.run(["dvc", "repro", str(folder / "dvc.yaml")], cwd=folder).returncode
     gate_file, promo_file = folder / REPORTS_DIR / "gate.json", folder / REPORTS_DIR / "promotion.json"
     verdict = json.loads(gate_file.read_text()) if gate_file.is_file() else None
-    if verdict:
+    if verdict and "targets" in verdict:  # a verdict per target: gate.md has the tables
+        for target, one in verdict["targets"].items():
+            print(f"target {target}: {one['verdict'].upper()}" + (f", selected {one['selected']}" if one.get("selected") else ""))
+        if rc == 0 and promo_file.is_file():
+            for target, promo in json.loads(promo_file.read_text())["targets"].items():
+                print(f"promoted for {target}: {promo['model_uri']} ({promo['alias_uri']})")
+        print(f"report: {folder / REPORTS_DIR / 'gate.md'} (pull requests), {folder / REPORTS_DIR / 'index.html'} (open in a browser)")
+    elif verdict:
         print("\n" + report.text_table(verdict))
         print("\nbudgets: " + ", ".join(f"{k}={v:g}" for k, v in verdict["budgets"].items()))
         for line in report.missed_lines(verdict):

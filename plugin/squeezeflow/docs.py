@@ -44,15 +44,19 @@ def describe(field: Any) -> str:
     return (field.description or "") + (f" One of: {', '.join(f'`{v}`' for v in allowed)}." if allowed else "")
 
 
-def _rows(prefix: str, model: Any) -> list[str]:
+def _rows(prefix: str, model: Any, seen: set | None = None) -> list[str]:
+    """One row per field; nested models expanded once (a model documented already, such as the
+    budgets a target may override, is not repeated)."""
     from pydantic import BaseModel
 
+    seen = set() if seen is None else seen
+    seen.add(model)
     rows = []
     for name, field in model.model_fields.items():
         rows.append(f"| `{prefix}{name}` | {_default(field)} | {describe(field)} |")
-        nested = [a for a in getattr(field.annotation, "__args__", (field.annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        nested = [a for a in getattr(field.annotation, "__args__", (field.annotation,)) if isinstance(a, type) and issubclass(a, BaseModel) and a not in seen]
         for sub in nested:
-            rows += _rows(f"{prefix}{name}.", sub)
+            rows += _rows(f"{prefix}{name}.", sub, seen)
     return rows
 
 
@@ -64,10 +68,12 @@ def params_reference() -> str:
     from squeezeflow.steps import config_class, known_steps
 
     head = ["| key | default | meaning |", "|---|---|---|"]
-    lines = list(head)
+    lines, seen = list(head), set()
     for section, field in config.Params.model_fields.items():  # every section, so a new one cannot go undocumented
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            lines += _rows(f"{section}.", field.annotation)
+            lines += _rows(f"{section}.", field.annotation, seen)
+        elif section == "targets":
+            lines.append(f"| `targets` | None | {field.description} Each `targets.NAME` takes the keys of `target` (NAME replaces `target.name`). |")
     lines += [f"| `recipes` | *required* | {config.Params.model_fields['recipes'].description} |",
               f"| `seed` | {config.Params.model_fields['seed'].default} | {config.Params.model_fields['seed'].description} |"]
     for kind in known_steps():

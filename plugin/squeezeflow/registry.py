@@ -366,6 +366,13 @@ def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str,
     return version, version != str(mv.version)
 
 
+def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
+    """Set tags on an existing model version (one call per tag, each retried)."""
+    c = client()
+    for key, value in tags.items():
+        call(f"tagging {name} version {version}", lambda k=key, v=value: c.set_model_version_tag(name, version, k, v))
+
+
 def log_onnx(onnx_file: Path, run_id: str | None = None, signature: dict[str, Any] | None = None) -> Any:
     """Log an ONNX file as an mlflow.onnx model of run `run_id` (default: the active run), weights as
     external data when large, requirements given so MLflow infers none, with `signature` (as

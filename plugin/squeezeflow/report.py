@@ -132,3 +132,37 @@ def text_table(verdict: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
     return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)])
+
+
+def targets_markdown(combined: dict[str, Any]) -> str:
+    """reports/gate.md for a verdict per target: the targets x candidates matrix, then each target's own report."""
+    targets = combined["targets"]
+    head = ["candidate", *targets]
+    lines = [f"## squeezeflow gate: {'PASS' if combined['verdict'] == 'pass' else 'FAIL'} on {len(targets)} targets", "",
+             "| target | runtime | verdict | selected |", "|---|---|---|---|"]
+    for name, v in targets.items():
+        rt = v.get("runtime") or {}
+        lines.append(f"| {name}{' (optional)' if v.get('optional') else ''} | {rt.get('runtime')} {rt.get('runtime_version') or ''} on {rt.get('device') or ''} | "
+                     f"{v['verdict'].upper()}{': ' + v['reason'] if v.get('reason') else ''} | {v.get('selected') or '-'} |")
+    lines += ["", "Verdicts, candidates x targets:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join([cand, *(per[t] for t in targets)]) + " |" for cand, per in combined["matrix"].items()]
+    for name, v in targets.items():
+        if v["candidates"]:
+            lines += ["", f"# Target {name}", "", markdown(v).replace("## squeezeflow gate:", f"## {name}:", 1)]
+    return "\n".join(lines) + "\n"
+
+
+def targets_matrix_html(combined: dict[str, Any]) -> str:
+    """The targets x candidates matrix of verdicts, as an HTML table (the top of reports/index.html)."""
+    import html
+
+    targets = combined["targets"]
+    head = "".join(f"<th>{html.escape(t)}{' (optional)' if v.get('optional') else ''}<br><small>{html.escape(str((v.get('runtime') or {}).get('runtime')))}</small></th>"
+                   for t, v in targets.items())
+    body = "".join(f"<tr><td>{html.escape(c)}</td>" + "".join(f"<td class='{'' if per[t].startswith('pass') else 'miss'}'>{html.escape(per[t])}</td>" for t in targets) + "</tr>"
+                   for c, per in combined["matrix"].items())
+    chosen = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape(v['verdict'].upper())}" + (f", selected <b>{html.escape(v['selected'])}</b>" if v.get("selected") else "")
+                     + (f" ({html.escape(v['reason'])})" if v.get("reason") else "") + "</li>" for t, v in targets.items())
+    verdict = combined["verdict"]
+    return (f"<div id='targets-verdict' class='verdict {verdict}'>squeezeflow gate over {len(targets)} targets: {verdict.upper()}</div><ul>{chosen}</ul>"
+            f"<table id='targets'><tr><th>candidate</th>{head}</tr>{body}</table>")

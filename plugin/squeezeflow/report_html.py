@@ -25,7 +25,7 @@ code{background:#f6f8fa;padding:1px 4px;border-radius:4px} ul{margin:4px 0}
 
 
 def render(verdict: dict[str, Any], plots: dict[str, dict[str, Any]], manifests: dict[str, dict[str, Any]], contracts: dict[str, Any] | None,
-           classes: dict[str, list[dict[str, Any]]] | None = None) -> str:
+           classes: dict[str, list[dict[str, Any]]] | None = None, preface: str = "", heading: str = "") -> str:
     """The whole page.
 
     Args:
@@ -34,11 +34,12 @@ def render(verdict: dict[str, Any], plots: dict[str, dict[str, Any]], manifests:
         classes: name -> plots/classes/NAME.json (per-class accuracy records), where the task has classes.
         manifests: candidate -> manifest (lineage of the selected one).
         contracts: reports/data.json (Great Expectations results of the data contracts), if any.
+        preface: HTML above the verdict (the targets x candidates matrix); heading: what the verdict below is of (a target).
     """
     ok = verdict["verdict"] == "pass"
     selected = verdict.get("selected")
     title = f"PASS: {selected} selected ({verdict.get('selection_rule') or 'best ' + verdict['objective']})" if ok else "FAIL: no candidate met every budget; nothing is promoted"
-    parts = [f"<div id='verdict' class='verdict {'pass' if ok else 'fail'}'>squeezeflow gate: {html.escape(title)}</div>",
+    parts = [preface, f"<h2>{html.escape(heading)}</h2>" if heading else "", f"<div id='verdict' class='verdict {'pass' if ok else 'fail'}'>squeezeflow gate: {html.escape(title)}</div>",
              "<h2>Candidates against the budgets</h2>", _budgets(verdict), _table(verdict), _lines(verdict),
              f"<h2>{html.escape(columns(verdict)[0].capitalize())} against latency and size</h2>",
              f"<div class='plots'>{_pareto(verdict, 'latency_p50_ms', 'latency p50 (ms)')}{_pareto(verdict, 'size_mb', 'size (MB)')}</div>"]
@@ -157,8 +158,8 @@ def _contracts(contracts: dict[str, Any]) -> str:
     return f"<table id='contracts'><tr><th>file</th><th>expectation</th><th>column</th><th>result</th></tr>{body}</table>"
 
 
-def write(verdict: dict[str, Any], plots_dir: Path, candidates_dir: Path, reports_dir: Path) -> Path:
-    """Render reports/index.html from the verdict and the files the stages wrote."""
+def write(verdict: dict[str, Any], plots_dir: Path, candidates_dir: Path, reports_dir: Path, preface: str = "", heading: str = "") -> Path:
+    """Render reports/index.html from the verdict and the files the stages wrote (see `render` for preface and heading)."""
     names = ["baseline", *verdict["candidates"]]
     plots = {n: json.loads((plots_dir / f"{n}.json").read_text()) for n in names if (plots_dir / f"{n}.json").is_file()}
     classes = {n: json.loads((plots_dir / "classes" / f"{n}.json").read_text()) for n in names if (plots_dir / "classes" / f"{n}.json").is_file()}
@@ -166,5 +167,5 @@ def write(verdict: dict[str, Any], plots_dir: Path, candidates_dir: Path, report
     data_report = reports_dir / "data.json"
     contracts = json.loads(data_report.read_text()) if data_report.is_file() else None
     out = reports_dir / "index.html"
-    out.write_text(render(verdict, plots, manifests, contracts, classes))
+    out.write_text(render(verdict, plots, manifests, contracts, classes, preface, heading))
     return out

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import artifacts, data, modelio, plotfiles
-from squeezeflow.config import Params
+from squeezeflow import artifacts, data, modelio, plotfiles, runtimes
+from squeezeflow.config import Params, Target
 from squeezeflow.evaluate import latency, size, tasks
 from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, SOURCE_DIR
 
@@ -20,6 +21,11 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
 
     Quality is scored by `data.task` (see `evaluate.tasks`): accuracy for classification,
     MAE/RMSE for regression, cosine similarity for embeddings, output error for generic models.
+
+    With `targets`, both are run by each target's runtime (squeezeflow.runtimes) for quality and
+    latency, and metrics/NAME.json holds one section per target under `targets` beside the
+    target-independent keys (size, weights); a target that cannot run on this machine has
+    `skipped` with the reason.
 
     The baseline and the candidate are timed alternately in this one process, in rounds, until the
     95% interval of `speedup` (geometric mean over rounds of baseline p50 / candidate p50) is as
@@ -45,42 +51,57 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         return _write(name, {"failed": True, "failed_step": failure["step"], "failure": failure["reason"]}, [], [], out_dir, plots_dir)
     base_manifest = artifacts.read_manifest(base_dir)  # hashes the model: once, even for the baseline
     cand_manifest = base_manifest if cand_dir == base_dir else artifacts.read_manifest(cand_dir)
-    target, path, task = params.target, params.data.eval, params.data.task
+    model_files = {BASELINE: artifacts.model_path(base_dir), name: artifacts.model_path(cand_dir)}
+    cand_size = size.sizes(model_files[name])
+    common: dict[str, Any] = {
+        "size_mb": cand_size["size_mb"],
+        "size_gzip_mb": cand_size["size_gzip_mb"],
+        "compression_ratio": size.file_bytes(model_files[BASELINE]) / cand_size["bytes"],  # bytes only: the FP32 gzip size is measured once, in the baseline row
+        **(cand_manifest.get("weights") or modelio.weight_stats(model_files[name])),  # in the manifest since 2026-12
+        "steps": len(cand_manifest["steps"]),
+    }
+    if params.targets is None:  # one target: the flat metrics of DESIGN.md
+        metrics, times, classes = _on_target(params, params.target, name, model_files)
+        return _write(name, _rounded({**metrics, **common}), plotfiles.latency_records(times), classes, out_dir, plots_dir)
+    per_target, records, class_rows = {}, [], []
+    for target_name, target in params.targets.items():
+        why = runtimes.skipped(target)
+        if why:
+            print(f"evaluate {name}: target {target_name} skipped: {why}", file=sys.stderr)
+            per_target[target_name] = {"skipped": why, **runtimes.describe(target)}
+            continue
+        metrics, times, classes = _on_target(params, target, name, model_files)
+        per_target[target_name] = _rounded({**metrics, **runtimes.describe(target), "threads": target.threads, "batch_size": target.batch_size})
+        records += plotfiles.latency_records({f"{k}@{target_name}": v for k, v in times.items()})
+        class_rows = class_rows or classes
+    return _write(name, {**_rounded(common), "targets": per_target}, records, class_rows, out_dir, plots_dir)
+
+
+def _on_target(params: Params, target: Target, name: str, model_files: dict[str, Path]) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Quality and interleaved latency of `name` against the baseline, both run by the target's runtime: (metrics, latency samples, per-class plot rows)."""
+    path, task = params.data.eval, params.data.task
     samples = data.samples_in(path, "eval")
     probe = data.head(path, "eval", max(PROBE, 2 * target.batch_size))  # checks, the batch-dependence probe, the timed batch: the rest streams
-    sessions = {BASELINE: modelio.session(artifacts.model_path(base_dir), target.threads, target.providers)}
-    if name != BASELINE:
-        sessions[name] = modelio.session(artifacts.model_path(cand_dir), target.threads, target.providers)
-    for sess in sessions.values():
-        data.check_inputs(probe, sess.get_inputs(), path, samples)
-    model_files = {BASELINE: artifacts.model_path(base_dir), name: artifacts.model_path(cand_dir)}
+    runners = {n: runtimes.open_model(model_files[n], target) for n in dict.fromkeys((BASELINE, name))}
+    for runner in runners.values():
+        data.check_inputs(probe, runner.get_inputs(), path, samples)
     large = data.batch_for(probe)  # batches of at most 2 MB of inputs: memory does not grow with the eval file
-    scoring = {n: modelio.scoring_batch(s, probe, target.batch_size, large) for n, s in sessions.items()}  # dynamic INT8 is judged as deployed
-    outputs = {n: tasks.check_outputs(modelio.run_batches(s, data.stream(path, "eval", range(samples), scoring[n])), samples, task, str(model_files[n]))
-               for n, s in sessions.items()}
+    scoring = {n: modelio.scoring_batch(r, probe, target.batch_size, large) for n, r in runners.items()}  # dynamic INT8 is judged as deployed
+    outputs = {n: tasks.check_outputs(modelio.run_batches(r, data.stream(path, "eval", range(samples), scoring[n])), samples, task, str(model_files[n]))
+               for n, r in runners.items()}
     labels = data.labels(path, "eval")
     if task == "classification":
         labels = data.check_labels({} if labels is None else {data.LABELS: labels}, next(iter(outputs[BASELINE].values())).shape[1], path)
     quality, extra_plots = tasks.score(task, outputs[BASELINE], outputs[name], labels, params.seed)
     feed = next(data.batches(probe, target.batch_size))
-    times, timing = latency.measure_until(sessions, feed, BASELINE, target.warmup, target.repeats, target.ci_width, target.max_seconds)
-    lat = latency.summarize(times[name], target.batch_size)
-    cand_size = size.sizes(artifacts.model_path(cand_dir))
-    metrics: dict[str, Any] = {
-        **quality,
-        **lat,
-        **timing[name],
-        "size_mb": cand_size["size_mb"],
-        "size_gzip_mb": cand_size["size_gzip_mb"],
-        "compression_ratio": size.file_bytes(artifacts.model_path(base_dir)) / cand_size["bytes"],  # bytes only: the FP32 gzip size is measured once, in the baseline row
-        **(cand_manifest.get("weights") or modelio.weight_stats(artifacts.model_path(cand_dir))),  # in the manifest since 2026-12
-        "steps": len(cand_manifest["steps"]),
-        "scoring_batch_size": scoring[name],
-    }
+    times, timing = latency.measure_until(runners, feed, BASELINE, target.warmup, target.repeats, target.ci_width, target.max_seconds)
+    metrics = {**quality, **latency.summarize(times[name], target.batch_size), **timing[name], "scoring_batch_size": scoring[name]}
     classes = extra_plots.get("class_accuracy")
-    return _write(name, {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
-                  plotfiles.latency_records({BASELINE: times[BASELINE], name: times[name]}),
-                  plotfiles.class_records(classes["baseline"], classes["candidate"]) if classes else [], out_dir, plots_dir)
+    return metrics, {BASELINE: times[BASELINE], name: times[name]}, plotfiles.class_records(classes["baseline"], classes["candidate"]) if classes else []
+
+
+def _rounded(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
 def _write(name: str, metrics: dict[str, Any], latency: list[dict[str, Any]], classes: list[dict[str, Any]], out_dir: Path, plots_dir: Path) -> dict[str, Any]:

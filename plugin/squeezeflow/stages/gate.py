@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezeflow import effect, github, plotfiles, report, report_html
-from squeezeflow.config import Params
+from squeezeflow.config import Budgets, Params
 from squeezeflow.errors import DataError, GateFailedError, SqueezeflowError
 from squeezeflow.gate import decide
 from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, REPORTS_DIR
@@ -30,15 +30,10 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
     """
     baseline = _read(metrics_dir / f"{BASELINE}.json")
     rows = {name: _read(metrics_dir / f"{name}.json") for name in sorted(params.recipes)}
-    verdict = decide(baseline, rows, params.budgets, params.selection.objective, params.data.task, params.selection.tie_break)
-    for name, cand in verdict["candidates"].items():
-        path = candidates_dir / name / "manifest.json"
-        manifest = json.loads(path.read_text()) if path.is_file() else {}
-        cand["notes"] = report.step_notes(manifest) if manifest else []
-        warning = effect.slower(manifest, cand["metrics"]) if manifest else None
-        if warning:
-            cand["notes"].insert(0, f"WARNING: {warning}")
     reports_dir.mkdir(parents=True, exist_ok=True)
+    if params.targets is not None:
+        return _gate_targets(params, baseline, rows, reports_dir, audit, candidates_dir, plots_dir, params_file)
+    verdict = _judge(params, baseline, rows, params.budgets, candidates_dir)
     (reports_dir / "gate.json").write_text(json.dumps(verdict, indent=2, sort_keys=True) + "\n")
     (reports_dir / "summary.json").write_text(json.dumps(report.summary(verdict), indent=2, sort_keys=True) + "\n")
     plotfiles.write(reports_dir / "pareto.json", plotfiles.pareto_records(verdict, report.columns(verdict)[0]))
@@ -60,6 +55,72 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
         _record_failure(params, verdict, reports_dir)
     raise GateFailedError(f"gate failed: no candidate met every budget; {missed[0] if missed else 'there are no candidates'}"
                           + (f" (and {len(missed) - 1} more, see {reports_dir / 'gate.md'})" if len(missed) > 1 else "."))
+
+
+def _judge(params: Params, baseline: dict[str, Any], rows: dict[str, dict[str, Any]], budgets: Budgets, candidates_dir: Path) -> dict[str, Any]:
+    """One verdict over the candidates, with each candidate's step notes."""
+    verdict = decide(baseline, rows, budgets, params.selection.objective, params.data.task, params.selection.tie_break)
+    for name, cand in verdict["candidates"].items():
+        path = candidates_dir / name / "manifest.json"
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+        cand["notes"] = report.step_notes(manifest) if manifest else []
+        warning = effect.slower(manifest, cand["metrics"]) if manifest else None
+        if warning:
+            cand["notes"].insert(0, f"WARNING: {warning}")
+    return verdict
+
+
+def _on(row: dict[str, Any], target: str, file: str) -> dict[str, Any]:
+    """A metrics file's view for one target: its section over the target-independent keys."""
+    if row.get("failed"):
+        return row
+    section = (row.get("targets") or {}).get(target)
+    if section is None:
+        raise DataError(f"metrics/{file}.json has no section for target {target!r}: it was measured before the target was added. Run the evaluate stages again (`dvc repro`).")
+    return {**{k: v for k, v in row.items() if k != "targets"}, **section}
+
+
+def _gate_targets(params: Params, baseline: dict[str, Any], rows: dict[str, dict[str, Any]], reports_dir: Path, audit: bool, candidates_dir: Path, plots_dir: Path,
+                  params_file: Path) -> dict[str, Any]:
+    """A verdict per target (its budgets: the shared ones with the target's own replacing theirs); the gate passes when every target that is not optional passed."""
+    verdicts: dict[str, dict[str, Any]] = {}
+    for name, target in params.deployment_targets().items():
+        base = _on(baseline, name, BASELINE)
+        if base.get("skipped"):
+            verdicts[name] = {"verdict": "skipped", "reason": base["skipped"], "selected": None, "candidates": {}}
+        else:
+            verdicts[name] = _judge(params, base, {n: _on(r, name, n) for n, r in rows.items()}, params.budgets_for(name), candidates_dir)
+        verdicts[name].update(optional=target.optional, runtime={k: base.get(k) for k in ("runtime", "runtime_version", "device", "cpu_flags")})
+    blocking = [n for n, v in verdicts.items() if v["verdict"] != "pass" and not v["optional"]]
+    combined = {"verdict": "fail" if blocking else "pass", "task": params.data.task, "objective": params.selection.objective, "targets": verdicts,
+                "matrix": {c: {t: v["candidates"][c]["status"] if c in v["candidates"] else v["verdict"] for t, v in verdicts.items()} for c in sorted(rows)}}
+    (reports_dir / "gate.json").write_text(json.dumps(combined, indent=2, sort_keys=True) + "\n")
+    (reports_dir / "summary.json").write_text(json.dumps({"verdict": combined["verdict"], "targets": {t: report.summary(v) if v["candidates"] else {"verdict": v["verdict"]}
+                                                                                                  for t, v in verdicts.items()}}, indent=2, sort_keys=True) + "\n")
+    judged = {t: v for t, v in verdicts.items() if v["candidates"]}
+    plotfiles.write(reports_dir / "pareto.json", [{**r, "target": t} for t, v in judged.items() for r in plotfiles.pareto_records(v, report.columns(v)[0])])
+    md = report.targets_markdown(combined)
+    (reports_dir / "gate.md").write_text(md)
+    if judged:
+        first = next(iter(judged))
+        report_html.write(judged[first], plots_dir, candidates_dir, reports_dir, preface=report.targets_matrix_html(combined), heading=f"target {first}")
+    github.summary(md)
+    github.output("verdict", combined["verdict"])
+    for t, v in verdicts.items():
+        github.output(f"selected-{t}", v["selected"])
+        if v["candidates"]:
+            _annotate(v, params_file)
+    for t, v in verdicts.items():
+        state = f"PASS, selected {v['selected']}" if v["verdict"] == "pass" else ("skipped: " + v["reason"] if v["verdict"] == "skipped" else "FAIL, no candidate met every budget")
+        print(f"gate: target {t}{' (optional)' if v['optional'] else ''}: {state}", file=sys.stderr if v["verdict"] != "pass" else sys.stdout)
+    if not blocking:
+        return combined
+    if audit:
+        _record_failure(params, combined, reports_dir)
+    first = verdicts[blocking[0]]
+    why = (f"it was skipped ({first['reason']}); mark it `optional: true` to gate without it" if first["verdict"] == "skipped" else
+           next(iter(report.missed_lines(first) + report.inconclusive_lines(first) + report.failed_lines(first)), "there are no candidates"))
+    raise GateFailedError(f"gate failed on target {blocking[0]}: {why}" + (f" (and {len(blocking) - 1} more targets, see {reports_dir / 'gate.md'})" if len(blocking) > 1 else "."))
 
 
 def _annotate(verdict: dict[str, Any], params_file: Path) -> None:

@@ -24,8 +24,14 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
     is a dry run too unless the settings allow it (`gitstate.blockers`: a DVC experiment, a dirty
     tree, a branch that is not a release branch); the reasons are printed and in `held`.
 
+    With `targets`, each target that passed gets its own winner promoted (a target that chose the
+    same artifact as another shares its version) under the alias `<alias>-<target>`, with tags
+    `squeezeflow.target.<target>.runtime|runtime_version|device|cpu_flags` (and, on the version it
+    registers, `squeezeflow.target`, `squeezeflow.runtime`, ...).
+
     Returns:
-        What was (or would be) done: version, URIs, action (register, move-alias, none).
+        What was (or would be) done: version, URIs, action (register, move-alias, none); with
+        targets, that per target under `targets`.
 
     Raises:
         GateFailedError: the verdict is fail. ConfigError: no gate report.
@@ -37,21 +43,48 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
     verdict = json.loads(gate_file.read_text())
     if verdict["verdict"] != "pass":
         raise GateFailedError(f"{gate_file}: verdict is {verdict['verdict']}; nothing is promoted.")
-    selected = verdict["selected"]
     current = gitstate.state()
     held = gitstate.blockers(current, params.promote)
     if held and not dry_run:
         print(f"promote: dry run, the registry is not written: {'; '.join(held)}.")
         dry_run = True
+    if "targets" not in verdict:
+        result = _promote_one(params, verdict, params.promote.alias, {}, dry_run, held, current, reports_dir, candidates_dir)
+    else:  # each target's winner, under the alias <alias>-<target>; a target that did not pass (optional, or skipped) promotes nothing
+        results = {}
+        for target, one in verdict["targets"].items():
+            if one["verdict"] != "pass":
+                print(f"promote: target {target}: {one['verdict']}{' (' + one['reason'] + ')' if one.get('reason') else ''}; nothing promoted for it")
+                continue
+            results[target] = _promote_one(params, one, f"{params.promote.alias}-{target}", _target_tags(target, one), dry_run, held, current, reports_dir, candidates_dir)
+        result = {"dry_run": dry_run, "registered_model": params.promote.registered_model, "held": held, "targets": results}
+    (reports_dir / "promotion.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def _target_tags(target: str, verdict: dict[str, Any]) -> dict[str, str]:
+    """What a version promoted for `target` says of it: the target, its runtime and version, the device and the CPU's flags."""
+    rt = verdict.get("runtime") or {}
+    fields = {"runtime": rt.get("runtime") or "", "runtime_version": rt.get("runtime_version") or "", "device": rt.get("device") or "", "cpu_flags": rt.get("cpu_flags") or ""}
+    return {f"{lineage.PREFIX}target.{target}.{k}": str(v) for k, v in fields.items()} | {f"{lineage.PREFIX}target": target} | {f"{lineage.PREFIX}{k}": str(v) for k, v in fields.items()}
+
+
+def _promote_one(params: Params, verdict: dict[str, Any], alias: str, target_tags: dict[str, str], dry_run: bool, held: list[str], current: Any, reports_dir: Path,
+                 candidates_dir: Path) -> dict[str, Any]:
+    """Register `verdict`'s selected candidate (unless its artifact is already a version) and move `alias` to it."""
+    gate_file = reports_dir / "gate.json"
+    selected = verdict["selected"]
     cand_dir = candidates_dir / selected
     manifest = artifacts.read_manifest(cand_dir)
-    name, alias = params.promote.registered_model, params.promote.alias
+    name = params.promote.registered_model
     existing = registry.find_by_sha(name, manifest["sha256"])
     pointed = registry.alias_version(name, alias)
     run_id = existing.run_id if existing else None
     if existing:
         version = existing.version
         action = "none" if pointed == version else "move-alias"
+        if target_tags and not dry_run:  # the same artifact won another target too: this one's tags join (the plain squeezeflow.target keeps the first)
+            registry.set_version_tags(name, version, {k: v for k, v in target_tags.items() if ".target." in k})
         if action == "move-alias" and not dry_run:
             registry.set_alias(name, alias, version)
             pointed = registry.alias_version(name, alias)  # a concurrent pipeline may have moved it since
@@ -59,7 +92,7 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
         version, action = None, "register"
     else:
         action = "register"
-        tags = lineage.version_tags(manifest, verdict, _data_digests(params), data.digest(DVC_LOCK) if DVC_LOCK.is_file() else "", current)
+        tags = {**lineage.version_tags(manifest, verdict, _data_digests(params), data.digest(DVC_LOCK) if DVC_LOCK.is_file() else "", current), **target_tags}
         files = [gate_file, reports_dir / "gate.md", DVC_LOCK, cand_dir / artifacts.MANIFEST]
         run_id = record_attempt(params, verdict, files, run_name=f"promote-{selected}", tags=tags, parent_model_id=manifest["root"].get("model_id"),
                                 with_metrics=False)
@@ -90,9 +123,9 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
         "alias_after": pointed,
         "held": held,
     }
-    (reports_dir / "promotion.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    github.output("model_uri", result["model_uri"])
-    github.output("version", version)
+    suffix = alias.removeprefix(params.promote.alias)
+    github.output(f"model_uri{suffix}", result["model_uri"])
+    github.output(f"version{suffix}", version)
     github.summary(f"Promotion{' (dry run)' if dry_run else ''}: {action} `{result['model_uri'] or name + ' (new version)'}` as `{result['alias_uri']}`")
     done = ({"register": "would register", "move-alias": "would move the alias to", "none": "already promoted:"} if dry_run else
             {"register": "registered", "joined": "joined a concurrent promotion of", "move-alias": "moved the alias to", "none": "already promoted:"})[action]
