@@ -48,7 +48,14 @@ def test_runs_on_tiny_model_and_exports_for_ort(kind, digits_onnx, digits_cnn, d
         modelio.export_onnx(result.model, {"input": np.load(digits_dir / "eval.npz")["input"][:8]}, result_path)
         result = type(result)(result_path, result.stats)
     eval_set = np.load(digits_dir / "eval.npz")
-    logits = modelio.run(modelio.session(result.model), {"input": eval_set["input"]})
+    if result.model.suffix == ".pte":  # the executorch step's program runs on ExecuTorch, not ORT
+        from squeezeflow import runtimes
+        from squeezeflow.config import Target
+
+        runner = runtimes.open_model(result.model, Target(runtime="executorch"), modelio.session(digits_onnx).get_inputs())
+    else:
+        runner = modelio.session(result.model)
+    logits = modelio.run(runner, {"input": eval_set["input"]})
     assert logits.shape == (len(eval_set["labels"]), 10)
     assert result.stats
 

@@ -127,3 +127,50 @@ def test_bad_targets_are_one_line_errors(change, message, digits_dir, tmp_path):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
         load_params(path)
     assert "\n" not in str(e.value)
+
+
+def test_executorch_target_runs_a_pte_and_matches_fp32(local_registry, digits_cnn, digits_dir, tmp_path, monkeypatch):
+    """A recipe ending with the executorch step makes a .pte for the mobile target; the ONNX targets mark it n/a and the reverse."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    registry.register_torch(digits_cnn, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion")
+    recipes = {"int8-static": [{"quantize": {"mode": "static"}}], "mobile-int8": [{"executorch": {"quantize": True, "num_samples": 64}}]}
+    targets = {"x86": {}, "mobile": {"runtime": "executorch", "budgets": {"min_speedup": 0.01}}}
+    params = run_until_gate(_targets_params(tmp_path, digits_dir, targets, recipes=recipes))
+    manifest = json.loads(Path("artifacts/candidates/mobile-int8/manifest.json").read_text())
+    assert manifest["format"] == "executorch" and manifest["files"]["model"] == "model.pte"
+    assert manifest["steps"][-1]["stats"]["quantized"] and manifest["steps"][-1]["stats"]["delegated_subgraphs"] >= 1
+    program = json.loads(Path("metrics/mobile-int8.json").read_text())["targets"]
+    assert "executorch targets run .pte programs" not in json.dumps(program) and "runs the ONNX candidates" in program["x86"]["not_applicable"]
+    mobile = program["mobile"]
+    assert mobile["runtime"] == "executorch" and mobile["agreement"] >= 0.95 and mobile["accuracy_drop_ci_high"] <= 0.03  # INT8 on XNNPACK keeps FP32's predictions
+    assert mobile["latency_p50_ms"] > 0
+    assert "executorch targets run .pte programs" in json.loads(Path("metrics/int8-static.json").read_text())["targets"]["mobile"]["not_applicable"]
+    baseline = json.loads(Path("metrics/baseline.json").read_text())["targets"]["mobile"]
+    assert baseline["runtime"] == "executorch" and baseline["accuracy"] > 0.9  # the source lowered in FP32
+
+    verdict = gate(params)
+    assert verdict["targets"]["mobile"]["selected"] == "mobile-int8" and verdict["targets"]["x86"]["selected"] == "int8-static"
+    assert verdict["matrix"]["mobile-int8"]["x86"] == "n/a" and verdict["matrix"]["int8-static"]["mobile"] == "n/a"
+    result = promote(params)["targets"]["mobile"]
+    assert result["action"] == "register" and registry.alias_version("digits-cnn-edge", "candidate-mobile") == result["version"]
+    served = mlflow.pyfunc.load_model("models:/digits-cnn-edge@candidate-mobile")  # the .pte, served as a pyfunc
+    x = np.load(digits_dir / "eval.npz")["input"][:8]
+    assert (np.asarray(served.predict(x)).argmax(1) == digits_cnn(__import__("torch").from_numpy(x)).argmax(1).numpy()).mean() >= 0.85
+
+
+def test_a_recipe_must_end_with_the_executorch_step(local_registry, digits_cnn, digits_dir, tmp_path, monkeypatch):
+    import numpy as np
+
+    from squeezeflow.stages.compress import compress
+    from squeezeflow.stages.pull import pull
+
+    monkeypatch.chdir(tmp_path)
+    registry.register_torch(digits_cnn, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion")
+    recipes = {"bad": [{"executorch": {"quantize": False}}, {"quantize": {"mode": "dynamic"}}]}
+    params = load_params(_targets_params(tmp_path, digits_dir, {"x86": {}, "mobile": {"runtime": "executorch"}}, recipes=recipes))
+    pull(params)
+    with pytest.raises(ConfigError, match="follows the executorch step.*last step"):
+        compress(params, "bad")

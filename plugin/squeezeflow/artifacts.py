@@ -15,6 +15,7 @@ from squeezeflow.errors import ModelError
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
+PROGRAM_FILE = "model.pte"  # instead of model.onnx in a candidate of the executorch step
 FAILED = "failed.json"  # in a candidate folder instead of a model: the recipe could not be applied
 
 
@@ -80,8 +81,9 @@ def inside(folder: str | Path, path: str | Path) -> bool:
 
 
 def model_path(model_dir: str | Path) -> Path:
-    """The model file of a model directory."""
-    return Path(model_dir) / MODEL_FILE
+    """The model file of a model directory: model.onnx, or the ExecuTorch program model.pte where that is what it holds."""
+    folder = Path(model_dir)
+    return folder / PROGRAM_FILE if (folder / PROGRAM_FILE).is_file() and not (folder / MODEL_FILE).is_file() else folder / MODEL_FILE
 
 
 @contextlib.contextmanager

@@ -89,7 +89,8 @@ class Budgets(_Model):
 
 class Target(_Model):
     name: str = Field("cpu-x86", description="Label of the deployment target, recorded in the metrics (under `targets:` the key names the target instead).")
-    runtime: Literal["onnxruntime", "openvino"] = Field("onnxruntime", description="The runtime that loads and times the models: onnxruntime (with `providers`) or openvino (`pip install openvino`; runs ONNX QDQ models as INT8 on `device`).")
+    runtime: Literal["onnxruntime", "openvino", "executorch"] = Field("onnxruntime", description="The runtime that loads and times the models: onnxruntime (with `providers`); openvino (`pip install openvino`; runs ONNX QDQ models as INT8 on `device`); executorch (`pip install executorch`; under `targets:` only: runs the .pte programs of recipes that end with the executorch step, against the PyTorch source lowered in FP32).")
+    backend: Literal["xnnpack"] = Field("xnnpack", description="executorch: the backend the programs are lowered to (XNNPACK: ARM and x86 CPUs).")
     device: str = Field("CPU", min_length=1, description="openvino: the device to compile for (CPU, GPU, NPU, AUTO).")
     optional: bool = Field(False, description="Under `targets:`: a target where no candidate passes (or whose runtime or device is not on this machine) warns instead of failing the gate.")
     budgets: Budgets | None = Field(None, description="Under `targets:`: budgets of this target that replace the shared `budgets` of the same name (the others still apply), e.g. {max_latency_p95_ms: 5}.")
@@ -189,6 +190,8 @@ class Params(_Model):
     @model_validator(mode="after")
     def _targets_are_named_well(self) -> Params:
         if self.targets is None:
+            if self.target.runtime == "executorch":
+                raise ValueError("target.runtime executorch runs only the .pte candidates, so it goes under targets: beside an ONNX target, e.g. targets: {x86: {}, mobile: {runtime: executorch}}")
             return self
         if "target" in self.model_fields_set:
             raise ValueError("set either target (one) or targets (several), not both; move target into targets as one more entry")

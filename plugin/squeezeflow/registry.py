@@ -351,7 +351,8 @@ def publish(name: str, alias: str, onnx_file: Path, run_id: str, tags: dict[str,
     c = client()
     sha = tags[SHA_TAG]
 
-    info = call(f"logging the model of run {run_id}", lambda: log_onnx(onnx_file, run_id, signature), transfer=True)  # the run stays RUNNING until promote ends it
+    log = log_program if onnx_file.suffix == ".pte" else log_onnx
+    info = call(f"logging the model of run {run_id}", lambda: log(onnx_file, run_id, signature), transfer=True)  # the run stays RUNNING until promote ends it
     if metrics:
         call(f"logging metrics of run {run_id}", lambda: _log_metrics(c, run_id, metrics, info.model_id))
     mv = call(f"registering {name}", lambda: mlflow.register_model(info.model_uri, name, tags=tags))
@@ -371,6 +372,21 @@ def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
     c = client()
     for key, value in tags.items():
         call(f"tagging {name} version {version}", lambda k=key, v=value: c.set_model_version_tag(name, version, k, v))
+
+
+def log_program(program: Path, run_id: str | None = None, signature: dict[str, Any] | None = None) -> Any:
+    """Log an ExecuTorch program (.pte) as an MLflow pyfunc model of run `run_id` (models from code:
+    squeezeflow's templates/executorch_pyfunc.py, nothing pickled), with `signature`; returns the ModelInfo."""
+    from importlib import resources
+
+    import mlflow.pyfunc
+    from mlflow.models import Model
+    from mlflow.models.signature import ModelSignature
+
+    script = resources.files("squeezeflow") / "templates" / "executorch_pyfunc.py"
+    extra = {"signature": ModelSignature.from_dict(signature)} if signature else {}
+    return Model.log(None, name="model", flavor=mlflow.pyfunc, run_id=run_id, python_model=str(script), artifacts={"program": str(program)},
+                     pip_requirements=["executorch"], **extra)
 
 
 def log_onnx(onnx_file: Path, run_id: str | None = None, signature: dict[str, Any] | None = None) -> Any:

@@ -159,7 +159,7 @@ def targets_matrix_html(combined: dict[str, Any]) -> str:
     targets = combined["targets"]
     head = "".join(f"<th>{html.escape(t)}{' (optional)' if v.get('optional') else ''}<br><small>{html.escape(str((v.get('runtime') or {}).get('runtime')))}</small></th>"
                    for t, v in targets.items())
-    body = "".join(f"<tr><td>{html.escape(c)}</td>" + "".join(f"<td class='{'' if per[t].startswith('pass') else 'miss'}'>{html.escape(per[t])}</td>" for t in targets) + "</tr>"
+    body = "".join(f"<tr><td>{html.escape(c)}</td>" + "".join(f"<td class='{'' if per[t].startswith('pass') or per[t] == 'n/a' else 'miss'}'>{html.escape(per[t])}</td>" for t in targets) + "</tr>"
                    for c, per in combined["matrix"].items())
     chosen = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape(v['verdict'].upper())}" + (f", selected <b>{html.escape(v['selected'])}</b>" if v.get("selected") else "")
                      + (f" ({html.escape(v['reason'])})" if v.get("reason") else "") + "</li>" for t, v in targets.items())

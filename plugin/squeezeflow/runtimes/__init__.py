@@ -6,6 +6,9 @@ as they take an ORT session. One module per runtime:
 
 - `ort`: ONNX Runtime with the target's execution providers, threads and batch.
 - `openvino`: OpenVINO compiles the same ONNX file for `device` (QDQ models run as INT8 on CPU).
+- `executorch`: ExecuTorch's runtime runs `.pte` programs on XNNPACK. It cannot run the ONNX
+  candidates: its candidates are the recipes that end with the `executorch` step, and its
+  baseline is the PyTorch source lowered in FP32 (evaluate does it); `applies` says which is which.
 
 `skipped(target)` says why a target cannot run on this machine (a GPU provider or device that is
 not here): evaluate records it and the gate reports the target as skipped, never as passed. A
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from squeezeflow.config import Target
 
-MODULES = {"onnxruntime": "squeezeflow.runtimes.ort", "openvino": "squeezeflow.runtimes.openvino"}
+MODULES = {"onnxruntime": "squeezeflow.runtimes.ort", "openvino": "squeezeflow.runtimes.openvino", "executorch": "squeezeflow.runtimes.executorch"}
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
              "asimd", "asimddp", "sve", "i8mm", "bf16")  # what the INT8/BF16 kernels of the runtimes dispatch on
 
@@ -39,13 +42,25 @@ def skipped(target: Target) -> str | None:
     return _module(target).skipped(target)
 
 
-def open_model(path: str | Path, target: Target) -> Any:
-    """A runner of the ONNX model at `path` on `target`.
+def applies(target: Target, path: str | Path) -> str | None:
+    """Why the model at `path` is not for `target` (a `.pte` program on an ONNX runtime, an ONNX model on executorch), or None."""
+    from squeezeflow.executorch_program import SUFFIX
+
+    program = Path(path).suffix == SUFFIX
+    if target.runtime == "executorch" and not program:
+        return "an ONNX model; executorch targets run .pte programs: recipes that end with the executorch step"
+    if target.runtime != "executorch" and program:
+        return f"an ExecuTorch program (.pte); {target.runtime} runs the ONNX candidates"
+    return None
+
+
+def open_model(path: str | Path, target: Target, inputs: list[Any] | None = None) -> Any:
+    """A runner of the model at `path` on `target`; `inputs`: the source model's input specs (what a `.pte` program does not name).
 
     Raises:
         ModelError: the runtime cannot load or compile the model.
     """
-    return _module(target).open_model(Path(path), target)
+    return _module(target).open_model(Path(path), target, inputs)
 
 
 def describe(target: Target) -> dict[str, str]:

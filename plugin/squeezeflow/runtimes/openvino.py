@@ -44,7 +44,7 @@ class Runner:
         return [result[o].copy() for o in self._outputs]
 
 
-def open_model(path: Path, target: Target) -> Any:
+def open_model(path: Path, target: Target, inputs: list[Any] | None = None) -> Any:
     from squeezeflow import modelio
     from squeezeflow.errors import ModelError
 

@@ -19,7 +19,7 @@ def skipped(target: Target) -> str | None:
     return None
 
 
-def open_model(path: Path, target: Target) -> Any:
+def open_model(path: Path, target: Target, inputs: list[Any] | None = None) -> Any:
     from squeezeflow import modelio
 
     return modelio.session(path, target.threads, target.providers)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import artifacts, data, effect, lineage, modelio
+from squeezeflow import artifacts, data, effect, executorch_program, lineage, modelio
 from squeezeflow.config import Params, recipe_digest, step_params
 from squeezeflow.errors import ConfigError, ModelError, SqueezeflowError
 from squeezeflow.stages import CANDIDATES_DIR, REGISTERED_DIR, SOFT_LABELS_DIR, SOURCE_DIR
@@ -77,8 +78,6 @@ def _apply(params: Params, recipe: str, source: dict[str, Any], source_dir: Path
         at[0] = "export"
         if not isinstance(current, Path):
             current = _export(current, params, Path(work) / "final-export.onnx")
-        model = artifacts.model_path(tmp)
-        modelio.copy_onnx(current, model)
         manifest = {
             "format": "onnx",
             "files": {"model": artifacts.MODEL_FILE},
@@ -89,6 +88,15 @@ def _apply(params: Params, recipe: str, source: dict[str, Any], source_dir: Path
             "inputs": source["inputs"],
             "signature": source.get("signature"),
         }
+        if executorch_program.is_program(current):  # an ExecuTorch program: for executorch targets (its lineage is this manifest; a .pte has no metadata fields)
+            model = tmp / artifacts.PROGRAM_FILE
+            shutil.copyfile(current, model)
+            manifest.update(format="executorch", files={"model": artifacts.PROGRAM_FILE}, warnings=[], sha256=artifacts.model_digest(model),
+                            weights={"params": applied[-1]["stats"].get("params")})
+            artifacts.write_manifest(tmp, manifest)
+            return manifest
+        model = artifacts.model_path(tmp)
+        modelio.copy_onnx(current, model)
         modelio.set_metadata(model, lineage.onnx_props(manifest))
         modelio.load_onnx(model)
         manifest["warnings"] = effect.warnings(steps, [a["stats"] for a in applied], artifacts.model_path(source_dir), model)
@@ -101,6 +109,8 @@ def _apply(params: Params, recipe: str, source: dict[str, Any], source_dir: Path
 def _as_format(current: Any, config: Any, source: dict[str, Any], source_dir: Path, params: Params, export_to: Path, recipe: str) -> Any:
     """Give the step the format it takes: the source's torch model, or an ONNX export of a module."""
     want = type(config).input_format
+    if executorch_program.is_program(current):
+        raise ConfigError(f"recipes.{recipe}: step '{config.kind}' follows the executorch step, which writes the final program. Make executorch the last step of the recipe.")
     if want == "onnx" and not isinstance(current, Path):
         return _export(current, params, export_to)
     if want == "torch" and isinstance(current, Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -64,25 +65,53 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         metrics, times, classes = _on_target(params, params.target, name, model_files)
         return _write(name, _rounded({**metrics, **common}), plotfiles.latency_records(times), classes, out_dir, plots_dir)
     per_target, records, class_rows = {}, [], []
-    for target_name, target in params.targets.items():
-        why = runtimes.skipped(target)
-        if why:
-            print(f"evaluate {name}: target {target_name} skipped: {why}", file=sys.stderr)
-            per_target[target_name] = {"skipped": why, **runtimes.describe(target)}
-            continue
-        metrics, times, classes = _on_target(params, target, name, model_files)
-        per_target[target_name] = _rounded({**metrics, **runtimes.describe(target), "threads": target.threads, "batch_size": target.batch_size})
-        records += plotfiles.latency_records({f"{k}@{target_name}": v for k, v in times.items()})
-        class_rows = class_rows or classes
+    with tempfile.TemporaryDirectory(prefix="squeezeflow-evaluate-") as work:
+        for target_name, target in params.targets.items():
+            why = runtimes.skipped(target)
+            if why:
+                print(f"evaluate {name}: target {target_name} skipped: {why}", file=sys.stderr)
+                per_target[target_name] = {"skipped": why, **runtimes.describe(target)}
+                continue
+            wrong = None if name == BASELINE else runtimes.applies(target, model_files[name])
+            if wrong:  # an ONNX candidate on executorch, a .pte program on an ONNX runtime
+                per_target[target_name] = {"not_applicable": wrong}
+                continue
+            files = model_files if target.runtime != "executorch" else {**model_files, BASELINE: _source_program(params, base_dir, base_manifest, Path(work))}
+            metrics, times, classes = _on_target(params, target, name, files, modelio.session(model_files[BASELINE]).get_inputs())
+            per_target[target_name] = _rounded({**metrics, **runtimes.describe(target), "threads": target.threads, "batch_size": target.batch_size})
+            records += plotfiles.latency_records({f"{k}@{target_name}": v for k, v in times.items()})
+            class_rows = class_rows or classes
     return _write(name, {**_rounded(common), "targets": per_target}, records, class_rows, out_dir, plots_dir)
 
 
-def _on_target(params: Params, target: Target, name: str, model_files: dict[str, Path]) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """Quality and interleaved latency of `name` against the baseline, both run by the target's runtime: (metrics, latency samples, per-class plot rows)."""
+def _source_program(params: Params, source_dir: Path, manifest: dict[str, Any], work: Path) -> Path:
+    """The PyTorch source lowered to an FP32 ExecuTorch program: the baseline of an executorch target (built once per evaluate run).
+
+    Raises:
+        ConfigError: the source is registered as ONNX, so there is no PyTorch model to lower.
+    """
+    from squeezeflow import executorch_program
+    from squeezeflow.errors import ConfigError
+
+    out = work / f"baseline{executorch_program.SUFFIX}"
+    if out.is_file():
+        return out
+    torch_dir = manifest["files"].get("torch")
+    if not torch_dir:
+        raise ConfigError(f"an executorch target needs a PyTorch source to lower, but {manifest['root']['name']}/{manifest['root']['version']} is registered as ONNX. "
+                          "Register the PyTorch model (mlflow.pytorch), or remove the executorch target.")
+    example = data.inputs_of(data.head(params.data.eval, "eval", 4))
+    executorch_program.lower(modelio.load_torch(source_dir / torch_dir), example, out)
+    return out
+
+
+def _on_target(params: Params, target: Target, name: str, model_files: dict[str, Path], inputs: list[Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Quality and interleaved latency of `name` against the baseline, both run by the target's runtime: (metrics, latency samples, per-class plot rows).
+    `inputs`: the source model's input specs, for runtimes whose programs do not name them."""
     path, task = params.data.eval, params.data.task
     samples = data.samples_in(path, "eval")
     probe = data.head(path, "eval", max(PROBE, 2 * target.batch_size))  # checks, the batch-dependence probe, the timed batch: the rest streams
-    runners = {n: runtimes.open_model(model_files[n], target) for n in dict.fromkeys((BASELINE, name))}
+    runners = {n: runtimes.open_model(model_files[n], target, inputs) for n in dict.fromkeys((BASELINE, name))}
     for runner in runners.values():
         data.check_inputs(probe, runner.get_inputs(), path, samples)
     large = data.batch_for(probe)  # batches of at most 2 MB of inputs: memory does not grow with the eval file

@@ -89,11 +89,13 @@ def _gate_targets(params: Params, baseline: dict[str, Any], rows: dict[str, dict
         if base.get("skipped"):
             verdicts[name] = {"verdict": "skipped", "reason": base["skipped"], "selected": None, "candidates": {}}
         else:
-            verdicts[name] = _judge(params, base, {n: _on(r, name, n) for n, r in rows.items()}, params.budgets_for(name), candidates_dir)
+            views = {n: _on(r, name, n) for n, r in rows.items()}
+            verdicts[name] = _judge(params, base, {n: v for n, v in views.items() if not v.get("not_applicable")}, params.budgets_for(name), candidates_dir)
         verdicts[name].update(optional=target.optional, runtime={k: base.get(k) for k in ("runtime", "runtime_version", "device", "cpu_flags")})
     blocking = [n for n, v in verdicts.items() if v["verdict"] != "pass" and not v["optional"]]
     combined = {"verdict": "fail" if blocking else "pass", "task": params.data.task, "objective": params.selection.objective, "targets": verdicts,
-                "matrix": {c: {t: v["candidates"][c]["status"] if c in v["candidates"] else v["verdict"] for t, v in verdicts.items()} for c in sorted(rows)}}
+                "matrix": {c: {t: v["candidates"][c]["status"] if c in v["candidates"] else v["verdict"] if v["verdict"] == "skipped" else "n/a" for t, v in verdicts.items()}
+                           for c in sorted(rows)}}
     (reports_dir / "gate.json").write_text(json.dumps(combined, indent=2, sort_keys=True) + "\n")
     (reports_dir / "summary.json").write_text(json.dumps({"verdict": combined["verdict"], "targets": {t: report.summary(v) if v["candidates"] else {"verdict": v["verdict"]}
                                                                                                   for t, v in verdicts.items()}}, indent=2, sort_keys=True) + "\n")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from squeezeflow.errors import ConfigError
 
 ENTRY_POINT_GROUP = "squeezeflow.steps"
-_BUILTIN = ("squeezeflow.steps.quantize", "squeezeflow.steps.qat", "squeezeflow.steps.finetune", "squeezeflow.steps.prune", "squeezeflow.steps.cluster", "squeezeflow.steps.distill")
+_BUILTIN = ("squeezeflow.steps.quantize", "squeezeflow.steps.qat", "squeezeflow.steps.finetune", "squeezeflow.steps.prune", "squeezeflow.steps.cluster", "squeezeflow.steps.distill", "squeezeflow.steps.executorch")
 
 
 class StepConfig(BaseModel):
