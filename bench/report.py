@@ -152,6 +152,20 @@ def zoo(report: dict) -> str:
     return "\n\n".join(parts)
 
 
+def targets(report: dict) -> str:
+    parts = []
+    for model, row in report["models"].items():
+        names = list(row["targets"])
+        lines = [[t, f"{(v['runtime'] or {}).get('runtime')} {(v['runtime'] or {}).get('runtime_version') or ''}", v["verdict"], v["selected"] or "-",
+                  *(lambda c: [c.get("speedup"), "[{}, {}]".format(*c["speedup_interval"]) if c.get("speedup_interval") else "", c.get("accuracy_drop", c.get("mae_increase"))])(
+                      v["candidates"].get(v["selected"], {}) if v["selected"] else {})] for t, v in row["targets"].items()]
+        matrix = [[cand, *(per[t] for t in names)] for cand, per in row["matrix"].items()]
+        split = "; ".join(f"`{r['candidate']}` rejected by {', '.join(r['rejected_by'])}, accepted by {', '.join(r['accepted_by'])}" for r in row["rejected_here_accepted_there"]) or "none"
+        parts.append(f"**{model}** (gate {row['verdict']})\n\n" + table(["target", "runtime", "verdict", "selected", "speedup", "95% interval", "quality drop"], lines)
+                     + "\n\n" + table(["candidate", *names], matrix) + f"\n\nRejected on one target, accepted on another: {split}.")
+    return "\n\n".join(parts)
+
+
 SECTIONS = {
     "zoo": ("Real pretrained models (`zoo.py`)", zoo),
     "peers": ("Against the peers (`peers.py`)", peers),
@@ -160,6 +174,7 @@ SECTIONS = {
     "calibration": ("Calibration memory against sample count (`calibration.py`)", calibration),
     "stages": ("Stage memory against sample count (`stages.py`)", stages),
     "toolkits": ("INT8 against NNCF, Intel Neural Compressor and Olive (`toolkits.py`, `make bench-peers`)", toolkits),
+    "targets": ("One gate, four deployment targets (`targets.py`)", targets),
     "quantization": ("Quantization modes against ORT defaults (`quantization.py`)", lambda r: variants(r, ["accuracy_drop_points", "size_ratio", "speedup", "latency_p50_ms"])),
     "pruning": ("Pruning and clustering (`pruning.py`)", lambda r: variants(r, ["accuracy_drop_points", "params", "sparsity", "file_ratio", "gzip_ratio", "speedup"])),
     "distillation": ("Distillation (`distillation.py`)", lambda r: variants(r, ["accuracy", "accuracy_drop_points", "size_ratio", "speedup"])),

@@ -25,7 +25,7 @@ def test_quantization_bench_smoke(tmp_path):
     variants = report["models"]["digits-cnn"]["variants"]
     assert set(variants) == {"fp32", "ort-dynamic-default", "ort-static-default", "squeezeflow-static", "squeezeflow-dynamic", "squeezeflow-auto"}
     assert all(v["size_ratio"] > 3 for k, v in variants.items() if k != "fp32")
-    assert report["models"]["digits-cnn"]["auto"]["chosen"] in {"fp32", "static-weighted"} | {f"{m}-{g}" for m in ("static", "dynamic") for g in ("per-channel", "per-tensor")}
+    assert report["models"]["digits-cnn"]["auto"]["chosen"] in {"fp32", "static-weighted", "static-bias-correction", "static-weighted-smoothquant"} | {f"{m}-{g}" for m in ("static", "dynamic") for g in ("per-channel", "per-tensor")}
     hard = report["hard_cases"]
     assert not hard["ptq-static-per-tensor"]["meets_budget"]  # the constructed case really breaks per-tensor INT8
     assert hard["fallback"]["kept_float"]
@@ -130,3 +130,14 @@ def test_toolkits_bench_smoke(tmp_path):
     assert report["peers"]["skipped"] and report["task"] == "classification"
     verdict = report["verdict"]
     assert verdict["best_peer"].startswith("ort-") and verdict["auto_chose"] == report["squeezeflow"]["squeezeflow-auto"]["chosen"]
+
+
+def test_targets_bench_smoke(tmp_path):
+    report = _smoke("targets", tmp_path)["models"]["digits-cnn"]
+    per = report["targets"]
+    assert set(per) == {"x86-edge", "openvino", "mobile"}
+    assert per["mobile"]["runtime"]["runtime"] == "executorch" and set(per["mobile"]["candidates"]) == {"mobile-int8"}  # only the .pte recipe runs there
+    assert set(per["x86-edge"]["candidates"]) == {"int8-static", "int8-dynamic"} and report["matrix"]["mobile-int8"]["x86-edge"] == "n/a"
+    assert per["x86-edge"]["candidates"]["int8-dynamic"]["status"] == "fail"  # dynamic INT8 convolutions: slower than FP32 on x86 ONNX Runtime
+    for row in report["rejected_here_accepted_there"]:
+        assert all(report["matrix"][row["candidate"]][t].startswith("pass") for t in row["accepted_by"])
