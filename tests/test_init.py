@@ -64,6 +64,12 @@ def test_every_pipeline_uses_the_template_init_writes():
 
     from conftest import ROOT
 
+    import yaml
+
     template = resources.files("squeezeflow").joinpath("templates/dvc.yaml.in").read_text()
+    several = resources.files("squeezeflow").joinpath("templates/dvc-targets.yaml.in").read_text()
+    # the targets template is the plain one with the evaluate stages depending on `targets`
+    assert several.splitlines()[2:] == [line.replace("- target", "- targets") if line.strip() == "- target" else line for line in template.splitlines()[1:]]
     for path in [ROOT / "dvc.yaml", *sorted((ROOT / "pipelines").glob("*/dvc.yaml"))]:
-        assert path.read_text() == template, f"{path} differs from plugin/squeezeflow/templates/dvc.yaml.in: copy the template over it"
+        name = "dvc-targets.yaml.in" if "targets" in yaml.safe_load((path.parent / "params.yaml").read_text()) else "dvc.yaml.in"
+        assert path.read_text() == (several if name != "dvc.yaml.in" else template), f"{path} differs from plugin/squeezeflow/templates/{name}: copy the template over it"

@@ -187,3 +187,40 @@ def test_mnist_variant_runs_from_its_folder(tmp_path, monkeypatch):
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     removed = {name.split(":")[-1] for name in _ran(sh(BIN / "dvc", "repro", "pipelines/mnist-cnn/dvc.yaml", cwd=repo))}
     assert "soft-labels" in removed and not {n for n in removed if n.startswith(("compress@", "evaluate@"))}, removed
+
+
+def test_targets_pipeline_runs_with_dvc(tmp_path, monkeypatch):
+    """pipelines/digits-targets under `dvc repro`: metrics per target that `dvc metrics show` reads, a verdict and an alias per target."""
+    import shutil
+
+    import yaml
+
+    from conftest import ROOT
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / "pipelines/digits-targets" / name, repo / name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["targets"] = {"x86-edge": {**params["targets"]["x86-edge"], "warmup": 3, "repeats": 20, "max_seconds": 3},
+                         "mobile": {**params["targets"]["mobile"], "warmup": 3, "repeats": 20, "max_seconds": 3}}
+    params["demo"]["epochs"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    (repo / ".gitignore").write_text("data/\nartifacts/\nmlflow.db\nmlruns/\n")
+    sh("git", "init", "-q", "-b", "main")
+    sh(BIN / "dvc", "init", "-q")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pipeline")
+    demo = sh(BIN / "squeezeflow", "demo", check=False)
+    verdict = json.loads(Path("reports/gate.json").read_text())
+    assert verdict["targets"]["mobile"]["selected"] == "mobile-int8" and verdict["matrix"]["int8-static"]["mobile"] == "n/a", demo.stdout[-2000:]
+    shown = json.loads(sh(BIN / "dvc", "metrics", "show", "--json").stdout)
+    flat = json.dumps(shown)
+    assert '"x86-edge"' in flat and '"mobile"' in flat and "speedup" in flat  # the per-target sections, as DVC reads them
+    if verdict["verdict"] == "pass":
+        assert demo.returncode == 0 and "promoted for mobile" in demo.stdout
+        assert registry.alias_version("digits-cnn-edge", "candidate-mobile") is not None
+    noop = sh(BIN / "dvc", "repro")
+    assert not {n for n in _ran(noop) if n.startswith(("compress@", "evaluate"))}  # nothing re-measured when nothing changed

@@ -107,7 +107,12 @@ def _run(args: argparse.Namespace) -> int:
             print(f"evaluate {args.name}: not measured, compress failed at step {m['failed_step']}: {m['failure']}")
             return 0
         metric, versus = PRIMARY[params.data.task]
-        print(f"evaluate {args.name}: {metric} {m[metric]:.4f} ({versus} {m[versus]:+.4f}), p50 {m['latency_p50_ms']:.3f} ms, speedup {m['speedup']:.2f}x, {m['size_mb']:.3f} MB")
+        for where, t in (m["targets"].items() if "targets" in m else [("", m)]):
+            label = f"evaluate {args.name}" + (f" on {where}" if where else "")
+            if "latency_p50_ms" not in t:  # skipped, or not for this target's runtime
+                print(f"{label}: {t.get('skipped') and 'skipped: ' + t['skipped'] or 'not applicable: ' + t.get('not_applicable', '')}")
+                continue
+            print(f"{label}: {metric} {t[metric]:.4f} ({versus} {t[versus]:+.4f}), p50 {t['latency_p50_ms']:.3f} ms, speedup {t['speedup']:.2f}x, {m['size_mb']:.3f} MB")
     elif args.command == "gate":
         from squeezeflow.stages.gate import gate
 
