@@ -64,7 +64,7 @@ PRIMARY = {  # task -> (metric shown, its interval keys, higher is better); the 
 }
 INTEGER_KERNELS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd", "MatMulIntegerToFloat", "QAttention")
 BATCHES = (1, 8)
-SPEED_NOISE = 0.05  # speedups closer than this are a tie
+SPEED_NOISE = 0.10  # speedups closer than this are a tie: ORT's and Olive's dynamic defaults (the same quantize_dynamic call) measured 1.98x and 2.17x on the tweets transformer in one run
 TIMING_BUDGET_S = 15.0  # about this many seconds of FP32 calls per variant and batch size
 TOOLS = ("nncf", "nncf-accuracy-control", "inc", "inc-autotune", "olive")  # each run in its own process, under --limit seconds
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from squeezeflow import artifacts, data, modelio, plotfiles, runtimes
 from squeezeflow.config import Params, Target
+from squeezeflow.errors import ModelError
 from squeezeflow.evaluate import latency, size, tasks
 from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, SOURCE_DIR
 
@@ -76,7 +77,12 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
             if wrong:  # an ONNX candidate on executorch, a .pte program on an ONNX runtime
                 per_target[target_name] = {"not_applicable": wrong}
                 continue
-            files = model_files if target.runtime != "executorch" else {**model_files, BASELINE: _source_program(params, base_dir, base_manifest, Path(work))}
+            try:
+                files = model_files if target.runtime != "executorch" else {**model_files, BASELINE: _source_program(params, base_dir, base_manifest, Path(work))}
+            except ModelError as e:  # ExecuTorch cannot lower this source: nothing to measure on the target, and the gate says why
+                print(f"evaluate {name}: target {target_name} skipped: {e}", file=sys.stderr)
+                per_target[target_name] = {"skipped": f"the source has no ExecuTorch program: {e}", **runtimes.describe(target)}
+                continue
             metrics, times, classes = _on_target(params, target, name, files, modelio.session(model_files[BASELINE]).get_inputs())
             per_target[target_name] = _rounded({**metrics, **runtimes.describe(target), "threads": target.threads, "batch_size": target.batch_size})
             records += plotfiles.latency_records({f"{k}@{target_name}": v for k, v in times.items()})
