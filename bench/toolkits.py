@@ -227,7 +227,9 @@ def verdict(rows: dict, task: str, auto: dict) -> dict:
 
     def best(names):
         ok = [n for n in names if "value" in rows[n]]
-        return max(ok, key=lambda n: rows[n]["value"]) if higher else min(ok, key=lambda n: rows[n]["value"]) if ok else None
+        if not ok:
+            return None
+        return (max if higher else min)(ok, key=lambda n: rows[n]["value"])
 
     peers = [n for n in rows if not n.startswith(("squeezeflow", "fp32"))]
     ours = [n for n in rows if n.startswith("squeezeflow") and n != "squeezeflow-auto"]

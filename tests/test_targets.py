@@ -118,6 +118,8 @@ def test_a_gpu_target_on_a_cpu_machine_is_skipped_never_passed(local_registry, d
     (lambda p: (p.pop("target"), p.update(targets={})), "targets is empty"),
     (lambda p: (p.pop("target"), p.update(targets={"a": {"budgets": {"min_cosine": 0.9}}})), "targets.a.budgets.min_cosine judges task embedding"),
     (lambda p: (p.pop("target"), p.update(targets={"a": {"runtime": "tflite"}})), "runtime"),
+    (lambda p: p["target"].update(budgets={"min_speedup": 2.0}), "target.budgets applies under targets: only"),
+    (lambda p: p["target"].update(runtime="executorch"), "target.runtime executorch runs only the .pte candidates"),
 ])
 def test_bad_targets_are_one_line_errors(change, message, digits_dir, tmp_path):
     path = write_params(tmp_path, digits_dir)

@@ -190,6 +190,9 @@ class Params(_Model):
     @model_validator(mode="after")
     def _targets_are_named_well(self) -> Params:
         if self.targets is None:
+            for key in ("budgets", "optional"):  # a single target's verdict is the gate's: these would be silently ignored
+                if key in self.target.model_fields_set:
+                    raise ValueError(f"target.{key} applies under targets: only; with one target put budgets in budgets and drop target.{key}")
             if self.target.runtime == "executorch":
                 raise ValueError("target.runtime executorch runs only the .pte candidates, so it goes under targets: beside an ONNX target, e.g. targets: {x86: {}, mobile: {runtime: executorch}}")
             return self

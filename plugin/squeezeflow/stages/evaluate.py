@@ -66,6 +66,7 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         metrics, times, classes = _on_target(params, params.target, name, model_files)
         return _write(name, _rounded({**metrics, **common}), plotfiles.latency_records(times), classes, out_dir, plots_dir)
     per_target, records, class_rows = {}, [], []
+    inputs = modelio.session(model_files[BASELINE]).get_inputs()  # the source's input specs: what a .pte program does not name
     with tempfile.TemporaryDirectory(prefix="squeezeflow-evaluate-") as work:
         for target_name, target in params.targets.items():
             why = runtimes.skipped(target)
@@ -83,7 +84,7 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
                 print(f"evaluate {name}: target {target_name} skipped: {e}", file=sys.stderr)
                 per_target[target_name] = {"skipped": f"the source has no ExecuTorch program: {e}", **runtimes.describe(target)}
                 continue
-            metrics, times, classes = _on_target(params, target, name, files, modelio.session(model_files[BASELINE]).get_inputs())
+            metrics, times, classes = _on_target(params, target, name, files, inputs)
             per_target[target_name] = _rounded({**metrics, **runtimes.describe(target), "threads": target.threads, "batch_size": target.batch_size})
             records += plotfiles.latency_records({f"{k}@{target_name}": v for k, v in times.items()})
             class_rows = class_rows or classes
