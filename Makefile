@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, from the CPU build: anything that depends on torch would otherwise pull a CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,mnist,text,zoo,targets]'
+	$(BIN)/python -m pip install -q -e '.[test,mnist,text,zoo,targets,ray]'
 	# MTCNN's weights for pipelines/mtcnn-onet: without its dependencies, whose pins would replace torch
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $@
@@ -43,7 +43,7 @@ test-fast: $(STAMP)  ## skip the end-to-end tests
 	$(BIN)/python -m pytest -q -ra -m "not slow" tests
 
 zoo-extras: $(STAMP)  ## what the zoo pipelines need beyond the suite: resemblyzer, Debian's espeak-ng (speech) and DejaVu fonts (rendered text)
-	$(BIN)/python -m pip install -q -e '.[test,mnist,text,zoo,targets,speech]'
+	$(BIN)/python -m pip install -q -e '.[test,mnist,text,zoo,targets,ray,speech]'
 	@command -v espeak-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q espeak-ng >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng >/dev/null 2>&1)) \
 		|| echo "espeak-ng not installed: pipelines/resemblyzer cannot synthesize its speech"; }
 	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSerifCondensed.ttf || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q fonts-dejavu-core fonts-dejavu-extra >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-dejavu-core fonts-dejavu-extra >/dev/null 2>&1)) \

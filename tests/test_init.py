@@ -70,6 +70,17 @@ def test_every_pipeline_uses_the_template_init_writes():
     several = resources.files("squeezeflow").joinpath("templates/dvc-targets.yaml.in").read_text()
     # the targets template is the plain one with the evaluate stages depending on `targets`
     assert several.splitlines()[2:] == [line.replace("- target", "- targets") if line.strip() == "- target" else line for line in template.splitlines()[1:]]
+    searching = resources.files("squeezeflow").joinpath("templates/dvc-search.yaml.in").read_text()
+    # the search template is the plain one with the search stage before compress, and each compress depending on its slot file
+    plain = yaml.safe_load(template)["stages"]
+    stages = yaml.safe_load(searching)["stages"]
+    assert list(stages) == ["pull", "check-data", "soft-labels", "search", *[s for s in plain if s not in ("pull", "check-data", "soft-labels")]]
+    slot = "artifacts/search/slots/${key}.json"
+    assert slot in stages["compress"]["do"]["deps"] and [d for d in stages["compress"]["do"]["deps"] if d != slot] == plain["compress"]["do"]["deps"]
+    assert {k: v for k, v in stages["compress"].items() if k != "do"} == {k: v for k, v in plain["compress"].items() if k != "do"}
+    assert stages["gate"]["deps"] == plain["gate"]["deps"] + ["artifacts/search/trials.json"]
+    assert {k: v for k, v in stages.items() if k not in ("search", "compress", "gate")} == {k: v for k, v in plain.items() if k not in ("compress", "gate")}
     for path in [ROOT / "dvc.yaml", *sorted((ROOT / "pipelines").glob("*/dvc.yaml"))]:
-        name = "dvc-targets.yaml.in" if "targets" in yaml.safe_load((path.parent / "params.yaml").read_text()) else "dvc.yaml.in"
-        assert path.read_text() == (several if name != "dvc.yaml.in" else template), f"{path} differs from plugin/squeezeflow/templates/{name}: copy the template over it"
+        keys = yaml.safe_load((path.parent / "params.yaml").read_text())
+        name, text = ("dvc-targets.yaml.in", several) if "targets" in keys else ("dvc-search.yaml.in", searching) if "search" in keys else ("dvc.yaml.in", template)
+        assert path.read_text() == text, f"{path} differs from plugin/squeezeflow/templates/{name}: copy the template over it"

@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("pull", help="resolve params source.model_uri and write artifacts/source/", epilog=EPILOG)
     sub.add_parser("check-data", help="validate the data files against the source model (Great Expectations) and write reports/data.json", epilog=EPILOG)
     sub.add_parser("soft-labels", help="run every distillation teacher over data.train and write artifacts/soft-labels/", epilog=EPILOG)
+    se = sub.add_parser("search", help="search recipes under the budgets (params search:) and write artifacts/search/; a killed search resumes", epilog=EPILOG)
+    se.add_argument("--status", action="store_true", help="print the study (every trial, its values, the best) instead of searching")
     c = sub.add_parser("compress", help="apply recipe RECIPE and write artifacts/candidates/RECIPE/", epilog=EPILOG)
     c.add_argument("recipe", help="a key of params recipes")
     e = sub.add_parser("evaluate", help="measure NAME (a recipe, or baseline) and write metrics/NAME.json", epilog=EPILOG)
@@ -87,6 +89,16 @@ def _run(args: argparse.Namespace) -> int:
 
         indexes = soft_labels(params)
         print(f"soft-labels: {len({u for index in indexes.values() for u in index})} teacher(s) for {sum(bool(i) for i in indexes.values())} distill recipe(s)")
+    elif args.command == "search":
+        from squeezeflow.stages.search import search, status
+
+        if args.status:
+            print(status(params))
+            return 0
+        summary = search(params)
+        print(f"search: study {summary['name']}, {summary['trials']} trials on target {summary['target']}")
+        for k, b in enumerate(summary["best"], 1):
+            print(f"search: search-{k} = trial {b['number']}: " + ", ".join(f"{o} {v:.4g}" for o, v in b["values"].items()) + f"  {b['steps']}")
     elif args.command == "compress":
         from squeezeflow.stages.compress import compress
 

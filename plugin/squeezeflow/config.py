@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from squeezeflow import safeyaml
 from squeezeflow.errors import ConfigError
 from squeezeflow.steps import StepConfig, config_class
+from squeezeflow.steps.searched import KIND as SEARCHED, SearchedConfig
 
 METRIC_DIRECTIONS = {  # objective -> True when larger is better
     "accuracy": True,
@@ -137,6 +138,28 @@ BUDGET_INTERVALS = {  # metrics measured with a 95% interval: (low key, high key
 }
 
 
+PRIMARY_DROP = {"classification": "accuracy_drop", "regression": "mae_increase", "embedding": "cosine", "generic": "mean_rel_error"}  # the task's quality objective of a search
+
+
+class Search(_Model):
+    space: Literal["auto"] | list[Any] = Field("auto", description="What the search may choose: `auto` (built from the model's operators and the data: dynamic or static INT8 with their options; "
+                                           "structured pruning with fine-tuning when the source is PyTorch and data.train has labels), or a list of steps whose parameters are choices: "
+                                           "a list is a categorical choice, {low, high} (optional `log`, `step`) a range, a scalar fixed, e.g. "
+                                           "[{quantize: {mode: [static, dynamic], calibration: [minmax, entropy]}}, {prune: {method: structured, amount: {low: 0.1, high: 0.6}, optional: true}}]; "
+                                           "a step given as a list of such mappings chooses one of them; `optional: true` (or a group name shared by several steps) lets the search leave it out.")
+    objectives: tuple[Literal[tuple(METRIC_DIRECTIONS)], ...] | None = Field(None, min_length=1, max_length=3, description="Metrics the search optimizes (their direction is known); several: a Pareto front. "
+                                                                                   "Default: selection.objective and the task's quality metric (accuracy_drop, mae_increase, cosine or mean_rel_error). Budgets are constraints, not objectives.")
+    trials: int = Field(20, ge=1, le=10000, description="Trials to complete (pruned ones count; failed ones and repeats of a finished recipe do not). A finite space smaller than this is tried whole, once each.")
+    timeout_minutes: float = Field(60.0, gt=0, description="The search stops starting trials after this long (wall clock, this run).")
+    keep: int = Field(3, ge=1, le=50, description="The best trials written as recipes (artifacts/search/recipes.yaml): the Pareto front of the trials that meet the budgets, ranked by the first objective.")
+    executor: Literal["local", "ray"] = Field("local", description="Where trials run: local (in this process, one at a time), or ray: Ray tasks on the cluster at RAY_ADDRESS (a local Ray when unset; `pip install squeezeflow[ray]`): recipes applied and scored in parallel, one CPU each; timings one at a time, each with every CPU of its node; a worker that dies has its task retried.")
+    storage: str | None = Field(None, min_length=1, description="Optuna storage URL of the study (default: sqlite in artifacts/search/study/study.db, kept between runs: a killed search resumes; postgresql://... to share a study).")
+    target: str | None = Field(None, description="Under `targets:`: the target trials are timed on (default the first ONNX one).")
+    holdout: int = Field(256, ge=16, description="Samples held back (seeded, at random) from data.train (data.calibration when there is no train, or when a classification train file has no labels) to score trials; steps see the rest. Never data.eval.")
+    prune_samples: int = Field(64, ge=8, description="A trial is first scored on this many held-back samples; one whose quality misses a budget even at its 95% interval's optimistic end stops there (pruned).")
+    latency_seconds: float = Field(10.0, gt=0, description="Timing budget of each trial (the target's max_seconds, capped): trial latencies rank recipes; the gate's measurement on data.eval decides.")
+
+
 class Selection(_Model):
     objective: Literal[tuple(METRIC_DIRECTIONS)] = Field("speedup", description="Metric that ranks passing candidates; its direction is known. The default, speedup, is timed interleaved against the same baseline in each evaluate stage; latencies of different stages were measured at different times.")
     tie_break: Literal[tuple(METRIC_DIRECTIONS)] = Field("size_mb", description="Among candidates whose 95% intervals of the objective overlap the best one's (a tie the measurement cannot split), this metric chooses.")
@@ -167,6 +190,7 @@ class Params(_Model):
     budgets: Budgets = Budgets()
     target: Target = Target()
     targets: dict[str, Target] | None = Field(None, description="Several deployment targets, name -> target: every candidate is measured on each, the gate gives a verdict per target, and promote moves the alias `<alias>-<name>` to each target's winner. Replaces `target`.")
+    search: Search | None = Field(None, description="Search for the best recipe under the budgets (the search stage, pipelines/digits-search); recipes `[{searched: {rank: K}}]` take its K-th best trial.")
     selection: Selection = Selection()
     promote: Promote
     demo: Demo = Demo()
@@ -205,6 +229,35 @@ class Params(_Model):
                 raise ValueError(f"targets: name {name!r} is not allowed: it becomes part of file names and of the alias <alias>-<name>, so use letters, digits, `_` and `-` (at most 40)")
         return self
 
+    @model_validator(mode="after")
+    def _search_fits(self, info) -> Params:
+        slots = {name: steps[0].rank for name, steps in self.recipes.items() if steps[0].kind == "searched"}
+        if slots and self.search is None:
+            raise ValueError(f"recipes.{next(iter(slots))} takes a searched recipe, but params.yaml has no search: block; add one (search: {{space: auto}}) or remove the recipe")
+        if self.search is None:
+            return self
+        for name, rank in slots.items():
+            if rank > self.search.keep:
+                raise ValueError(f"recipes.{name}: searched rank {rank} is beyond search.keep {self.search.keep}; raise search.keep or lower the rank")
+        for metric in self.search.objectives or ():
+            if metric in TASK_METRICS and TASK_METRICS[metric] != self.data.task:
+                raise ValueError(f"search.objectives: {metric} is a metric of task {TASK_METRICS[metric]}, but data.task is {self.data.task}; use {PRIMARY_DROP[self.data.task]}")
+        if self.search.objectives and len(set(self.search.objectives)) != len(self.search.objectives):
+            raise ValueError(f"search.objectives repeats a metric: {list(self.search.objectives)}")
+        named = self.search.target
+        if named is not None and named not in self.deployment_targets():
+            raise ValueError(f"search.target {named!r} is not a target; targets: {', '.join(self.deployment_targets())}")
+        if isinstance(self.search.space, list):
+            from squeezeflow.search import space
+
+            space.parse(self.search.space, (info.context or {}).get("file", "params.yaml"))
+        return self
+
+    def search_objectives(self) -> tuple[str, ...]:
+        """search.objectives, or selection.objective and the task's quality metric."""
+        assert self.search is not None
+        return self.search.objectives or tuple(dict.fromkeys((self.selection.objective, PRIMARY_DROP[self.data.task])))
+
     def deployment_targets(self) -> dict[str, Target]:
         """name -> target: `targets`, or the one `target` under its name."""
         return dict(self.targets) if self.targets is not None else {self.target.name: self.target}
@@ -240,13 +293,15 @@ def parse_recipes(raw: Any, file: str) -> dict[str, list[StepConfig]]:
                 raise ConfigError(f"{file}: {where} must be a mapping with exactly one step name, such as {{quantize: {{mode: dynamic}}}}. Got {_show(step)}.")
             (kind, body), = step.items()
             try:
-                step_cls = config_class(kind)
+                step_cls = SearchedConfig if kind == SEARCHED else config_class(kind)
             except ConfigError as e:
                 raise ConfigError(f"{file}: {where}: {e}") from None
             try:
                 parsed.append(step_cls.model_validate(body or {}))
             except ValidationError as e:
                 raise ConfigError(describe_validation_error(e, file, f"{where}.{kind}", step_cls)) from None
+            if kind == SEARCHED and i > 0:
+                raise ConfigError(f"{file}: {where}: step 'searched' must come first in its recipe (the search's steps replace it; later steps still apply).")
             if step_cls.input_format == "torch" and any(type(p).input_format == "onnx" for p in parsed[:-1]):
                 raise ConfigError(f"{file}: {where}: step '{kind}' needs a PyTorch model but follows an ONNX step. Put PyTorch steps before ONNX steps such as quantize.")
         recipes[name] = parsed
@@ -345,3 +400,4 @@ def recipe_digest(steps: list[StepConfig]) -> str:
 def registry_refs(params: Params) -> list[str]:
     """Every registered-model URI the recipes name besides the source (teachers, students), sorted."""
     return sorted({uri for steps in params.recipes.values() for step in steps for uri in step.registry_uris()})
+

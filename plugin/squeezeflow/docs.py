@@ -70,8 +70,11 @@ def params_reference() -> str:
     head = ["| key | default | meaning |", "|---|---|---|"]
     lines, seen = list(head), set()
     for section, field in config.Params.model_fields.items():  # every section, so a new one cannot go undocumented
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            lines += _rows(f"{section}.", field.annotation, seen)
+        models = [a for a in getattr(field.annotation, "__args__", (field.annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models and section != "targets":  # `search` is optional: its keys are documented all the same
+            if field.default is None:
+                lines.append(f"| `{section}` | None | {field.description} |")
+            lines += _rows(f"{section}.", models[0], seen)
         elif section == "targets":
             lines.append(f"| `targets` | None | {field.description} Each `targets.NAME` takes the keys of `target` (NAME replaces `target.name`). |")
     lines += [f"| `recipes` | *required* | {config.Params.model_fields['recipes'].description} |",

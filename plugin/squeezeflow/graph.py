@@ -123,3 +123,27 @@ def palettize(src: Path, dst: Path, max_values: int = 256, min_size: int = 1024)
     graph.node.extend(new_nodes + nodes)
     modelio.save_onnx(model, dst)
     return count
+
+
+def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Reorder the main graph's nodes so each comes after the producers of its inputs (in place; stable otherwise).
+
+    onnxruntime's float16 converter appends the Casts of kept float32 inputs at the end, which ORT
+    runs but the ONNX checker refuses.
+    """
+    graph = model.graph
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:  # a cycle or an outer-scope name: leave the rest in their order
+            ordered += pending
+            break
+        for n in ready:
+            known.update(n.output)
+        ordered += ready
+        taken = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in taken]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model

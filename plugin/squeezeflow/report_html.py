@@ -25,7 +25,7 @@ code{background:#f6f8fa;padding:1px 4px;border-radius:4px} ul{margin:4px 0}
 
 
 def render(verdict: dict[str, Any], plots: dict[str, dict[str, Any]], manifests: dict[str, dict[str, Any]], contracts: dict[str, Any] | None,
-           classes: dict[str, list[dict[str, Any]]] | None = None, preface: str = "", heading: str = "") -> str:
+           classes: dict[str, list[dict[str, Any]]] | None = None, preface: str = "", heading: str = "", search: dict[str, Any] | None = None) -> str:
     """The whole page.
 
     Args:
@@ -35,6 +35,7 @@ def render(verdict: dict[str, Any], plots: dict[str, dict[str, Any]], manifests:
         manifests: candidate -> manifest (lineage of the selected one).
         contracts: reports/data.json (Great Expectations results of the data contracts), if any.
         preface: HTML above the verdict (the targets x candidates matrix); heading: what the verdict below is of (a target).
+        search: artifacts/search/trials.json, when the pipeline searched (its trials and Pareto front).
     """
     ok = verdict["verdict"] == "pass"
     selected = verdict.get("selected")
@@ -43,6 +44,8 @@ def render(verdict: dict[str, Any], plots: dict[str, dict[str, Any]], manifests:
              "<h2>Candidates against the budgets</h2>", _budgets(verdict), _table(verdict), _lines(verdict),
              f"<h2>{html.escape(columns(verdict)[0].capitalize())} against latency and size</h2>",
              f"<div class='plots'>{_pareto(verdict, 'latency_p50_ms', 'latency p50 (ms)')}{_pareto(verdict, 'size_mb', 'size (MB)')}</div>"]
+    if search:
+        parts += ["<h2>Search: every trial, the Pareto front and the budgets</h2>", _search(search)]
     if selected and selected in plots:
         parts += ["<h2>Latency distributions</h2>", f"<div class='plots'>{_latency(plots[selected], selected)}</div>"]
         if (classes or {}).get(selected):
@@ -121,6 +124,49 @@ def _pareto(verdict: dict[str, Any], x_key: str, x_label: str) -> str:
     return _svg(fig)
 
 
+def _search(found: dict[str, Any]) -> str:
+    """The trials on their first two objectives (or the first against the trial number): those that meet the budgets,
+    those that miss one, the Pareto front joined by a line, the budget on each axis where one bounds that metric."""
+    from squeezeflow.config import BUDGET_METRICS
+
+    study, trials = found["study"], found["trials"]
+    objectives = study["objectives"]
+    x_key, y_key = (objectives[0], objectives[1]) if len(objectives) > 1 else ("number", objectives[0])
+    done = [t for t in trials if t["state"] == "complete" and t["values"]]
+
+    def value(t: dict[str, Any], key: str) -> float:
+        return float(t["number"]) if key == "number" else float(t["values"][key])
+
+    fig, ax = _figure()
+    for feasible, color, marker, label in ((True, "#1a7f37", "o", "meets the budgets"), (False, "#cf222e", "x", "misses a budget")):
+        pts = [t for t in done if bool(t["feasible"]) == feasible]
+        if pts:
+            ax.scatter([value(t, x_key) for t in pts], [value(t, y_key) for t in pts], color=color, marker=marker, s=30, label=label)
+    front = sorted((t for t in done if t.get("pareto_rank") == 0), key=lambda t: value(t, x_key))
+    if front:
+        ax.plot([value(t, x_key) for t in front], [value(t, y_key) for t in front], color="#0969da", lw=1, marker="*", ms=9, label="Pareto front")
+    for k, best in enumerate(study["best"], 1):
+        t = next((t for t in done if t["number"] == best["number"]), None)
+        if t:
+            ax.annotate(f"search-{k}", (value(t, x_key), value(t, y_key)), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    for budget, threshold in study["budgets"].items():
+        metric = BUDGET_METRICS.get(budget, (None,))[0]
+        if metric == x_key:
+            ax.axvline(threshold, ls=":", color="#8250df", lw=1, label=f"{budget} budget")
+        elif metric == y_key:
+            ax.axhline(threshold, ls="--", color="#9a6700", lw=1, label=f"{budget} budget")
+    ax.set_xlabel("trial" if x_key == "number" else x_key)
+    ax.set_ylabel(y_key)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    counts = {state: sum(t["state"] == state for t in trials) for state in ("complete", "pruned", "fail")}
+    best = ", ".join(f"search-{k} = trial {b['number']}" for k, b in enumerate(study["best"], 1)) or "none met the budgets"
+    return (f"<p>Study <code>{html.escape(study['name'])}</code> on target {html.escape(study['target'])}: {counts['complete']} trials measured "
+            f"({sum(bool(t['feasible']) for t in done)} meet the budgets), {counts['pruned']} pruned or repeated, {counts['fail']} failed. "
+            f"Trials are scored on samples held back from the training data; the table above is the gate's own measurement on the eval set. {html.escape(best)}.</p>"
+            f"<div class='plots'>{_svg(fig)}</div>")
+
+
 def _latency(plot: dict[str, Any], name: str) -> str:
     import numpy as np
 
@@ -158,8 +204,8 @@ def _contracts(contracts: dict[str, Any]) -> str:
     return f"<table id='contracts'><tr><th>file</th><th>expectation</th><th>column</th><th>result</th></tr>{body}</table>"
 
 
-def write(verdict: dict[str, Any], plots_dir: Path, candidates_dir: Path, reports_dir: Path, preface: str = "", heading: str = "") -> Path:
-    """Render reports/index.html from the verdict and the files the stages wrote (see `render` for preface and heading)."""
+def write(verdict: dict[str, Any], plots_dir: Path, candidates_dir: Path, reports_dir: Path, preface: str = "", heading: str = "", search_dir: Path | None = None) -> Path:
+    """Render reports/index.html from the verdict and the files the stages wrote (see `render` for preface and heading; `search_dir`: the search's results, if it ran)."""
     names = ["baseline", *verdict["candidates"]]
     plots = {n: json.loads((plots_dir / f"{n}.json").read_text()) for n in names if (plots_dir / f"{n}.json").is_file()}
     classes = {n: json.loads((plots_dir / "classes" / f"{n}.json").read_text()) for n in names if (plots_dir / "classes" / f"{n}.json").is_file()}
@@ -167,5 +213,7 @@ def write(verdict: dict[str, Any], plots_dir: Path, candidates_dir: Path, report
     data_report = reports_dir / "data.json"
     contracts = json.loads(data_report.read_text()) if data_report.is_file() else None
     out = reports_dir / "index.html"
-    out.write_text(render(verdict, plots, manifests, contracts, classes, preface, heading))
+    trials = search_dir / "trials.json" if search_dir else None
+    search = json.loads(trials.read_text()) if trials and trials.is_file() else None
+    out.write_text(render(verdict, plots, manifests, contracts, classes, preface, heading, search))
     return out

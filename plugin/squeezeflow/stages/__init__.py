@@ -10,3 +10,4 @@ BASELINE = "baseline"
 REGISTERED_DIR = Path("artifacts/registered")
 SOFT_LABELS_DIR = Path("artifacts/soft-labels")
 PLOTS_DIR = Path("plots")
+SEARCH_DIR = Path("artifacts/search")

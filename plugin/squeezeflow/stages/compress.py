@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import artifacts, data, effect, executorch_program, lineage, modelio
-from squeezeflow.config import Params, recipe_digest, step_params
+from squeezeflow import artifacts, recipe as recipes
+from squeezeflow.config import Params
 from squeezeflow.errors import ConfigError, ModelError, SqueezeflowError
-from squeezeflow.stages import CANDIDATES_DIR, REGISTERED_DIR, SOFT_LABELS_DIR, SOURCE_DIR
-from squeezeflow.steps import StepContext, get_step
+from squeezeflow.stages import CANDIDATES_DIR, REGISTERED_DIR, SEARCH_DIR, SOFT_LABELS_DIR, SOURCE_DIR
 
 
 def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_root: Path = CANDIDATES_DIR,
-             registered_dir: Path = REGISTERED_DIR, soft_labels_dir: Path = SOFT_LABELS_DIR) -> dict[str, Any]:
+             registered_dir: Path = REGISTERED_DIR, soft_labels_dir: Path = SOFT_LABELS_DIR, search_dir: Path = SEARCH_DIR) -> dict[str, Any]:
     """Run recipe `recipe` on the source model and write artifacts/candidates/RECIPE/.
 
     Steps also see the other registered models pulled into `registered_dir` and the teachers'
-    logits in `soft_labels_dir`/RECIPE (distillation).
+    logits in `soft_labels_dir`/RECIPE (distillation). A recipe that starts with the `searched`
+    step takes that rank's steps from the search stage's `search_dir`/recipes.yaml.
 
     A recipe the model cannot take (a step refuses the model with ModelError, crashes, or yields
     an invalid model) does not stop the pipeline: artifacts/candidates/RECIPE/failed.json records
@@ -36,94 +34,17 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
     """
     if recipe not in params.recipes:
         raise ConfigError(f"Unknown recipe {recipe!r}. Recipes in params.yaml: {', '.join(sorted(params.recipes))}.")
-    source = artifacts.read_manifest(source_dir)
+    from squeezeflow.search import results
+
+    steps = results.expand(params.recipes[recipe], search_dir, recipe)
     out_dir = out_root / recipe
     at = ["(start)"]  # the step being applied, for the failure record
     try:
-        return _apply(params, recipe, source, source_dir, out_dir, registered_dir, soft_labels_dir, at)
+        # this recipe's teachers only: its own DVC dependency
+        return recipes.apply(params, recipe, steps, source_dir, out_dir, registered_dir, soft_labels_dir / recipe, at)
     except ModelError as e:  # the model cannot take this recipe
         return artifacts.write_failure(out_dir, recipe, at[0], e)
     except SqueezeflowError:  # params, data, registry, an upstream stage: the user must fix the pipeline
         raise
     except Exception as e:  # noqa: BLE001 - a step that crashes is a failed row too, not the end of the pipeline
         return artifacts.write_failure(out_dir, recipe, at[0], e)
-
-
-def _apply(params: Params, recipe: str, source: dict[str, Any], source_dir: Path, out_dir: Path, registered_dir: Path, soft_labels_dir: Path, at: list[str]) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    steps = params.recipes[recipe]
-    applied = []
-    with tempfile.TemporaryDirectory(prefix=f"squeezeflow-{recipe}-") as work, artifacts.staged(out_dir) as tmp:
-        current: Any = artifacts.model_path(source_dir)
-        for i, config in enumerate(tqdm(steps, desc=f"compress {recipe}", unit="step")):
-            at[0] = config.kind
-            current = _as_format(current, config, source, source_dir, params, Path(work) / f"{i}-export.onnx", recipe)
-            ctx = StepContext(
-                workdir=Path(work) / f"{i}-{config.kind}",
-                calibration=params.data.calibration,
-                train=params.data.train,
-                seed=params.seed,
-                threads=params.target.threads,
-                batch_size=params.target.batch_size,
-                providers=params.target.providers,
-                registered=registered_dir,
-                soft_labels=soft_labels_dir / recipe,  # this recipe's teachers only: its own DVC dependency
-                task=params.data.task,
-            )
-            ctx.workdir.mkdir()
-            result = get_step(config)(current, config, ctx)
-            applied.append({**step_params(config), "stats": result.stats})
-            current = result.model
-        at[0] = "export"
-        if not isinstance(current, Path):
-            current = _export(current, params, Path(work) / "final-export.onnx")
-        manifest = {
-            "format": "onnx",
-            "files": {"model": artifacts.MODEL_FILE},
-            "parent_digest": artifacts.manifest_digest(source_dir),
-            "steps": source["steps"] + applied,
-            "root": source["root"],
-            "recipe": {"name": recipe, "digest": recipe_digest(steps)},
-            "inputs": source["inputs"],
-            "signature": source.get("signature"),
-        }
-        if executorch_program.is_program(current):  # an ExecuTorch program: for executorch targets (its lineage is this manifest; a .pte has no metadata fields)
-            model = tmp / artifacts.PROGRAM_FILE
-            shutil.copyfile(current, model)
-            manifest.update(format="executorch", files={"model": artifacts.PROGRAM_FILE}, warnings=[], sha256=artifacts.model_digest(model),
-                            weights={"params": applied[-1]["stats"].get("params")})
-            artifacts.write_manifest(tmp, manifest)
-            return manifest
-        model = artifacts.model_path(tmp)
-        modelio.copy_onnx(current, model)
-        modelio.set_metadata(model, lineage.onnx_props(manifest))
-        modelio.load_onnx(model)
-        manifest["warnings"] = effect.warnings(steps, [a["stats"] for a in applied], artifacts.model_path(source_dir), model)
-        manifest["sha256"] = artifacts.model_digest(model)
-        manifest["weights"] = modelio.weight_stats(model)  # evaluate reads them here: it need not import onnx
-        artifacts.write_manifest(tmp, manifest)
-    return manifest
-
-
-def _as_format(current: Any, config: Any, source: dict[str, Any], source_dir: Path, params: Params, export_to: Path, recipe: str) -> Any:
-    """Give the step the format it takes: the source's torch model, or an ONNX export of a module."""
-    want = type(config).input_format
-    if executorch_program.is_program(current):
-        raise ConfigError(f"recipes.{recipe}: step '{config.kind}' follows the executorch step, which writes the final program. Make executorch the last step of the recipe.")
-    if want == "onnx" and not isinstance(current, Path):
-        return _export(current, params, export_to)
-    if want == "torch" and isinstance(current, Path):
-        if current != artifacts.model_path(source_dir):
-            raise ConfigError(f"recipes.{recipe}: step '{config.kind}' needs a PyTorch model but follows an ONNX step. Put PyTorch steps before ONNX steps such as quantize.")
-        torch_dir = source["files"].get("torch")
-        if not torch_dir:
-            raise ModelError(f"recipes.{recipe}: step '{config.kind}' needs a PyTorch model, but the source {source['root']['name']}/{source['root']['version']} is registered as ONNX. Register the PyTorch model (mlflow.pytorch) to use it.")
-        return modelio.load_torch(source_dir / torch_dir)
-    return current
-
-
-def _export(module: Any, params: Params, path: Path) -> Path:
-    """Export a torch module produced by a step, with eval samples as the example."""
-    modelio.export_onnx(module, data.inputs_of(data.head(params.data.eval, "eval", 32)), path)
-    return path

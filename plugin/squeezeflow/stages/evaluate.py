@@ -9,13 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from squeezeflow import artifacts, data, modelio, plotfiles, runtimes
-from squeezeflow.config import Params, Target
+from squeezeflow.config import Params
 from squeezeflow.errors import ModelError
-from squeezeflow.evaluate import latency, size, tasks
+from squeezeflow.evaluate import compare, size
 from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, SOURCE_DIR
-
-PROBE = 64  # samples read whole: the input checks, whether outputs depend on the batch, the timed batch
-
 
 def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidates_dir: Path = CANDIDATES_DIR, out_dir: Path = METRICS_DIR,
              plots_dir: Path = PLOTS_DIR) -> dict[str, float]:
@@ -63,7 +60,7 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         "steps": len(cand_manifest["steps"]),
     }
     if params.targets is None:  # one target: the flat metrics of DESIGN.md
-        metrics, times, classes = _on_target(params, params.target, name, model_files)
+        metrics, times, classes = compare.compare(model_files, name, params.target, params.data.eval, params.data.task, params.seed)
         return _write(name, _rounded({**metrics, **common}), plotfiles.latency_records(times), classes, out_dir, plots_dir)
     per_target, records, class_rows = {}, [], []
     inputs = modelio.session(model_files[BASELINE]).get_inputs()  # the source's input specs: what a .pte program does not name
@@ -84,7 +81,7 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
                 print(f"evaluate {name}: target {target_name} skipped: {e}", file=sys.stderr)
                 per_target[target_name] = {"skipped": f"the source has no ExecuTorch program: {e}", **runtimes.describe(target)}
                 continue
-            metrics, times, classes = _on_target(params, target, name, files, inputs)
+            metrics, times, classes = compare.compare(files, name, target, params.data.eval, params.data.task, params.seed, inputs)
             per_target[target_name] = _rounded({**metrics, **runtimes.describe(target), "threads": target.threads, "batch_size": target.batch_size})
             records += plotfiles.latency_records({f"{k}@{target_name}": v for k, v in times.items()})
             class_rows = class_rows or classes
@@ -110,30 +107,6 @@ def _source_program(params: Params, source_dir: Path, manifest: dict[str, Any], 
     example = data.inputs_of(data.head(params.data.eval, "eval", 4))
     executorch_program.lower(modelio.load_torch(source_dir / torch_dir), example, out)
     return out
-
-
-def _on_target(params: Params, target: Target, name: str, model_files: dict[str, Path], inputs: list[Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """Quality and interleaved latency of `name` against the baseline, both run by the target's runtime: (metrics, latency samples, per-class plot rows).
-    `inputs`: the source model's input specs, for runtimes whose programs do not name them."""
-    path, task = params.data.eval, params.data.task
-    samples = data.samples_in(path, "eval")
-    probe = data.head(path, "eval", max(PROBE, 2 * target.batch_size))  # checks, the batch-dependence probe, the timed batch: the rest streams
-    runners = {n: runtimes.open_model(model_files[n], target, inputs) for n in dict.fromkeys((BASELINE, name))}
-    for runner in runners.values():
-        data.check_inputs(probe, runner.get_inputs(), path, samples)
-    large = data.batch_for(probe)  # batches of at most 2 MB of inputs: memory does not grow with the eval file
-    scoring = {n: modelio.scoring_batch(r, probe, target.batch_size, large) for n, r in runners.items()}  # dynamic INT8 is judged as deployed
-    outputs = {n: tasks.check_outputs(modelio.run_batches(r, data.stream(path, "eval", range(samples), scoring[n])), samples, task, str(model_files[n]))
-               for n, r in runners.items()}
-    labels = data.labels(path, "eval")
-    if task == "classification":
-        labels = data.check_labels({} if labels is None else {data.LABELS: labels}, next(iter(outputs[BASELINE].values())).shape[1], path)
-    quality, extra_plots = tasks.score(task, outputs[BASELINE], outputs[name], labels, params.seed)
-    feed = next(data.batches(probe, target.batch_size))
-    times, timing = latency.measure_until(runners, feed, BASELINE, target.warmup, target.repeats, target.ci_width, target.max_seconds)
-    metrics = {**quality, **latency.summarize(times[name], target.batch_size), **timing[name], "scoring_batch_size": scoring[name]}
-    classes = extra_plots.get("class_accuracy")
-    return metrics, {BASELINE: times[BASELINE], name: times[name]}, plotfiles.class_records(classes["baseline"], classes["candidate"]) if classes else []
 
 
 def _rounded(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -11,11 +11,11 @@ from squeezeflow import effect, github, plotfiles, report, report_html
 from squeezeflow.config import Budgets, Params
 from squeezeflow.errors import DataError, GateFailedError, SqueezeflowError
 from squeezeflow.gate import decide
-from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, REPORTS_DIR
+from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, REPORTS_DIR, SEARCH_DIR
 
 
 def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = REPORTS_DIR, audit: bool = True, candidates_dir: Path = CANDIDATES_DIR,
-         plots_dir: Path = PLOTS_DIR, params_file: Path = Path("params.yaml")) -> dict[str, Any]:
+         plots_dir: Path = PLOTS_DIR, params_file: Path = Path("params.yaml"), search_dir: Path = SEARCH_DIR) -> dict[str, Any]:
     """Write reports/gate.json, reports/summary.json, reports/gate.md and reports/index.html; fail when no candidate passes.
 
     A failed gate still writes its reports first and records the attempt as a FAILED MLflow run
@@ -32,14 +32,14 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
     rows = {name: _read(metrics_dir / f"{name}.json") for name in sorted(params.recipes)}
     reports_dir.mkdir(parents=True, exist_ok=True)
     if params.targets is not None:
-        return _gate_targets(params, baseline, rows, reports_dir, audit, candidates_dir, plots_dir, params_file)
+        return _gate_targets(params, baseline, rows, reports_dir, audit, candidates_dir, plots_dir, params_file, search_dir)
     verdict = _judge(params, baseline, rows, params.budgets, candidates_dir)
     (reports_dir / "gate.json").write_text(json.dumps(verdict, indent=2, sort_keys=True) + "\n")
     (reports_dir / "summary.json").write_text(json.dumps(report.summary(verdict), indent=2, sort_keys=True) + "\n")
     plotfiles.write(reports_dir / "pareto.json", plotfiles.pareto_records(verdict, report.columns(verdict)[0]))
     md = report.markdown(verdict)
     (reports_dir / "gate.md").write_text(md)
-    report_html.write(verdict, plots_dir, candidates_dir, reports_dir)
+    report_html.write(verdict, plots_dir, candidates_dir, reports_dir, search_dir=search_dir)
     github.summary(md)
     github.output("verdict", verdict["verdict"])
     github.output("selected", verdict["selected"])
@@ -81,7 +81,7 @@ def _on(row: dict[str, Any], target: str, file: str) -> dict[str, Any]:
 
 
 def _gate_targets(params: Params, baseline: dict[str, Any], rows: dict[str, dict[str, Any]], reports_dir: Path, audit: bool, candidates_dir: Path, plots_dir: Path,
-                  params_file: Path) -> dict[str, Any]:
+                  params_file: Path, search_dir: Path = SEARCH_DIR) -> dict[str, Any]:
     """A verdict per target (its budgets: the shared ones with the target's own replacing theirs); the gate passes when every target that is not optional passed."""
     verdicts: dict[str, dict[str, Any]] = {}
     for name, target in params.deployment_targets().items():
@@ -105,7 +105,7 @@ def _gate_targets(params: Params, baseline: dict[str, Any], rows: dict[str, dict
     (reports_dir / "gate.md").write_text(md)
     if judged:
         first = next(iter(judged))
-        report_html.write(judged[first], plots_dir, candidates_dir, reports_dir, preface=report.targets_matrix_html(combined), heading=f"target {first}")
+        report_html.write(judged[first], plots_dir, candidates_dir, reports_dir, preface=report.targets_matrix_html(combined), heading=f"target {first}", search_dir=search_dir)
     github.summary(md)
     github.output("verdict", combined["verdict"])
     for t, v in verdicts.items():

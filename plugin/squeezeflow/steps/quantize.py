@@ -446,10 +446,10 @@ def _fp16(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResul
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from squeezeflow import modelio
+    from squeezeflow import graph, modelio
 
     out = ctx.workdir / "fp16.onnx"
-    modelio.save_onnx(convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True), out)
+    modelio.save_onnx(graph.toposort(convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True)), out)
     stats = {"mode": "fp16", "bits": 16}
     if all(p == "CPUExecutionProvider" for p in ctx.providers):
         stats["note"] = "fp16 gives no speedup on CPU execution providers; use it for GPU targets"

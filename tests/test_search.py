@@ -1,0 +1,250 @@
+"""The search stage: Optuna over a recipe space under the budgets, resumable, recorded in MLflow, consumed by compress/evaluate/gate."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BIN, error_line, register_onnx, sh, write_params
+from squeezeflow import registry
+from squeezeflow.config import load_params
+from squeezeflow.stages.compress import compress
+from squeezeflow.stages.evaluate import evaluate
+from squeezeflow.stages.gate import gate
+from squeezeflow.stages.pull import pull
+from squeezeflow.stages.search import search
+
+FAST = {"warmup": 3, "repeats": 20, "max_seconds": 5}
+
+
+def _params(tmp_path, digits_dir, search_block, recipes=None, **overrides):
+    path = write_params(tmp_path, digits_dir, search=search_block, **overrides)
+    params = yaml.safe_load(path.read_text())
+    params["target"].update(FAST)
+    if recipes is not None:
+        params["recipes"] = recipes
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def test_search_finds_the_known_best_recipe_and_the_gate_judges_it(local_registry, digits_onnx, digits_dir, tmp_path):
+    # on x86 ONNX Runtime, dynamic INT8 convolutions and FP16 are slower than FP32, static INT8 is faster: one right answer
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    space = [{"quantize": {"mode": ["dynamic", "fp16", "static"], "per_channel": [False]}}]
+    recipes = {"best": [{"searched": {"rank": 1}}], "int8-dynamic": [{"quantize": {"mode": "dynamic"}}]}
+    params = load_params(_params(tmp_path, digits_dir, {"space": space, "objectives": ["speedup"], "trials": 10, "latency_seconds": 3, "keep": 2}, recipes))
+    pull(params)
+    summary = search(params)
+    assert summary["trials"] == 3  # a finite space smaller than search.trials is tried whole, once each
+    assert summary["best"][0]["steps"] == [{"quantize": {"per_channel": False}}]  # static is the default mode
+    assert len(summary["best"]) == 1  # min_speedup 1.0 is a constraint: the slower two do not meet it
+    found = json.loads(Path("artifacts/search/trials.json").read_text())
+    rows = {r["recipe"][0]["quantize"].get("mode", "static"): r for r in found["trials"]}
+    assert rows["dynamic"]["metrics"]["speedup"] < 1.0 < rows["static"]["metrics"]["speedup"] and not rows["dynamic"]["feasible"]
+    # every trial is an MLflow child run of one parent
+    c = registry.client()
+    exp = c.get_experiment_by_name("squeezeflow")
+    runs = c.search_runs([exp.experiment_id], filter_string="tags.`squeezeflow.search.trial` != ''")
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(runs) == 3 and len(parents) == 1 and c.get_run(parents.pop()).data.tags["squeezeflow.search.study"] == summary["name"]
+    # the slot recipe is compressed and gated like any other
+    for name in params.recipes:
+        compress(params, name)
+    manifest = json.loads(Path("artifacts/candidates/best/manifest.json").read_text())
+    assert [s["kind"] for s in manifest["steps"]][-1] == "quantize" and manifest["steps"][-1]["mode"] == "static"
+    evaluate(params, "baseline")
+    for name in params.recipes:
+        evaluate(params, name)
+    verdict = gate(params)
+    assert verdict["selected"] == "best"
+    page = Path("reports/index.html").read_text()
+    assert "Search: every trial, the Pareto front and the budgets" in page and "3 trials measured (1 meet the budgets)" in page
+    # a second run resumes the finished study: nothing is measured again, the outputs are the same
+    before = Path("artifacts/search/recipes.yaml").read_text()
+    again = search(params)
+    assert again["trials"] == 3 and Path("artifacts/search/recipes.yaml").read_text() == before
+    assert len(c.search_runs([exp.experiment_id], filter_string="tags.`squeezeflow.search.trial` != ''")) == 3
+
+
+def _study_trials(db: Path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{db}"
+    names = optuna.get_all_study_names(url) if db.is_file() else []
+    return optuna.load_study(study_name=names[0], storage=url).get_trials(deepcopy=False) if names else []
+
+
+def test_a_search_killed_mid_trial_resumes_without_repeating_a_trial(local_registry, digits_onnx, digits_dir, tmp_path):
+    import optuna
+
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    space = [{"quantize": {"mode": "static", "per_channel": [True, False], "calibration": ["minmax", "percentile"], "percentile": {"low": 99.9, "high": 99.999}}}]
+    _params(tmp_path, digits_dir, {"space": space, "objectives": ["speedup", "accuracy_drop"], "trials": 4, "latency_seconds": 2})
+    sh(BIN / "squeezeflow", "pull")
+    proc = subprocess.Popen([str(BIN / "squeezeflow"), "search"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db, deadline, killed = Path("artifacts/search/study/study.db"), time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        trials = _study_trials(db)
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        if running and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+            os.kill(proc.pid, signal.SIGKILL)  # mid-trial: no handler, no cleanup
+            proc.wait()
+            killed = running[0]
+            break
+        time.sleep(0.05)
+    assert killed is not None, "the search ended before a second trial started"
+    resumed = sh(BIN / "squeezeflow", "search")
+    assert f"trial(s) {killed.number} of a killed run are run again" in resumed.stderr
+    rows = json.loads(Path("artifacts/search/trials.json").read_text())["trials"]
+    by_number = {r["number"]: r for r in rows}
+    assert by_number[killed.number]["state"] == "fail"
+    retry = [r for r in rows if r["retry_of"] == killed.number]
+    assert len(retry) == 1 and retry[0]["state"] == "complete" and retry[0]["recipe"] == by_number[killed.number]["recipe"]
+    counted = [r for r in rows if r["state"] in ("complete", "pruned") and not r["duplicate"]]
+    assert len(counted) == 4
+    recipes = [json.dumps(r["recipe"], sort_keys=True) for r in counted]
+    assert len(set(recipes)) == len(recipes)  # no recipe was measured twice
+    spans = sorted(r["latency_span"] for r in counted if r["latency_span"])
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # no two timings overlapped
+    assert "search-1: trial" in sh(BIN / "squeezeflow", "search", "--status").stdout
+
+
+@pytest.mark.parametrize("block, recipes, expected", [
+    ({"space": []}, None, "search.space is empty"),
+    ({"space": [{"quantize": {"mode": ["static", "int3"]}}]}, None, "search.space.0.quantize.mode must be"),
+    ({"space": [{"prune": {"amount": {"low": 0.5, "high": 0.2}}}]}, None, "search.space.0.prune.amount: low 0.5 must be below high 0.2"),
+    ({"space": "auto", "objectives": ["accuracy_drop", "bogus"]}, None, "search.objectives.1 must be"),
+    ({"space": "auto", "objectives": ["cosine"]}, None, "search.objectives: cosine is a metric of task embedding"),
+    ({"space": "auto", "keep": 2}, {"best": [{"searched": {"rank": 3}}]}, "searched rank 3 is beyond search.keep 2"),
+    (None, {"best": [{"searched": {}}]}, "has no search: block"),
+    ({"space": "auto"}, {"best": [{"quantize": {}}, {"searched": {}}]}, "step 'searched' must come first"),
+])
+def test_bad_search_params_are_one_line_with_exit_2(tmp_path, digits_dir, block, recipes, expected):
+    _params(tmp_path, digits_dir, block, recipes)
+    proc = sh(BIN / "squeezeflow", "--params", tmp_path / "params.yaml", "search", check=False)
+    assert proc.returncode == 2 and expected in error_line(proc)
+
+
+def test_a_budget_no_trial_meets_is_named_with_exit_2(local_registry, digits_onnx, digits_dir, tmp_path):
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    _params(tmp_path, digits_dir, {"space": [{"quantize": {"mode": "static", "per_channel": [True, False]}}], "latency_seconds": 1}, budgets={"max_size_mb": 0.0001})
+    sh(BIN / "squeezeflow", "pull")
+    proc = sh(BIN / "squeezeflow", "search", check=False)
+    assert proc.returncode == 2 and "no trial met budgets.max_size_mb 0.0001 (the closest of 2 trials: size_mb" in error_line(proc)
+    assert json.loads(Path("artifacts/search/trials.json").read_text())["study"]["best"] == []  # nothing for compress to take
+
+
+def _ray_node(args: list[str], temp: str) -> subprocess.Popen:
+    """`ray start ... --block` in its own process group (stopped by that group's id)."""
+    return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RAY_TMPDIR": temp})
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=20)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.mark.slow
+def test_search_on_a_local_ray_cluster_retries_a_killed_worker_and_never_times_two_trials_at_once(local_registry, digits_onnx, digits_dir, tmp_path, monkeypatch):
+    import socket
+    import tempfile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix socket paths must fit in 107 characters
+    head = _ray_node(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}"], temp)
+    worker = None
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while sh(BIN / "ray", "status", f"--address={address}", check=False).returncode != 0:
+            assert time.time() < deadline and head.poll() is None, "the Ray head did not start"
+            time.sleep(1)
+        worker = _ray_node([f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1"], temp)
+        while sh(BIN / "ray", "status", f"--address={address}", check=False).stdout.count(" node_") < 2:  # head and worker both alive
+            assert time.time() < deadline and worker.poll() is None, "the Ray worker node did not join"
+            time.sleep(1)
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        register_onnx(digits_onnx, "digits-cnn", alias="champion")
+        space = [{"quantize": {"mode": "static", "per_channel": [True, False], "calibration": ["minmax", "entropy"]}}]
+        _params(tmp_path, digits_dir, {"space": space, "objectives": ["speedup"], "trials": 4, "latency_seconds": 2, "executor": "ray"})
+        sh(BIN / "squeezeflow", "pull")
+        proc = subprocess.Popen([str(BIN / "squeezeflow"), "search"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        pids, killed, deadline = Path("artifacts/search/work/ray-pids"), None, time.time() + 400
+        while proc.poll() is None and time.time() < deadline:
+            marks = sorted(p.name for p in pids.glob("*-prepare-*")) if pids.is_dir() else []
+            if marks and killed is None:
+                number, _, pid = marks[0].split("-")
+                os.kill(int(pid), signal.SIGKILL)  # the Ray worker process running trial `number`, mid-trial
+                killed = int(number)
+            time.sleep(0.05)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()[-2000:]
+        assert killed is not None
+        rows = json.loads(Path("artifacts/search/trials.json").read_text())["trials"]
+        assert sorted(r["state"] for r in rows) == ["complete"] * 4
+        assert len(list(pids.glob(f"{killed}-prepare-*"))) == 2  # Ray ran the killed trial's task again, in another worker
+        timings = sorted((r["latency_span"], r["node"]) for r in rows)
+        assert all(a[0][1] <= b[0][0] for a, b in zip(timings, timings[1:]))  # one timing at a time in the cluster
+        for span, node in timings:  # and no recipe was being applied on the node while it timed
+            assert not any(r["node"] == node and r["prepare_span"][0] < span[1] and span[0] < r["prepare_span"][1] for r in rows)
+    finally:
+        for p in (worker, head):
+            if p is not None:
+                _stop_group(p)
+
+
+@pytest.mark.slow
+def test_search_pipeline_runs_with_dvc_and_a_finished_search_is_not_run_again(tmp_path, monkeypatch):
+    """pipelines/digits-search under `dvc repro`: the searched recipes are candidates of the gate; editing a hand-written recipe re-measures no trial."""
+    import shutil
+
+    from conftest import ROOT
+    from test_pipeline import _ran
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / "pipelines/digits-search" / name, repo / name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["search"].update(trials=4, latency_seconds=2)
+    params["target"].update(FAST)
+    params["demo"]["epochs"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    (repo / ".gitignore").write_text("data/\nartifacts/\nmlflow.db\nmlruns/\n")
+    sh("git", "init", "-q", "-b", "main")
+    sh(BIN / "dvc", "init", "-q")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pipeline")
+    demo = sh(BIN / "squeezeflow", "demo", check=False)
+    assert "search" in _ran(demo), demo.stdout[-3000:]
+    verdict = json.loads(Path("reports/gate.json").read_text())
+    assert {"int8-static", "searched", "searched-2"} <= set(verdict["candidates"]), demo.stdout[-3000:]
+    found = json.loads(Path("artifacts/search/trials.json").read_text())
+    assert found["study"]["trials"] == 4 and len(found["study"]["best"]) == 2
+    slot = json.loads(Path("artifacts/search/slots/searched.json").read_text())
+    manifest = json.loads(Path("artifacts/candidates/searched/manifest.json").read_text())
+    assert [s["kind"] for s in manifest["steps"]][1:] == [next(iter(step)) for step in slot["steps"]]  # after pull's own step: the searched steps
+    params["recipes"]["int8-static"] = [{"quantize": {"mode": "static", "calibration": "entropy"}}]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    again = sh(BIN / "dvc", "repro", check=False)
+    ran = _ran(again)
+    assert "compress@int8-static" in ran and "compress@searched" not in ran and "compress@searched-2" not in ran, again.stdout[-3000:]
+    assert json.loads(Path("artifacts/search/trials.json").read_text())["trials"] == found["trials"]  # the finished study: no trial measured again
