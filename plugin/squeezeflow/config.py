@@ -26,6 +26,7 @@ METRIC_DIRECTIONS = {  # objective -> True when larger is better
     "size_mb": False,
     "size_gzip_mb": False,
     "compression_ratio": True,
+    "params": False,
     "mae": False,
     "mae_increase": False,
     "rmse": False,
@@ -157,6 +158,7 @@ class Search(_Model):
     target: str | None = Field(None, description="Under `targets:`: the target trials are timed on (default the first ONNX one).")
     holdout: int = Field(256, ge=16, description="Samples held back (seeded, at random) from data.train (data.calibration when there is no train, or when a classification train file has no labels) to score trials; steps see the rest. Never data.eval.")
     prune_samples: int = Field(64, ge=8, description="A trial is first scored on this many held-back samples; one whose quality misses a budget even at its 95% interval's optimistic end stops there (pruned).")
+    trial_epochs: int | None = Field(2, ge=1, description="Trials train distill, finetune, qat and gradual prune steps for at most this many epochs: a short run ranks recipes and student architectures; the recipes written for compress keep the space's epochs (the full training). null: as the space says.")
     latency_seconds: float = Field(10.0, gt=0, description="Timing budget of each trial (the target's max_seconds, capped): trial latencies rank recipes; the gate's measurement on data.eval decides.")
 
 

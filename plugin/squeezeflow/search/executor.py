@@ -124,6 +124,8 @@ def _bundle(setup: trials.Setup) -> dict[str, bytes]:
         path = getattr(setup, role)
         if path is not None:
             files[f"{role}.npz"] = Path(path).read_bytes()
+    if setup.soft_labels is not None:
+        files.update({f"soft-labels/{p.name}": p.read_bytes() for p in sorted(setup.soft_labels.iterdir())})
     import io
 
     import numpy as np
@@ -152,7 +154,7 @@ def _local_setup(bundle: dict[str, bytes], setup: trials.Setup) -> trials.Setup:
     params = params.model_copy(update={"data": params.data.model_copy(update={"eval": root / "eval-head.npz"})})
     return dataclasses.replace(setup, params=params, source_dir=root / "source", registered_dir=root / "registered", work=root,
                                holdout=root / "holdout.npz", calibration=root / "calibration.npz" if setup.calibration else None,
-                               train=root / "train.npz" if setup.train else None)
+                               train=root / "train.npz" if setup.train else None, soft_labels=root / "soft-labels" if setup.soft_labels else None)
 
 
 def _mark(setup: trials.Setup, phase: str, number: int) -> None:

@@ -32,11 +32,19 @@ def write(search_dir: Path, recipes: dict[str, list[Any]], best: list[dict[str, 
     slots.mkdir(exist_ok=True)
     for old in slots.glob("*.json"):
         old.unlink()
+    import shutil
+
+    shutil.rmtree(soft_labels_dir(search_dir), ignore_errors=True)
     for name, steps in recipes.items():
         rank = steps[0].rank if steps[0].kind == "searched" else None
         filled = best[rank - 1] if rank and rank <= len(best) else None
         entry = {"recipe": name, "rank": rank, "trial": filled["number"] if filled else None, "steps": filled["steps"] if filled else None}
         (slots / f"{name}.json").write_text(json.dumps(entry, indent=2, sort_keys=True) + "\n")
+
+
+def soft_labels_dir(search_dir: Path) -> Path:
+    """The source's logits on data.train for searched recipes that distill (inside the slots output: the soft-labels stage runs before the search)."""
+    return search_dir / "slots" / "soft-labels"
 
 
 def expand(steps: list[Any], search_dir: Path, recipe: str) -> list[Any]:

@@ -17,7 +17,7 @@ from typing import Any
 from squeezeflow.errors import ConfigError
 
 PRIMITIVE = (type(None), bool, int, float, str)
-NOT_SEARCHABLE = {"searched": "it is what the search fills", "distill": "its teachers' soft labels come from the soft-labels stage, before the search"}
+NOT_SEARCHABLE = {"searched": "it is what the search fills"}
 
 
 def parse(space: Any, file: str = "params.yaml") -> list[tuple[str, list[dict[str, Any]], Any]]:
@@ -50,6 +50,9 @@ def parse(space: Any, file: str = "params.yaml") -> list[tuple[str, list[dict[st
         if not alternatives or not all(isinstance(a, dict) for a in alternatives):
             raise ConfigError(f"{at}.{kind} must be a mapping of parameters to choices, or a non-empty list of such mappings (alternatives).")
         optional = None
+        if kind == "distill" and any(_names_models(alt) for alt in alternatives):
+            raise ConfigError(f"{at}.distill: a searched distillation learns from the source model only, and its student is a shrunken copy of it "
+                              "(search width and depth); drop teachers and a registered student here, or give such a distill step a recipe of its own.")
         for k, alt in enumerate(alternatives):
             alt = dict(alt)
             flag = alt.pop("optional", None)
@@ -71,6 +74,12 @@ def parse(space: Any, file: str = "params.yaml") -> list[tuple[str, list[dict[st
         if fmt == "torch" and any(r < j for r in required_onnx):
             raise ConfigError(f"{where}.{j}: step {entries[j][0]} needs a PyTorch model but follows an ONNX step; put PyTorch steps (prune, finetune, qat, cluster) first.")
     return entries
+
+
+def _names_models(spec: dict[str, Any]) -> bool:
+    """Whether a distill spec names registered models (teachers other than the source, a registered student)."""
+    teachers = spec.get("teachers")
+    return (teachers is not None and teachers != [{"uri": "source"}]) or isinstance(spec.get("student"), (str, list)) and any(isinstance(v, str) for v in (spec["student"] if isinstance(spec["student"], list) else [spec["student"]]))
 
 
 def size(entries: list[tuple[str, list[dict[str, Any]], Any]]) -> float:

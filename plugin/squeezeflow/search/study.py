@@ -24,7 +24,7 @@ def name_of(params: Any, source_sha256: str, entries: Any, data_digests: dict[st
     """A study name that changes whenever a trial's result could."""
     search = params.search
     key = {"source": source_sha256, "data": data_digests, "space": entries, "objectives": params.search_objectives(), "seed": params.seed,
-           "search": search.model_dump(mode="json", include={"holdout", "prune_samples", "latency_seconds"}),
+           "search": search.model_dump(mode="json", include={"holdout", "prune_samples", "latency_seconds", "trial_epochs"}),
            "budgets": params.budgets.model_dump(mode="json"), "target": search_target(params)[1].model_dump(mode="json"), "task": params.data.task}
     return "squeezeflow-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

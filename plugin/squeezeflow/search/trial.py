@@ -35,6 +35,7 @@ class Setup:
     target: Target  # max_seconds capped at search.latency_seconds
     budgets: Budgets
     objectives: tuple[str, ...]
+    soft_labels: Path | None = None  # the source's logits on `train`, when the space distills
 
 
 def split(params: Params, work: Path) -> tuple[Path, Path | None, Path | None]:
@@ -95,7 +96,8 @@ def prepare(setup: Setup, steps: list[Any], number: int) -> dict[str, Any]:
     at = ["(start)"]
     params = setup.params
     try:
-        manifest = recipe.apply(params, name, steps, setup.source_dir, out, setup.registered_dir, None, at, setup.calibration, setup.train, progress=False)
+        short = [_shortened(s, params.search.trial_epochs) for s in steps]
+        manifest = recipe.apply(params, name, short, setup.source_dir, out, setup.registered_dir, setup.soft_labels, at, setup.calibration, setup.train, progress=False)
         files = _files(setup, out, name)
         task, seed = params.data.task, params.seed
         quick, _, _ = compare.compare(files, name, setup.target, setup.holdout, task, seed, reference=REFERENCE, role="search holdout", timing=False,
@@ -110,7 +112,8 @@ def prepare(setup: Setup, steps: list[Any], number: int) -> dict[str, Any]:
         cand = size.sizes(files[name])
         metrics.update(size_mb=cand["size_mb"], size_gzip_mb=cand["size_gzip_mb"], compression_ratio=size.file_bytes(files[REFERENCE]) / cand["bytes"],
                        **(manifest.get("weights") or {}))
-        return {**_result("prepared", metrics, started, None), "model": str(out), "number": number}
+        trained = [{"step": s.kind, "epochs": s.epochs} for s in short if hasattr(s, "epochs")]  # what the trial trained (capped at trial_epochs)
+        return {**_result("prepared", metrics, started, None), "model": str(out), "number": number, "trained": trained}
     except ModelError as e:
         _remove(out)
         return _result("failed", {}, started, f"{at[0]}: {e}")
@@ -135,7 +138,26 @@ def measure(setup: Setup, prepared: dict[str, Any]) -> dict[str, Any]:
     finally:
         _remove(out)  # a trial's model is rebuilt from its recipe by compress: keep no copies
     metrics = {**prepared["metrics"], **{k: v for k, v in timed.items() if k.startswith(("latency_", "speedup", "throughput"))}}
-    return {**_result("complete", metrics, t0, None, span), "seconds": prepared["seconds"] + span[1] - span[0]}  # the trial's own time, not its wait for a free machine
+    return {**_result("complete", metrics, t0, None, span), "trained": prepared["trained"], "seconds": prepared["seconds"] + span[1] - span[0]}  # the trial's own time, not its wait for a free machine
+
+
+def soft_labels(setup: Setup, entries: list[Any]) -> Setup:
+    """With a distill step in the space: the source's logits on the steps' training split (what the soft-labels stage gives recipes), in the setup."""
+    from squeezeflow import data
+    from squeezeflow.errors import ConfigError
+    from squeezeflow.steps.distill import SOURCE, run_teacher, write_soft_labels
+
+    if not any(kind == "distill" for kind, _, _ in entries):
+        return setup
+    if setup.train is None:
+        raise ConfigError("search.space distills, so data.train must name an npz of training inputs.")
+    folder = setup.work / "soft-labels"
+    write_soft_labels(folder, {SOURCE: run_teacher(SOURCE, setup.source_dir, data.inputs_of(data.load(setup.train, "train")), setup.train)})
+    return dataclasses.replace(setup, soft_labels=folder)
+
+
+def _shortened(step: Any, epochs: int | None) -> Any:
+    return step.model_copy(update={"epochs": epochs}) if epochs and getattr(step, "epochs", 0) > epochs else step
 
 
 def _files(setup: Setup, out: Path, name: str) -> dict[str, Path]:

@@ -37,11 +37,13 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
     from squeezeflow.search import results
 
     steps = results.expand(params.recipes[recipe], search_dir, recipe)
+    searched = steps is not params.recipes[recipe]  # a slot: its teachers' logits come from the search, which ran after the soft-labels stage
     out_dir = out_root / recipe
     at = ["(start)"]  # the step being applied, for the failure record
     try:
         # this recipe's teachers only: its own DVC dependency
-        return recipes.apply(params, recipe, steps, source_dir, out_dir, registered_dir, soft_labels_dir / recipe, at)
+        soft = results.soft_labels_dir(search_dir) if searched else soft_labels_dir / recipe
+        return recipes.apply(params, recipe, steps, source_dir, out_dir, registered_dir, soft, at)
     except ModelError as e:  # the model cannot take this recipe
         return artifacts.write_failure(out_dir, recipe, at[0], e)
     except SqueezeflowError:  # params, data, registry, an upstream stage: the user must fix the pipeline

@@ -50,7 +50,7 @@ def search(params: Params, source_dir: Path = SOURCE_DIR, search_dir: Path = SEA
     name = studies.name_of(params, manifest["sha256"], entries, digests)
     work = search_dir / "work"
     holdout, calibration, train = trials.split(params, work)
-    setup = trials.Setup(params, source_dir, registered_dir, work, holdout, calibration, train, target, params.budgets_for(target_name), objectives)
+    setup = trials.soft_labels(trials.Setup(params, source_dir, registered_dir, work, holdout, calibration, train, target, params.budgets_for(target_name), objectives), entries)
     total = space.size(entries)
     study = studies.open_study(studies.storage_url(params, search_dir), name, objectives, _sampler(params))
     if total <= cfg.trials and not study.get_trials(deepcopy=False):  # a finite space no larger than search.trials: every recipe once, in a fixed order
@@ -104,7 +104,7 @@ def search(params: Params, source_dir: Path = SOURCE_DIR, search_dir: Path = SEA
         runner.close()
     if len(done) >= wanted or len(seen) >= total or time.monotonic() >= deadline:  # a finished search is not extended by a later run, unless search.trials grows
         study.set_user_attr("finished_for", wanted)
-    summary = _write(params, study, name, objectives, search_dir, target_name)
+    summary = _write(params, study, name, objectives, search_dir, target_name, source_dir)
     if parent:
         _close_parent(parent, summary)
     if not summary["best"]:
@@ -140,7 +140,7 @@ def _n_constraints(setup: trials.Setup) -> int:
 def _finish(study: Any, t: Any, result: dict[str, Any], setup: trials.Setup, objectives: tuple[str, ...]) -> None:
     """Record a trial's result and tell the study."""
     metrics = result["metrics"]
-    for key in ("metrics", "reason", "latency_span", "seconds", "node", "prepare_span"):
+    for key in ("metrics", "reason", "latency_span", "seconds", "node", "prepare_span", "trained"):
         if key in result:
             t.set_user_attr(f"squeezeflow.{key}", result[key])
     t.set_user_attr("constraints", trials.constraints(metrics, setup.budgets) if result["state"] == "complete" else [1.0] * _n_constraints(setup))
@@ -153,7 +153,7 @@ def _finish(study: Any, t: Any, result: dict[str, Any], setup: trials.Setup, obj
         study.tell(t, state=_state("PRUNED" if result["state"] == "pruned" else "FAIL"))
 
 
-def _write(params: Params, study: Any, name: str, objectives: tuple[str, ...], search_dir: Path, target_name: str) -> dict[str, Any]:
+def _write(params: Params, study: Any, name: str, objectives: tuple[str, ...], search_dir: Path, target_name: str, source_dir: Path) -> dict[str, Any]:
     assert params.search is not None
     all_trials = study.get_trials(deepcopy=False)
     ranked = studies.ranked(studies.counted(study), objectives)
@@ -162,11 +162,16 @@ def _write(params: Params, study: Any, name: str, objectives: tuple[str, ...], s
     rows = [{"number": t.number, "state": t.state.name.lower(), "recipe": t.user_attrs.get("squeezeflow.recipe"), "values": dict(zip(objectives, t.values)) if t.values else None,
              "metrics": t.user_attrs.get("squeezeflow.metrics"), "constraints": t.user_attrs.get("constraints"), "feasible": studies.feasible(t) if t.values else False,
              "pareto_rank": ranks.get(t.number), "reason": t.user_attrs.get("squeezeflow.reason"), "latency_span": t.user_attrs.get("squeezeflow.latency_span"),
-             "seconds": t.user_attrs.get("squeezeflow.seconds"), "node": t.user_attrs.get("squeezeflow.node"), "prepare_span": t.user_attrs.get("squeezeflow.prepare_span"), "duplicate": bool(t.user_attrs.get(studies.DUPLICATE)), "retry_of": t.user_attrs.get("squeezeflow.retry_of")}
+             "seconds": t.user_attrs.get("squeezeflow.seconds"), "node": t.user_attrs.get("squeezeflow.node"), "prepare_span": t.user_attrs.get("squeezeflow.prepare_span"), "trained": t.user_attrs.get("squeezeflow.trained"), "duplicate": bool(t.user_attrs.get(studies.DUPLICATE)), "retry_of": t.user_attrs.get("squeezeflow.retry_of")}
             for t in all_trials]
     summary = {"name": name, "objectives": list(objectives), "target": target_name, "trials": len(studies.counted(study)), "best": best,
                "budgets": {k: v for k, v in params.budgets_for(target_name).model_dump().items() if v is not None and k != "inconclusive"}}
     results.write(search_dir, params.recipes, best, rows, summary)
+    if any("distill" in step for b in best for step in b["steps"]):  # what compress of a searched distillation needs: the source's logits on all of data.train
+        from squeezeflow.steps.distill import SOURCE, run_teacher, write_soft_labels
+
+        train = params.data.train
+        write_soft_labels(results.soft_labels_dir(search_dir), {SOURCE: run_teacher(SOURCE, source_dir, data.inputs_of(data.load(train, "train")), train)})
     return summary
 
 

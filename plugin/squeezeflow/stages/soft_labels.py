@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import artifacts, data, modelio
+from squeezeflow import artifacts, data
 from squeezeflow.config import Params
 from squeezeflow.errors import ConfigError
 from squeezeflow.stages import REGISTERED_DIR, SOFT_LABELS_DIR, SOURCE_DIR
@@ -28,10 +27,8 @@ def soft_labels(params: Params, source_dir: Path = SOURCE_DIR, registered_dir: P
     Raises:
         ConfigError: distillation without data.train, or a teacher that was not pulled.
     """
-    import numpy as np
-
     from squeezeflow.artifacts import read_index
-    from squeezeflow.steps.distill import SOFT_LABELS_INDEX, SOURCE, DistillConfig
+    from squeezeflow.steps.distill import SOURCE, DistillConfig, run_teacher, write_soft_labels
 
     wanted = {name: sorted({t.uri for s in steps if isinstance(s, DistillConfig) for t in s.teachers}) for name, steps in params.recipes.items()}
     uris = sorted({u for us in wanted.values() for u in us})
@@ -40,7 +37,6 @@ def soft_labels(params: Params, source_dir: Path = SOURCE_DIR, registered_dir: P
         if params.data.train is None:
             raise ConfigError("params.yaml: recipes distill, so data.train must name an npz of training inputs (labels optional).")
         inputs = data.inputs_of(data.load(params.data.train, "train"))
-        train_sha = data.digest(params.data.train)
         pulled = read_index(registered_dir)
     for uri in uris:
         if uri == SOURCE:
@@ -49,24 +45,11 @@ def soft_labels(params: Params, source_dir: Path = SOURCE_DIR, registered_dir: P
             model_dir = registered_dir / pulled[uri]["dir"]
         else:
             raise ConfigError(f"teacher {uri} has not been pulled into {registered_dir}. Run the pull stage first (`dvc repro pull`).")
-        manifest = artifacts.read_manifest(model_dir)
-        root = manifest["root"]
-        sess = modelio.session(artifacts.model_path(model_dir))
-        data.check_inputs(inputs, sess.get_inputs(), params.data.train)
-        logits = modelio.run(sess, inputs).astype("float32")
-        if logits.ndim != 2:
-            raise ConfigError(f"teacher {uri} gives outputs of shape {list(logits.shape)}; distillation needs (samples, classes) logits.")
-        entry = {"file": f"{root['name']}-v{root['version']}.npy", "name": root["name"], "version": root["version"], "model_id": root.get("model_id") or "",
-                 "sha256": manifest["sha256"], "train_sha256": train_sha, "shape": list(logits.shape)}
-        computed[uri] = (entry, logits)
-        print(f"soft-labels: {uri} -> models:/{root['name']}/{root['version']}: {logits.shape[0]} samples x {logits.shape[1]} outputs")
+        computed[uri] = run_teacher(uri, model_dir, inputs, params.data.train)
+        entry, logits = computed[uri]
+        print(f"soft-labels: {uri} -> models:/{entry['name']}/{entry['version']}: {logits.shape[0]} samples x {logits.shape[1]} outputs")
     indexes = {}
     with artifacts.staged(out_dir) as tmp:
         for recipe, teachers in wanted.items():
-            folder = tmp / recipe
-            folder.mkdir()
-            for uri in teachers:
-                np.save(folder / computed[uri][0]["file"], computed[uri][1])
-            indexes[recipe] = {uri: computed[uri][0] for uri in teachers}
-            (folder / SOFT_LABELS_INDEX).write_text(json.dumps(indexes[recipe], indent=2, sort_keys=True) + "\n")
+            indexes[recipe] = write_soft_labels(tmp / recipe, {uri: computed[uri] for uri in teachers})
     return indexes

@@ -123,6 +123,41 @@ def distill(model: Any, config: DistillConfig, ctx: StepContext) -> StepResult:
     return StepResult(student, stats)
 
 
+def run_teacher(uri: str, model_dir: Path, inputs: dict[str, np.ndarray], train: Path) -> tuple[dict[str, Any], np.ndarray]:
+    """A teacher's logits on the training inputs and its index entry (what `teacher_logits` reads back).
+
+    Raises:
+        ConfigError: the teacher does not give (samples, classes) logits.
+    """
+    from squeezeflow import artifacts, data, modelio
+    from squeezeflow.errors import ConfigError
+
+    manifest = artifacts.read_manifest(model_dir)
+    root = manifest["root"]
+    sess = modelio.session(artifacts.model_path(model_dir))
+    data.check_inputs(inputs, sess.get_inputs(), train)
+    logits = modelio.run(sess, inputs).astype("float32")
+    if logits.ndim != 2:
+        raise ConfigError(f"teacher {uri} gives outputs of shape {list(logits.shape)}; distillation needs (samples, classes) logits.")
+    entry = {"file": f"{root['name']}-v{root['version']}.npy", "name": root["name"], "version": root["version"], "model_id": root.get("model_id") or "",
+             "sha256": manifest["sha256"], "train_sha256": data.digest(train), "shape": list(logits.shape)}
+    return entry, logits
+
+
+def write_soft_labels(folder: Path, teachers: dict[str, tuple[dict[str, Any], np.ndarray]]) -> dict[str, Any]:
+    """Write each teacher's logits and the index into `folder`; returns the index."""
+    import json
+
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry, logits in teachers.values():
+        np.save(folder / entry["file"], logits)
+    index = {uri: entry for uri, (entry, _) in teachers.items()}
+    (folder / SOFT_LABELS_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return index
+
+
 def teacher_logits(ctx: StepContext, uri: str) -> dict[str, Any]:
     """One teacher's logits on data.train and its resolved coordinates, from the soft-labels stage."""
     import json
