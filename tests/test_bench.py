@@ -141,3 +141,14 @@ def test_targets_bench_smoke(tmp_path):
     assert per["x86-edge"]["candidates"]["int8-dynamic"]["status"] == "fail"  # dynamic INT8 convolutions: slower than FP32 on x86 ONNX Runtime
     for row in report["rejected_here_accepted_there"]:
         assert all(report["matrix"][row["candidate"]][t].startswith("pass") for t in row["accepted_by"])
+
+
+def test_search_bench_smoke(tmp_path):
+    report = _smoke("search", tmp_path)["models"]["digits-cnn"]
+    assert set(report["candidates"]) == {"int8-static", "searched"} and report["objective"] == "speedup"
+    assert report["search"]["trials"] == 4 and sum(report["trial_states"].values()) >= 4
+    assert report["pareto_front"] and all(t["values"] for t in report["pareto_front"])
+    first = report["search"]["best"][0]
+    assert first["number"] in {t["number"] for t in report["pareto_front"]}  # search-1 is on the front
+    if report["candidates"]["searched"]["status"].startswith("pass"):
+        assert set(report["searched_vs_hand"]) <= {"int8-static"}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezeflow import artifacts
-from squeezeflow.config import BUDGET_METRICS, TASK_BUDGETS, Budgets, Params, Target
+from squeezeflow.config import BUDGET_INTERVALS, BUDGET_METRICS, TASK_BUDGETS, Budgets, Params, Target
 from squeezeflow.errors import SqueezeflowError
 
 REFERENCE = "fp32"
@@ -56,7 +56,7 @@ def split(params: Params, work: Path) -> tuple[Path, Path | None, Path | None]:
     if not usable:
         raise ConfigError("search: trials are scored on samples held back from data.train or data.calibration, and a classification search needs their `labels`; "
                           "add labels to data.train (or data.calibration), or set data.train.")
-    source = usable[0]
+    source = next((p for p in usable if data.samples_in(p, "search") >= 32), usable[0])  # a train file of a few samples (zoo models) leaves calibration to hold back from
     count = data.samples_in(source, "search")
     n = min(params.search.holdout, count // 2)
     if n < 16:
@@ -171,13 +171,20 @@ def _remove(path: Path) -> None:
 
 
 def constraints(metrics: dict[str, Any], budgets: Budgets) -> list[float]:
-    """Optuna constraint values, one per set budget in a fixed order: <= 0 where the point estimate meets it (relative excess otherwise)."""
+    """Optuna constraint values, one per set budget in a fixed order: <= 0 where the trial meets it (relative excess otherwise).
+
+    As the gate judges: a metric with a 95% interval is taken at its conservative end unless
+    budgets.inconclusive is warn, so the search prefers recipes the gate will pass, not ones it
+    would call inconclusive.
+    """
     out = []
     for budget, threshold in sorted(budgets.model_dump().items()):
         if budget not in BUDGET_METRICS or threshold is None:
             continue
         metric, bound = BUDGET_METRICS[budget]
-        value = metrics.get(metric)
+        low, high = BUDGET_INTERVALS.get(metric, (metric, metric))
+        conservative = (high if bound == "max" else low) if budgets.inconclusive == "fail" else metric
+        value = metrics.get(conservative, metrics.get(metric))
         if not isinstance(value, (int, float)):
             out.append(1.0)
             continue
