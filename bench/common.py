@@ -89,13 +89,10 @@ def model_folders(prefix: str, names: list[str]) -> Iterator[tuple[str, Path]]:
 
 
 @contextlib.contextmanager
-def workspace(prefix: str, dataset: str) -> Iterator[tuple[Path, dict[str, Path]]]:
-    """A temporary pipeline folder (the cwd while inside) with its own sqlite registry and the
-    dataset's train / calibration / eval splits; yields (folder, split files)."""
+def pipeline_folder(prefix: str) -> Iterator[Path]:
+    """A temporary, empty pipeline folder, the cwd while inside, with its own sqlite registry."""
     import os
     import tempfile
-
-    from squeezeflow import datasets
 
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
@@ -103,12 +100,22 @@ def workspace(prefix: str, dataset: str) -> Iterator[tuple[Path, dict[str, Path]
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
         os.chdir(work)
         try:
-            files = {s: work / f"data/{s}.npz" for s in ("train", "calibration", "eval")}
-            (work / "data").mkdir()
-            datasets.write_splits(dataset, files)
-            yield work, files
+            yield work
         finally:
             os.chdir(cwd)
+
+
+@contextlib.contextmanager
+def workspace(prefix: str, dataset: str) -> Iterator[tuple[Path, dict[str, Path]]]:
+    """A temporary pipeline folder (the cwd while inside) with its own sqlite registry and the
+    dataset's train / calibration / eval splits; yields (folder, split files)."""
+    from squeezeflow import datasets
+
+    with pipeline_folder(prefix) as work:
+        files = {s: work / f"data/{s}.npz" for s in ("train", "calibration", "eval")}
+        (work / "data").mkdir()
+        datasets.write_splits(dataset, files)
+        yield work, files
 
 
 def pipeline_params(files: dict[str, Path], **sections) -> dict:

@@ -24,16 +24,14 @@ search's trials, wall time and its Pareto front. Writes bench/results/search.jso
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import arguments, header, write  # noqa: E402
+from common import arguments, header, pipeline_folder, write  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 MODELS = ("digits-cnn", "mnist-cnn", "tweets-transformer", "efficientnet-lite1")
@@ -128,16 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     report = header("a pipeline per model run in-process (pull, soft-labels, compress, evaluate, search, gate): the hand-written recipes of the model's params.yaml, "
                     "then a search with space auto given the hand recipes' wall time; every candidate timed interleaved against FP32 on ORT, 1 thread, batch 1, "
                     "until the speedup's interval is 10% wide or 15 s pass; the gate judges all on the eval set")
-    cwd = os.getcwd()
     for name in names:
-        with tempfile.TemporaryDirectory(prefix=f"sf-bench-search-{name}-") as tmp:
-            work = Path(tmp)
-            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-            os.chdir(work)
-            try:
-                report["models"][name] = run_model(name, work, args.smoke)
-            finally:
-                os.chdir(cwd)
+        with pipeline_folder(f"sf-bench-search-{name}-") as work:
+            report["models"][name] = run_model(name, work, args.smoke)
         m = report["models"][name]
         print(name, json.dumps({"selected": m["selected"], "searched_vs_hand": m["searched_vs_hand"], "trials": m["trial_states"], "s": m["search_seconds"]}), flush=True)
         write(report, args.out)  # after each model

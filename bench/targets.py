@@ -24,15 +24,13 @@ another accepted. Writes bench/results/targets.json.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import arguments, header, write  # noqa: E402
+from common import arguments, header, pipeline_folder, write  # noqa: E402
 
 MODELS = ("digits-cnn", "mnist-cnn", "tweets-transformer", "mtcnn-onet", "efficientnet-lite1")
 ZOO_COUNTS = {"efficientnet-lite1": {"eval": 160, "calibration": 64, "train": 8}, "mtcnn-onet": {"eval": 256, "calibration": 128, "train": 8}}
@@ -132,16 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     report = header("a pipeline per model run in-process (pull, compress, evaluate, gate); each target measures quality and latency with its own runtime, "
                     "interleaved against the baseline on that runtime until the speedup's interval is 10% wide or 15 s pass")
     report["targets"] = TARGETS
-    cwd = os.getcwd()
     for name in names:
-        with tempfile.TemporaryDirectory(prefix=f"sf-bench-targets-{name}-") as tmp:
-            work = Path(tmp)
-            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-            os.chdir(work)
-            try:
-                report["models"][name] = run_model(name, work, args.smoke)
-            finally:
-                os.chdir(cwd)
+        with pipeline_folder(f"sf-bench-targets-{name}-") as work:
+            report["models"][name] = run_model(name, work, args.smoke)
         print(name, json.dumps({t: (v["selected"], v["verdict"]) for t, v in report["models"][name]["targets"].items()}), flush=True)
         write(report, args.out)  # after each model
     return 0

@@ -203,6 +203,26 @@ def postgres_server(tmp_path_factory):
         stop(proc)
 
 
+def repo_of_pipeline(pipeline: str, repo: Path, monkeypatch, edit) -> dict:
+    """A git + DVC repository at `repo` (the cwd after, with its own sqlite registry) holding pipelines/PIPELINE's
+    dvc.yaml and params.yaml, the params changed in place by `edit(params)`; returns the params."""
+    import yaml
+
+    repo.mkdir()
+    shutil.copy(ROOT / "pipelines" / pipeline / "dvc.yaml", repo / "dvc.yaml")
+    params = yaml.safe_load((ROOT / "pipelines" / pipeline / "params.yaml").read_text())
+    edit(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    (repo / ".gitignore").write_text("data/\nartifacts/\nmlflow.db\nmlruns/\n")
+    sh("git", "init", "-q", "-b", "main")
+    sh(BIN / "dvc", "init", "-q")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pipeline")
+    return params
+
+
 @pytest.fixture
 def pipeline_repo(tmp_path, digits_dir, monkeypatch) -> Path:
     """A git + DVC repository holding the real dvc.yaml and a params.yaml pointing at the digits data."""

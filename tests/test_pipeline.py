@@ -191,28 +191,13 @@ def test_mnist_variant_runs_from_its_folder(tmp_path, monkeypatch):
 
 def test_targets_pipeline_runs_with_dvc(tmp_path, monkeypatch):
     """pipelines/digits-targets under `dvc repro`: metrics per target that `dvc metrics show` reads, a verdict and an alias per target."""
-    import shutil
+    from conftest import repo_of_pipeline
 
-    import yaml
+    def short(params):
+        params["targets"] = {t: {**params["targets"][t], "warmup": 3, "repeats": 20, "max_seconds": 3} for t in ("x86-edge", "mobile")}
+        params["demo"]["epochs"] = 2
 
-    from conftest import ROOT
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / "pipelines/digits-targets" / name, repo / name)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["targets"] = {"x86-edge": {**params["targets"]["x86-edge"], "warmup": 3, "repeats": 20, "max_seconds": 3},
-                         "mobile": {**params["targets"]["mobile"], "warmup": 3, "repeats": 20, "max_seconds": 3}}
-    params["demo"]["epochs"] = 2
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    monkeypatch.chdir(repo)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
-    (repo / ".gitignore").write_text("data/\nartifacts/\nmlflow.db\nmlruns/\n")
-    sh("git", "init", "-q", "-b", "main")
-    sh(BIN / "dvc", "init", "-q")
-    sh("git", "add", "-A")
-    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pipeline")
+    repo_of_pipeline("digits-targets", tmp_path / "repo", monkeypatch, short)
     demo = sh(BIN / "squeezeflow", "demo", check=False)
     verdict = json.loads(Path("reports/gate.json").read_text())
     assert verdict["targets"]["mobile"]["selected"] == "mobile-int8" and verdict["matrix"]["int8-static"]["mobile"] == "n/a", demo.stdout[-2000:]

@@ -212,27 +212,16 @@ def test_search_on_a_local_ray_cluster_retries_a_killed_worker_and_never_times_t
 @pytest.mark.slow
 def test_search_pipeline_runs_with_dvc_and_a_finished_search_is_not_run_again(tmp_path, monkeypatch):
     """pipelines/digits-search under `dvc repro`: the searched recipes are candidates of the gate; editing a hand-written recipe re-measures no trial."""
-    import shutil
-
-    from conftest import ROOT
+    from conftest import repo_of_pipeline
     from test_pipeline import _ran
 
+    def short(params):
+        params["search"].update(trials=4, latency_seconds=2)
+        params["target"].update(FAST)
+        params["demo"]["epochs"] = 2
+
     repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / "pipelines/digits-search" / name, repo / name)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["search"].update(trials=4, latency_seconds=2)
-    params["target"].update(FAST)
-    params["demo"]["epochs"] = 2
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    monkeypatch.chdir(repo)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
-    (repo / ".gitignore").write_text("data/\nartifacts/\nmlflow.db\nmlruns/\n")
-    sh("git", "init", "-q", "-b", "main")
-    sh(BIN / "dvc", "init", "-q")
-    sh("git", "add", "-A")
-    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pipeline")
+    params = repo_of_pipeline("digits-search", repo, monkeypatch, short)
     demo = sh(BIN / "squeezeflow", "demo", check=False)
     assert "search" in _ran(demo), demo.stdout[-3000:]
     verdict = json.loads(Path("reports/gate.json").read_text())

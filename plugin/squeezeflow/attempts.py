@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import registry
+from squeezeflow import env, registry
 from squeezeflow.config import Params
 
 OWNER_TAG = "squeezeflow.owner"
@@ -66,7 +66,7 @@ def close_abandoned(experiment: str) -> list[str]:
     closed = []
     for run_id, tags in registry.running_runs(experiment, OWNER_TAG):
         owner_host, _, pid = tags.get(OWNER_TAG, "").rpartition(":")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)) or int(pid) == os.getpid():
+        if owner_host != host or not pid.isdigit() or env.process_alive(int(pid)) or int(pid) == os.getpid():
             continue
         done = tags.get("squeezeflow.promotion.version")
         registry.set_run_tags(run_id, {"squeezeflow.outcome": f"killed (process {pid} ended without closing the run)"
@@ -74,15 +74,3 @@ def close_abandoned(experiment: str) -> list[str]:
         registry.end_run(run_id, "KILLED")
         closed.append(run_id)
     return closed
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -73,3 +73,14 @@ def registry_deadline() -> float:
 def tracking_uri() -> str:
     """The MLflow tracking URI: MLFLOW_TRACKING_URI, else a sqlite file in the working directory."""
     return os.environ.get(TRACKING_URI) or DEFAULT_TRACKING_URI
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still exists (a run or trial it owns is not stale)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from squeezeflow import env
 from squeezeflow.config import METRIC_DIRECTIONS
 
 WORKER = "squeezeflow.worker"  # trial user attribute: host:pid that runs it
@@ -84,21 +85,11 @@ def recover(study: Any) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = str(t.user_attrs.get(WORKER, ""))
         owner_host, _, pid = owner.rpartition(":")
-        if owner and owner_host == host and not _alive(int(pid)):
+        if owner_host == host and pid.isdigit() and not env.process_alive(int(pid)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             study.enqueue_trial(t.params, user_attrs={"squeezeflow.retry_of": t.number})
             taken.append(t.number)
     return taken
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def counted(study: Any) -> list[Any]:
