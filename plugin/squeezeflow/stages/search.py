@@ -53,9 +53,7 @@ def search(params: Params, source_dir: Path = SOURCE_DIR, search_dir: Path = SEA
     setup = trials.soft_labels(trials.Setup(params, source_dir, registered_dir, work, holdout, calibration, train, target, params.budgets_for(target_name), objectives), entries)
     total = space.size(entries)
     study = studies.open_study(studies.storage_url(params, search_dir), name, objectives, _sampler(params))
-    if total <= cfg.trials and not study.get_trials(deepcopy=False):  # a finite space no larger than search.trials: every recipe once, in a fixed order
-        for fixed in space.grid(entries):
-            study.enqueue_trial(fixed)
+    unseen = _grid(entries, total, params.seed)  # a finite space's recipes in a seeded order: what to try when the sampler repeats itself
     retried = studies.recover(study)
     if retried:
         print(f"search: resuming study {name}; trial(s) {', '.join(map(str, retried))} of a killed run are run again", file=sys.stderr)
@@ -84,6 +82,10 @@ def search(params: Params, source_dir: Path = SOURCE_DIR, search_dir: Path = SEA
                         t.set_user_attr(studies.DUPLICATE, True)
                         t.set_user_attr("constraints", [1.0] * _n_constraints(setup))
                         study.tell(t, state=_state("PRUNED"))
+                        busy = seen | {d for _, d, _ in asked.values()}
+                        fresh = next((i for i, (_, d) in enumerate(unseen) if d not in busy), None)
+                        if fresh is not None:  # TPE proposes what it has measured once a finite space is mostly covered: take an untried recipe instead
+                            study.enqueue_trial(unseen.pop(fresh)[0])
                         continue
                     asked[t.number] = (t, digest, recipe)
                     runner.submit(t.number, steps)
@@ -112,8 +114,21 @@ def search(params: Params, source_dir: Path = SOURCE_DIR, search_dir: Path = SEA
     return summary
 
 
+def _grid(entries: list[Any], total: float, seed: int) -> list[tuple[dict[str, Any], str]]:
+    """(trial parameters, recipe digest) of every recipe of a finite space (at most 5,000), in a seeded random order; [] otherwise."""
+    import random
+
+    import optuna
+
+    if total > 5000:
+        return []
+    out = [(p, _digest(space.sample(optuna.trial.FixedTrial(p), entries))) for p in space.grid(entries)]
+    random.Random(seed).shuffle(out)
+    return out
+
+
 def _sampler(params: Params) -> Any:
-    """TPE (multi-objective, with the budgets as constraints); enqueued trials (a whole finite space, retries) come first."""
+    """TPE (multi-objective, with the budgets as constraints); enqueued trials (retries, untried recipes of a finite space) come first."""
     import optuna
 
     assert params.search is not None
