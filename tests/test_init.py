@@ -15,9 +15,13 @@ from squeezeflow import registry
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
 
 
-def _init_and_repro(folder, digits_dir, uri):
-    out = sh(BIN / "squeezeflow", "init", "--from-model", uri, cwd=folder).stdout
+def _init_and_repro(folder, digits_dir, uri, *flags, edit=None):
+    out = sh(BIN / "squeezeflow", "init", "--from-model", uri, *flags, cwd=folder).stdout
     assert "init: wrote params.yaml for " + uri in out and "init: ran git init" in out and "init: ran dvc init" in out
+    if edit:
+        params = yaml.safe_load((folder / "params.yaml").read_text())
+        edit(params)
+        (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (folder / "data").mkdir()
     for split in ("eval", "calibration", "train"):
         shutil.copy(digits_dir / f"{split}.npz", folder / "data" / f"{split}.npz")
@@ -42,13 +46,18 @@ def test_init_from_a_pt2_model_runs_to_a_verdict(local_registry, digits_cnn, dig
 
 
 @pytest.mark.slow
-def test_init_from_an_onnx_model_runs_to_a_verdict(local_registry, digits_onnx, digits_dir, tmp_path):
+def test_init_from_an_onnx_model_with_search_runs_to_a_verdict(local_registry, digits_onnx, digits_dir, tmp_path):
     register_onnx(digits_onnx, "digits-onnx", alias="champion")
     folder = tmp_path / "repo"
     folder.mkdir()
-    params, verdict = _init_and_repro(folder, digits_dir, "models:/digits-onnx@champion")
-    assert set(params["recipes"]) == {"int8-static", "int8-dynamic"}  # ONNX steps only
-    assert verdict["candidates"]["int8-static"]["status"] != "failed"
+
+    def short(params):  # the test judges the wiring, not the search
+        params["search"].update(trials=3, latency_seconds=1)
+
+    params, verdict = _init_and_repro(folder, digits_dir, "models:/digits-onnx@champion", "--search", edit=short)
+    assert set(params["recipes"]) == {"int8-static", "int8-dynamic", "searched"}  # ONNX steps only, and the search's best trial
+    assert verdict["candidates"]["int8-static"]["status"] != "failed" and verdict["candidates"]["searched"]["status"] != "failed"
+    assert "  search:" in (folder / "dvc.yaml").read_text() and json.loads((folder / "artifacts/search/trials.json").read_text())["study"]["trials"] == 3
 
 
 def test_init_never_overwrites_and_writes_a_skeleton(tmp_path):

@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("steps", help="list the available compression steps and their parameters", epilog=EPILOG)
     ini = sub.add_parser("init", help="write dvc.yaml, a commented params.yaml and ignore rules here (git init / dvc init if missing)", epilog=EPILOG)
     ini.add_argument("--from-model", metavar="URI", help="write params.yaml for this registered model (models:/NAME@ALIAS): its inputs, a guessed task, recipes for its format")
+    ini.add_argument("--search", action="store_true", help="a pipeline that also searches recipes under the budgets: the search stage, a search: block, a recipe taking its best trial")
     return p
 
 
@@ -61,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "init":
         from squeezeflow import init
 
-        for line in init.run(Path.cwd(), args.from_model):
+        for line in init.run(Path.cwd(), args.from_model, args.search):
             print(f"init: {line}")
         print("init: next, write the npz files params.yaml names under data/, then `dvc repro`")
         return 0

@@ -4,7 +4,9 @@ Writes dvc.yaml (the package's template), a commented params.yaml, ignore rules 
 pipeline and MLflow write (.gitignore, .dvcignore), and runs `git init` / `dvc init` where they are
 missing. With `--from-model`, params.yaml is written for that model: its source URI, its inputs
 (from the registered signature, named as the data files must name them), a task guessed from its
-outputs, and recipes that fit its format. Existing files are never overwritten.
+outputs, and recipes that fit its format. With `--search`, the pipeline searches recipes too
+(the search template, a `search:` block and a recipe that takes its best trial). Existing files
+are never overwritten.
 """
 
 from __future__ import annotations
@@ -33,7 +35,15 @@ BUDGETS = {
 }
 
 
-def run(folder: Path, model_uri: str | None) -> list[str]:
+SEARCH = """search:                          # the search stage (README: Search): trials on samples held back from data.train, never eval
+  space: auto                    # INT8 variants from the model's operators (+ structured pruning for a PyTorch source with labelled train data)
+  trials: 20
+  timeout_minutes: 30
+  keep: 3
+"""
+
+
+def run(folder: Path, model_uri: str | None, search: bool = False) -> list[str]:
     """Write the pipeline files into `folder`; returns what was written or done, one line each.
 
     Raises:
@@ -47,9 +57,10 @@ def run(folder: Path, model_uri: str | None) -> list[str]:
             raise ConfigError(f"`{tool}` is not on PATH; install it (pip install dvc for dvc) and run squeezeflow init again.")
     model = _describe(model_uri) if model_uri else None
     done = []
-    (folder / "dvc.yaml").write_text(resources.files("squeezeflow").joinpath("templates/dvc.yaml.in").read_text())
-    (folder / "params.yaml").write_text(params_text(model_uri or "models:/NAME@champion", model))
-    done += ["wrote dvc.yaml (the release pipeline)", "wrote params.yaml" + (f" for {model_uri}" if model_uri else " (set source.model_uri)")]
+    template = "templates/dvc-search.yaml.in" if search else "templates/dvc.yaml.in"
+    (folder / "dvc.yaml").write_text(resources.files("squeezeflow").joinpath(template).read_text())
+    (folder / "params.yaml").write_text(params_text(model_uri or "models:/NAME@champion", model, search))
+    done += ["wrote dvc.yaml (the release pipeline" + (", with the search stage)" if search else ")"), "wrote params.yaml" + (f" for {model_uri}" if model_uri else " (set source.model_uri)")]
     for ignore, lines in ((".gitignore", IGNORED), (".dvcignore", DVC_IGNORED)):
         added = _append_missing(folder / ignore, lines)
         if added:
@@ -123,7 +134,7 @@ def guess_task(model: dict[str, Any] | None) -> str:
     return "generic"
 
 
-def params_text(uri: str, model: dict[str, Any] | None) -> str:
+def params_text(uri: str, model: dict[str, Any] | None, search: bool = False) -> str:
     """A commented params.yaml for `model` (or a skeleton without one)."""
     task = guess_task(model)
     name = model["name"] if model else "NAME"
@@ -133,6 +144,8 @@ def params_text(uri: str, model: dict[str, Any] | None) -> str:
         arrays = "one array per model input, named after it"
     labels = " plus `labels` (int64 class of each sample)" if task == "classification" else ""
     recipes = TORCH_RECIPES if model and model["flavor"] == "pytorch" else ONNX_RECIPES
+    if search:
+        recipes += "  searched:                      # the search's best trial (search-1 of artifacts/search/recipes.yaml)\n    - searched: {rank: 1}\n"
     guessed = f"guessed from its output {model['outputs'][0]['shape'] if model and model['outputs'] else '(no signature)'}" if model else "set it"
     return f"""# squeezeflow pipeline for {uri} (written by `squeezeflow init`). Every key: the README's
 # params.yaml reference, or `squeezeflow steps` for the steps. Run: dvc repro.
@@ -145,7 +158,7 @@ data:
   calibration: data/calibration.npz   # static quantization ranges (other samples than eval)
   train: data/train.npz          # fine-tuning, QAT, distillation (optional otherwise)
 recipes:
-{recipes}contracts:
+{recipes}{SEARCH if search else ""}contracts:
   strict: false          # true: a calibration set drawn unlike the eval set fails instead of warning
   all_classes: false     # true: the eval set must hold every class of the model
 budgets:
