@@ -259,3 +259,38 @@ def test_architecture_search_over_distilled_students_trains_each_trial_briefly(l
     compress(params, "nas")
     manifest = json.loads(Path("artifacts/candidates/nas/manifest.json").read_text())
     assert manifest["steps"][0]["epochs"] == 6 and abs(manifest["steps"][0]["stats"]["student_params"] / width[0.25] - 1) < 0.05  # search-1's student (the ONNX count adds the INT8 scales)
+
+
+def _graph(tmp_path, nodes, inits, name):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, name, [x], [y], [numpy_helper.from_array(np.ones(s, np.float32), n) for n, s in inits.items()])
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_the_auto_space_follows_the_model_and_the_data(tmp_path):
+    from types import SimpleNamespace
+
+    from onnx import helper
+
+    from squeezeflow.search.space import auto
+
+    depthwise = _graph(tmp_path, [helper.make_node("Conv", ["input", "w"], ["output"], group=4)], {"w": (4, 1, 3, 3)}, "depthwise")
+    attention = _graph(tmp_path, [helper.make_node("MatMul", ["input", "a"], ["q"]), helper.make_node("Softmax", ["q"], ["p"]),
+                                  helper.make_node("MatMul", ["p", "b"], ["output"])], {"a": (8, 8), "b": (8, 8)}, "attention")
+    with_calibration = SimpleNamespace(data=SimpleNamespace(calibration=Path("cal.npz"), train=None))
+    (q,) = [e["quantize"] for e in auto(depthwise, True, with_calibration)]
+    static = next(a for a in q if a["mode"] == "static")
+    assert static["per_channel"] == [True] and static["bias_correction"] == [False, True] and "smoothquant" not in static  # depthwise: never per-tensor
+    (q,) = [e["quantize"] for e in auto(attention, False, with_calibration)]
+    static = next(a for a in q if a["mode"] == "static")
+    assert static["scope"] == ["all", "weighted"] and static["smoothquant"] == [None, 0.5] and static["per_channel"] == [True, False]
+    assert not any(a["mode"] == "int4" for a in q)  # a small model: no weight-only INT4
+    (q,) = [e["quantize"] for e in auto(attention, False, SimpleNamespace(data=SimpleNamespace(calibration=None, train=None)))]
+    assert [a["mode"] for a in q] == ["dynamic"]  # nothing to calibrate static ranges on
