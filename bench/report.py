@@ -166,6 +166,20 @@ def targets(report: dict) -> str:
     return "\n\n".join(parts)
 
 
+def search(report: dict) -> str:
+    parts = []
+    for model, row in report["models"].items():
+        obj = row["objective"]
+        lines = [[name, c["status"], c[obj], "[{}, {}]".format(*c["interval"]) if None not in c["interval"] else "", json.dumps(c["quality"])] for name, c in row["candidates"].items()]
+        best = (row["search"].get("best") or [{}])[0]
+        verdicts = ", ".join(f"{k}: {v}" for k, v in (row["searched_vs_hand"] or {}).items()) or ("searched did not pass the gate" if "searched" in row["candidates"] else "no search result")
+        parts.append(f"**{model}** (objective {obj}; gate selected {row['selected']}): searched against the passing hand-written recipes: {verdicts}. "
+                     f"Hand recipes took {row['hand_seconds']} s; the search ran {row['search_seconds']} s (timeout {row['search_timeout_minutes']} min), "
+                     f"trials {row['trial_states']}, Pareto front of {len(row['pareto_front'])}; search-1 = trial {best.get('number')}: `{json.dumps(best.get('steps'))}`.\n\n"
+                     + table(["candidate", "status", obj, "95% interval", "quality"], lines))
+    return "\n\n".join(parts)
+
+
 SECTIONS = {
     "zoo": ("Real pretrained models (`zoo.py`)", zoo),
     "peers": ("Against the peers (`peers.py`)", peers),
@@ -175,6 +189,7 @@ SECTIONS = {
     "stages": ("Stage memory against sample count (`stages.py`)", stages),
     "toolkits": ("INT8 against NNCF, Intel Neural Compressor and Olive (`toolkits.py`, `make bench-peers`)", toolkits),
     "targets": ("One gate, four deployment targets (`targets.py`)", targets),
+    "search": ("Search against the hand-written recipes (`search.py`)", search),
     "quantization": ("Quantization modes against ORT defaults (`quantization.py`)", lambda r: variants(r, ["accuracy_drop_points", "size_ratio", "speedup", "latency_p50_ms"])),
     "pruning": ("Pruning and clustering (`pruning.py`)", lambda r: variants(r, ["accuracy_drop_points", "params", "sparsity", "file_ratio", "gzip_ratio", "speedup"])),
     "distillation": ("Distillation (`distillation.py`)", lambda r: variants(r, ["accuracy", "accuracy_drop_points", "size_ratio", "speedup"])),
