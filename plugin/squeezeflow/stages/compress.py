@@ -41,8 +41,7 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
     out_dir = out_root / recipe
     at = ["(start)"]  # the step being applied, for the failure record
     try:
-        # this recipe's teachers only: its own DVC dependency
-        soft = results.soft_labels_dir(search_dir) if searched else soft_labels_dir / recipe
+        soft = results.soft_labels_dir(search_dir) if searched else soft_labels_dir / recipe  # this recipe's teachers only: its own DVC dependency
         return recipes.apply(params, recipe, steps, source_dir, out_dir, registered_dir, soft, at)
     except ModelError as e:  # the model cannot take this recipe
         return artifacts.write_failure(out_dir, recipe, at[0], e)
