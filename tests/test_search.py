@@ -274,7 +274,8 @@ def _graph(tmp_path, nodes, inits, name):
     return path
 
 
-def test_the_auto_space_follows_the_model_and_the_data(tmp_path):
+def test_the_auto_space_follows_the_model_and_the_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     from types import SimpleNamespace
 
     from onnx import helper
@@ -288,6 +289,13 @@ def test_the_auto_space_follows_the_model_and_the_data(tmp_path):
     (q,) = [e["quantize"] for e in auto(depthwise, True, with_calibration)]
     static = next(a for a in q if a["mode"] == "static")
     assert static["per_channel"] == [True] and static["bias_correction"] == [False, True] and "smoothquant" not in static  # depthwise: never per-tensor
+    labelled = Path("train.npz")
+    import numpy as np
+
+    np.savez(labelled, input=np.zeros((4, 8), np.float32), labels=np.zeros(4, np.int64))
+    torch_params = SimpleNamespace(data=SimpleNamespace(calibration=Path("cal.npz"), train=labelled))
+    assert [next(iter(e)) for e in auto(depthwise, True, torch_params)] == ["prune", "finetune", "quantize"]  # a PyTorch CNN with labelled training data
+    assert [next(iter(e)) for e in auto(attention, True, torch_params)] == ["quantize"]  # no structured pruning of attention
     (q,) = [e["quantize"] for e in auto(attention, False, with_calibration)]
     static = next(a for a in q if a["mode"] == "static")
     assert static["scope"] == ["all", "weighted"] and static["smoothquant"] == [None, 0.5] and static["per_channel"] == [True, False]
