@@ -286,7 +286,7 @@ def test_the_auto_space_follows_the_model_and_the_data(tmp_path, monkeypatch):
     attention = _graph(tmp_path, [helper.make_node("MatMul", ["input", "a"], ["q"]), helper.make_node("Softmax", ["q"], ["p"]),
                                   helper.make_node("MatMul", ["p", "b"], ["output"])], {"a": (8, 8), "b": (8, 8)}, "attention")
     with_calibration = SimpleNamespace(data=SimpleNamespace(calibration=Path("cal.npz"), train=None))
-    (q,) = [e["quantize"] for e in auto(depthwise, True, with_calibration)]
+    (q,) = [e["quantize"] for e in auto(depthwise, True, with_calibration) if "quantize" in e]
     static = next(a for a in q if a["mode"] == "static")
     assert static["per_channel"] == [True] and static["bias_correction"] == [False, True] and "smoothquant" not in static  # depthwise: never per-tensor
     labelled = Path("train.npz")
@@ -294,11 +294,11 @@ def test_the_auto_space_follows_the_model_and_the_data(tmp_path, monkeypatch):
 
     np.savez(labelled, input=np.zeros((4, 8), np.float32), labels=np.zeros(4, np.int64))
     torch_params = SimpleNamespace(data=SimpleNamespace(calibration=Path("cal.npz"), train=labelled))
-    assert [next(iter(e)) for e in auto(depthwise, True, torch_params)] == ["prune", "finetune", "quantize"]  # a PyTorch CNN with labelled training data
-    assert [next(iter(e)) for e in auto(attention, True, torch_params)] == ["quantize"]  # no structured pruning of attention
-    (q,) = [e["quantize"] for e in auto(attention, False, with_calibration)]
+    assert [next(iter(e)) for e in auto(depthwise, True, torch_params)] == ["prune", "finetune", "cluster", "quantize"]  # a PyTorch CNN with labelled training data
+    assert [next(iter(e)) for e in auto(attention, True, torch_params)] == ["cluster", "quantize"]  # no structured pruning of attention
+    (q,) = [e["quantize"] for e in auto(attention, False, with_calibration) if "quantize" in e]
     static = next(a for a in q if a["mode"] == "static")
     assert static["scope"] == ["all", "weighted"] and static["smoothquant"] == [None, 0.5] and static["per_channel"] == [True, False]
     assert not any(a["mode"] == "int4" for a in q)  # a small model: no weight-only INT4
-    (q,) = [e["quantize"] for e in auto(attention, False, SimpleNamespace(data=SimpleNamespace(calibration=None, train=None)))]
+    (q,) = [e["quantize"] for e in auto(attention, False, SimpleNamespace(data=SimpleNamespace(calibration=None, train=None))) if "quantize" in e]
     assert [a["mode"] for a in q] == ["dynamic"]  # nothing to calibrate static ranges on

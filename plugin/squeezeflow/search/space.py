@@ -205,6 +205,8 @@ def auto(model: Any, has_torch: bool, params: Any) -> list[dict[str, Any]]:
       the file and its memory traffic).
     - Structured pruning (10-50% of channels) with 2 epochs of fine-tuning, optional, when the
       source is PyTorch, has no attention and data.train has labels (the fine-tuning needs them).
+    - With a PyTorch source, k-means weight clustering (64 or 256 values per layer), optional, and
+      quantization optional too, so clustering alone is a candidate.
     """
     import onnx
 
@@ -229,7 +231,10 @@ def auto(model: Any, has_torch: bool, params: Any) -> list[dict[str, Any]]:
     if has_torch and labelled and (convs or matmuls) and not attention:  # Torch-Pruning leaves a transformer's LayerNorms inconsistent (measured on the tweets transformer)
         space += [{"prune": {"method": "structured", "amount": {"low": 0.1, "high": 0.5, "step": 0.05}, "optional": "prune"}},
                   {"finetune": {"epochs": 2, "optional": "prune"}}]
-    return space + [{"quantize": quantize}]
+    if not has_torch:
+        return space + [{"quantize": quantize}]
+    # k-means clustering (palettized weights, FP32 arithmetic): alone it keeps accuracy where INT8 does not (EfficientNet-Lite1: 0.97 agreement against 0.90)
+    return space + [{"cluster": {"clusters": [64, 256], "optional": "cluster"}}, {"quantize": [{**q, "optional": True} for q in quantize]}]
 
 
 def grid(entries: list[tuple[str, list[dict[str, Any]], Any]]) -> list[dict[str, Any]]:

@@ -78,7 +78,7 @@ def search(params: Params, source_dir: Path = SOURCE_DIR, search_dir: Path = SEA
                     t.set_user_attr(studies.WORKER, studies.worker_id())
                     t.set_user_attr("squeezeflow.recipe", recipe)
                     t.set_user_attr("squeezeflow.recipe_digest", digest)
-                    if digest in seen or digest in {d for _, d, _ in asked.values()}:  # proposed again: measured once, and it does not count
+                    if not steps or digest in seen or digest in {d for _, d, _ in asked.values()}:  # proposed again (or nothing: every step left out): measured once, and it does not count
                         t.set_user_attr(studies.DUPLICATE, True)
                         t.set_user_attr("constraints", [1.0] * _n_constraints(setup))
                         study.tell(t, state=_state("PRUNED"))
