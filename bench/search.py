@@ -99,15 +99,7 @@ def run_model(name: str, work: Path, smoke: bool) -> dict:
     better = METRIC_DIRECTIONS[objective]
     rows = {n: {"status": c["status"], objective: c["metrics"].get(objective), "interval": [c["metrics"].get(f"{objective}_ci_low"), c["metrics"].get(f"{objective}_ci_high")],
                 "quality": {k: c["metrics"].get(k) for k in ("accuracy_drop", "agreement") if k in c["metrics"]}} for n, c in verdict["candidates"].items()}
-    passing_hand = {n: r for n, r in rows.items() if n != "searched" and r["status"].startswith("pass")}
-    s = rows.get("searched")
-    beats = None
-    if s and s["status"].startswith("pass"):
-        def strictly(a: dict, b: dict) -> bool:  # outside the intervals where the objective has them
-            if None not in a["interval"] + b["interval"]:
-                return a["interval"][0] > b["interval"][1] if better else a["interval"][1] < b["interval"][0]
-            return a[objective] > b[objective] if better else a[objective] < b[objective]
-        beats = {n: ("better" if strictly(s, r) else "tie" if not strictly(r, s) else "worse") for n, r in passing_hand.items()}
+    beats = against_hand(rows, objective)
     states = [t["state"] for t in found["trials"]]
     return {
         "objective": objective, "budgets": verdict["budgets"], "selected": verdict.get("selected"), "candidates": rows,
@@ -118,6 +110,24 @@ def run_model(name: str, work: Path, smoke: bool) -> dict:
         "trials": [{"number": t["number"], "state": t["state"], "recipe": t["recipe"], "values": t["values"], "feasible": t["feasible"], "seconds": t["seconds"], "reason": t["reason"]}
                    for t in found["trials"]],
     }
+
+
+def against_hand(rows: dict, objective: str) -> dict | None:
+    """`searched` against each passing hand-written recipe: better or worse outside both 95% intervals (for a metric
+    without one, such as size, by more than 1%), else a tie; None when `searched` did not pass."""
+    from squeezeflow.config import METRIC_DIRECTIONS
+
+    s = rows.get("searched")
+    if not s or not s["status"].startswith("pass"):
+        return None
+    sign = 1 if METRIC_DIRECTIONS[objective] else -1
+
+    def ahead(a: dict, b: dict) -> bool:
+        if None not in a["interval"] + b["interval"]:
+            return (a["interval"][0] > b["interval"][1]) if sign > 0 else (a["interval"][1] < b["interval"][0])
+        return sign * (a[objective] - b[objective]) > 0.01 * abs(b[objective])
+
+    return {n: "better" if ahead(s, r) else "worse" if ahead(r, s) else "tie" for n, r in rows.items() if n != "searched" and r["status"].startswith("pass")}
 
 
 def main(argv: list[str] | None = None) -> int:
