@@ -44,7 +44,7 @@ def run_model(name: str, work: Path, smoke: bool) -> dict:
     import targets
 
     from squeezeflow import registry
-    from squeezeflow.config import METRIC_DIRECTIONS, load_params
+    from squeezeflow.config import load_params
     from squeezeflow.errors import GateFailedError, SqueezeflowError
     from squeezeflow.stages.compress import compress
     from squeezeflow.stages.evaluate import evaluate
@@ -96,7 +96,6 @@ def run_model(name: str, work: Path, smoke: bool) -> dict:
     except GateFailedError:
         verdict = json.loads((work / "reports" / "gate.json").read_text())
     objective = verdict["objective"]
-    better = METRIC_DIRECTIONS[objective]
     rows = {n: {"status": c["status"], objective: c["metrics"].get(objective), "interval": [c["metrics"].get(f"{objective}_ci_low"), c["metrics"].get(f"{objective}_ci_high")],
                 "quality": {k: c["metrics"].get(k) for k in ("accuracy_drop", "agreement") if k in c["metrics"]}} for n, c in verdict["candidates"].items()}
     beats = against_hand(rows, objective)
