@@ -302,3 +302,27 @@ def test_the_auto_space_follows_the_model_and_the_data(tmp_path, monkeypatch):
     assert not any(a["mode"] == "int4" for a in q)  # a small model: no weight-only INT4
     (q,) = [e["quantize"] for e in auto(attention, False, SimpleNamespace(data=SimpleNamespace(calibration=None, train=None))) if "quantize" in e]
     assert [a["mode"] for a in q] == ["dynamic"]  # nothing to calibrate static ranges on
+
+
+def test_a_study_in_postgresql_is_shared_by_two_pipeline_folders(local_registry, digits_onnx, digits_dir, tmp_path, monkeypatch):
+    from conftest import postgres_database
+
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    with postgres_database() as uri:
+        storage = uri.replace("postgresql://", "postgresql+psycopg://")
+        block = {"space": [{"quantize": {"mode": "static", "per_channel": [True, False]}}], "objectives": ["speedup"], "latency_seconds": 1, "storage": storage}
+        first = load_params(_params(tmp_path, digits_dir, block))
+        pull(first)
+        summary = search(first)
+        assert summary["trials"] == 2 and json.loads(Path("artifacts/search/study/storage.json").read_text())["storage"].startswith("127.0.0.1:5432/")  # no user or password on disk
+        other = tmp_path / "teammate"
+        other.mkdir()
+        monkeypatch.chdir(other)  # another checkout of the same pipeline: same source, data and search, so the same study
+        second = load_params(_params(other, digits_dir, block))
+        pull(second)
+        again = search(second)
+        assert again["name"] == summary["name"] and again["best"] == summary["best"]
+        assert not Path("artifacts/search/study/study.db").exists()  # nothing local: the study is the team's
+        c = registry.client()
+        runs = c.search_runs([c.get_experiment_by_name("squeezeflow").experiment_id], filter_string="tags.`squeezeflow.search.trial` != ''")
+        assert len(runs) == 2  # the second folder measured nothing
