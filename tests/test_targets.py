@@ -120,6 +120,9 @@ def test_a_gpu_target_on_a_cpu_machine_is_skipped_never_passed(local_registry, d
     (lambda p: (p.pop("target"), p.update(targets={"a": {"runtime": "tflite"}})), "runtime"),
     (lambda p: p["target"].update(budgets={"min_speedup": 2.0}), "target.budgets applies under targets: only"),
     (lambda p: p["target"].update(runtime="executorch"), "target.runtime executorch runs only the .pte candidates"),
+    (lambda p: p["recipes"].update(x={"targets": ["a"], "steps": [{"quantize": {}}]}), "recipes.x.targets names targets, but params.yaml has a single target"),
+    (lambda p: (p.pop("target"), p.update(targets={"a": {}}), p["recipes"].update(x={"targets": ["b"], "steps": [{"quantize": {}}]})), "recipes.x.targets: 'b' is not a target; targets: a"),
+    (lambda p: (p.pop("target"), p.update(targets={"a": {}}), p["recipes"].update(x={"targets": "a", "steps": [{"quantize": {}}]})), "recipes.x.targets must be a non-empty list"),
 ])
 def test_bad_targets_are_one_line_errors(change, message, digits_dir, tmp_path):
     path = write_params(tmp_path, digits_dir)
@@ -129,6 +132,22 @@ def test_bad_targets_are_one_line_errors(change, message, digits_dir, tmp_path):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
         load_params(path)
     assert "\n" not in str(e.value)
+
+
+def test_a_recipe_for_some_targets_is_not_applicable_on_the_others(local_registry, digits_onnx, digits_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    path = _targets_params(tmp_path, digits_dir, {"edge": {}, "server": {"threads": 2, "batch_size": 8}})
+    params = yaml.safe_load(path.read_text())
+    params["recipes"] = {"int8-static": params["recipes"]["int8-static"], "server-dynamic": {"targets": ["server"], "steps": [{"quantize": {"mode": "dynamic"}}]}}
+    params["budgets"]["min_speedup"] = 0.01
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    loaded = run_until_gate(path)
+    assert json.loads(Path("artifacts/candidates/server-dynamic/manifest.json").read_text())["recipe"]["targets"] == ["server"]
+    metrics = json.loads(Path("metrics/server-dynamic.json").read_text())["targets"]
+    assert metrics["edge"] == {"not_applicable": "recipe server-dynamic is for server"} and "speedup" in metrics["server"]
+    verdict = gate(loaded)
+    assert verdict["matrix"]["server-dynamic"] == {"edge": "n/a", "server": "pass"} and verdict["targets"]["edge"]["selected"] == "int8-static"
 
 
 def test_executorch_target_runs_a_pte_and_matches_fp32(local_registry, digits_cnn, digits_dir, tmp_path, monkeypatch):

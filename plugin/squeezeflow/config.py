@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from squeezeflow import safeyaml
 from squeezeflow.errors import ConfigError
@@ -187,7 +187,8 @@ class Demo(_Model):
 class Params(_Model):
     source: Source
     data: Data
-    recipes: dict[str, list[SerializeAsAny[StepConfig]]] = Field(min_length=1, description="Candidates: name -> ordered list of steps.")
+    recipes: dict[str, list[SerializeAsAny[StepConfig]]] = Field(min_length=1, description="Candidates: name -> ordered list of steps, or, under `targets:`, "
+                                                                     "{targets: [NAME, ...], steps: [...]} for a recipe meant for those targets only (the others show it as n/a).")
     contracts: Contracts = Contracts()
     budgets: Budgets = Budgets()
     target: Target = Target()
@@ -197,6 +198,42 @@ class Params(_Model):
     promote: Promote
     demo: Demo = Demo()
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of every random choice in the stages (0 to 2**32 - 1).")
+
+    _recipe_targets: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _recipes_for_targets(cls, raw: Any, handler: Any) -> Params:
+        """Take `recipes.NAME: {targets: [...], steps: [...]}` apart: the steps are the recipe, the targets its scope."""
+        named: dict[str, tuple[str, ...]] = {}
+        if isinstance(raw, dict) and isinstance(raw.get("recipes"), dict):
+            recipes = {}
+            for name, body in raw["recipes"].items():
+                if isinstance(body, dict) and "steps" in body:
+                    extra = sorted(set(body) - {"steps", "targets"})
+                    if extra:
+                        raise ValueError(f"recipes.{name}: {extra[0]} is not a known key; a recipe mapping has steps and targets")
+                    targets = body.get("targets", [])
+                    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+                        raise ValueError(f"recipes.{name}.targets must be a non-empty list of target names, e.g. [x86-edge]")
+                    named[name] = tuple(targets)
+                    body = body["steps"]
+                recipes[name] = body
+            raw = {**raw, "recipes": recipes}
+        model = handler(raw)
+        for name, targets in named.items():
+            known = model.targets or {}
+            if not known:
+                raise ValueError(f"recipes.{name}.targets names targets, but params.yaml has a single target; list several under targets:, or drop recipes.{name}.targets")
+            unknown = [t for t in targets if t not in known]
+            if unknown:
+                raise ValueError(f"recipes.{name}.targets: {unknown[0]!r} is not a target; targets: {', '.join(known)}")
+        model._recipe_targets = named
+        return model
+
+    def recipe_targets(self, recipe: str) -> tuple[str, ...] | None:
+        """The targets a recipe is for (None: every target whose runtime runs its format)."""
+        return self._recipe_targets.get(recipe)
 
     @model_validator(mode="after")
     def _budgets_fit_the_task(self) -> Params:

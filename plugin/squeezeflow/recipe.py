@@ -60,7 +60,7 @@ def apply(params: Params, recipe: str, steps: list[StepConfig], source_dir: Path
             "parent_digest": artifacts.manifest_digest(source_dir),
             "steps": source["steps"] + applied,
             "root": source["root"],
-            "recipe": {"name": recipe, "digest": recipe_digest(steps)},
+            "recipe": {"name": recipe, "digest": recipe_digest(steps), **({"targets": list(params.recipe_targets(recipe))} if params.recipe_targets(recipe) else {})},
             "inputs": source["inputs"],
             "signature": source.get("signature"),
         }

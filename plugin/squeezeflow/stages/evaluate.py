@@ -71,7 +71,9 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
                 print(f"evaluate {name}: target {target_name} skipped: {why}", file=sys.stderr)
                 per_target[target_name] = {"skipped": why, **runtimes.describe(target)}
                 continue
-            wrong = None if name == BASELINE else runtimes.applies(target, model_files[name])
+            scope = cand_manifest.get("recipe", {}).get("targets") if name != BASELINE else None  # from the manifest: what DVC tracks for this stage
+            wrong = f"recipe {name} is for {', '.join(scope)}" if scope and target_name not in scope else None
+            wrong = wrong or (None if name == BASELINE else runtimes.applies(target, model_files[name]))
             if wrong:  # an ONNX candidate on executorch, a .pte program on an ONNX runtime
                 per_target[target_name] = {"not_applicable": wrong}
                 continue
