@@ -110,7 +110,7 @@ def search(params: Params, source_dir: Path = SOURCE_DIR, search_dir: Path = SEA
     if parent:
         _close_parent(parent, summary)
     if not summary["best"]:
-        raise ConfigError(_nothing_passed(summary, setup))
+        raise ConfigError(_nothing_passed(summary, search_dir))
     return summary
 
 
@@ -190,9 +190,9 @@ def _write(params: Params, study: Any, name: str, objectives: tuple[str, ...], s
     return summary
 
 
-def _nothing_passed(summary: dict[str, Any], setup: trials.Setup) -> str:
+def _nothing_passed(summary: dict[str, Any], search_dir: Path) -> str:
     """One line: the budget no trial met, and how close the best came."""
-    rows = [r for r in results.read_trials(Path(setup.work).parent)["trials"] if r["state"] == "complete" and r["metrics"]]
+    rows = [r for r in results.read_trials(search_dir)["trials"] if r["state"] == "complete" and r["metrics"]]
     if not rows:
         return f"search: none of {summary['trials']} trials completed (all pruned or failed; see artifacts/search/trials.json for the reasons); widen search.space or relax the budgets."
     from squeezeflow.config import BUDGET_METRICS
