@@ -227,7 +227,9 @@ def test_search_pipeline_runs_with_dvc_and_a_finished_search_is_not_run_again(tm
     verdict = json.loads(Path("reports/gate.json").read_text())
     assert {"int8-static", "searched", "searched-2"} <= set(verdict["candidates"]), demo.stdout[-3000:]
     found = json.loads(Path("artifacts/search/trials.json").read_text())
-    assert found["study"]["trials"] == 4 and len(found["study"]["best"]) == 2
+    assert found["study"]["trials"] == 4 and found["study"]["best"]
+    if len(found["study"]["best"]) < 2:  # fewer passing trials than the slot's rank: a failed candidate, not a broken pipeline
+        assert verdict["candidates"]["searched-2"]["status"] == "failed" and "fewer than 2 trials" in verdict["candidates"]["searched-2"]["metrics"]["failure"]
     slot = json.loads(Path("artifacts/search/slots/searched.json").read_text())
     manifest = json.loads(Path("artifacts/candidates/searched/manifest.json").read_text())
     assert [s["kind"] for s in manifest["steps"]][-len(slot["steps"]):] == [next(iter(step)) for step in slot["steps"]]  # the candidate is made of the searched steps

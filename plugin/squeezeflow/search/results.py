@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from squeezeflow.errors import ConfigError
+from squeezeflow.errors import ConfigError, ModelError
 
 
 def write(search_dir: Path, recipes: dict[str, list[Any]], best: list[dict[str, Any]], trials: list[dict[str, Any]], study: dict[str, Any]) -> None:
@@ -51,7 +51,7 @@ def expand(steps: list[Any], search_dir: Path, recipe: str) -> list[Any]:
     """A recipe's steps with a leading `searched` slot replaced by the search's steps for it.
 
     Raises:
-        ConfigError: the search has not run, or found fewer passing trials than the rank.
+        ConfigError: the search has not run; ModelError: it found fewer passing trials than the rank (a failed candidate).
     """
     from squeezeflow.config import parse_recipes
 
@@ -61,8 +61,8 @@ def expand(steps: list[Any], search_dir: Path, recipe: str) -> list[Any]:
     if not slot.is_file():
         raise ConfigError(f"recipes.{recipe} takes the search's rank {steps[0].rank}, but {slot} is missing; run the search stage first (dvc repro, or squeezeflow search).")
     entry = json.loads(slot.read_text())
-    if not entry.get("steps"):
-        raise ConfigError(f"recipes.{recipe}: the search found fewer than {steps[0].rank} trials that meet the budgets (see {search_dir / 'trials.json'}); lower the rank or widen search.space.")
+    if not entry.get("steps"):  # a candidate that failed, not a broken pipeline: the gate still judges the other recipes
+        raise ModelError(f"the search found fewer than {steps[0].rank} trials that meet the budgets (see {search_dir / 'trials.json'}); lower the rank or widen search.space")
     return parse_recipes({recipe: entry["steps"]}, str(slot))[recipe] + list(steps[1:])
 
 

@@ -36,11 +36,12 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
         raise ConfigError(f"Unknown recipe {recipe!r}. Recipes in params.yaml: {', '.join(sorted(params.recipes))}.")
     from squeezeflow.search import results
 
-    steps = results.expand(params.recipes[recipe], search_dir, recipe)
-    searched = steps is not params.recipes[recipe]  # a slot: its teachers' logits come from the search, which ran after the soft-labels stage
     out_dir = out_root / recipe
     at = ["(start)"]  # the step being applied, for the failure record
     try:
+        at[0] = "searched" if params.recipes[recipe][0].kind == "searched" else at[0]
+        steps = results.expand(params.recipes[recipe], search_dir, recipe)
+        searched = steps is not params.recipes[recipe]  # a slot: its teachers' logits come from the search, which ran after the soft-labels stage
         soft = results.soft_labels_dir(search_dir) if searched else soft_labels_dir / recipe  # this recipe's teachers only: its own DVC dependency
         return recipes.apply(params, recipe, steps, source_dir, out_dir, registered_dir, soft, at)
     except ModelError as e:  # the model cannot take this recipe
