@@ -328,3 +328,11 @@ def test_a_study_in_postgresql_is_shared_by_two_pipeline_folders(local_registry,
         c = registry.client()
         runs = c.search_runs([c.get_experiment_by_name("squeezeflow").experiment_id], filter_string="tags.`squeezeflow.search.trial` != ''")
         assert len(runs) == 2  # the second folder measured nothing
+
+
+def test_a_storage_url_that_is_not_one_is_bad_config(local_registry, digits_onnx, digits_dir, tmp_path):
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    _params(tmp_path, digits_dir, {"space": [{"quantize": {"mode": "static"}}], "storage": "not a url"})
+    sh(BIN / "squeezeflow", "pull")
+    proc = sh(BIN / "squeezeflow", "search", check=False)
+    assert proc.returncode == 2 and "search.storage 'not a url' is not a database URL" in error_line(proc)  # exit 3 is for a database that does not answer

@@ -56,13 +56,17 @@ def open_study(url: str, name: str, objectives: tuple[str, ...], sampler: Any) -
         RegistryUnreachableError: the storage does not answer.
     """
     import optuna
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    from squeezeflow.errors import RegistryUnreachableError
+    from squeezeflow.errors import ConfigError, RegistryUnreachableError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["maximize" if METRIC_DIRECTIONS[o] else "minimize" for o in objectives]
     try:
         return optuna.create_study(storage=url, study_name=name, directions=directions, sampler=sampler, load_if_exists=True)
+    except (ArgumentError, NoSuchModuleError, ValueError) as e:  # a URL SQLAlchemy cannot parse, or a driver that is not installed: the config, not the service
+        raise ConfigError(f"search.storage {url.split('@')[-1]!r} is not a database URL SQLAlchemy can open ({type(e).__name__}); "
+                          "use e.g. postgresql+psycopg://USER@HOST/DB, or remove it for the sqlite default.") from None
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors for a storage that does not answer have no common base
         raise RegistryUnreachableError(f"search: the study storage {url.split('@')[-1]} did not answer ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                                        "start the database or fix search.storage.") from None

@@ -64,7 +64,8 @@ def search(params: Params, source_dir: Path = SOURCE_DIR, search_dir: Path = SEA
     seen = {t.user_attrs["squeezeflow.recipe_digest"] for t in study.get_trials(deepcopy=False) if t.state.is_finished() and "squeezeflow.seconds" in t.user_attrs}
     deadline = time.monotonic() + cfg.timeout_minutes * 60
     attempts, asked = 0, {}  # asked: trial number -> (trial, recipe digest, recipe) while it runs
-    (work / "ray-pids").mkdir(parents=True, exist_ok=True) if cfg.executor == "ray" else None  # which worker process runs which trial (best effort)
+    if cfg.executor == "ray":
+        (work / "ray-pids").mkdir(parents=True, exist_ok=True)  # which worker process runs which trial (best effort)
     runner = executor.open_executor(cfg.executor, setup)
     try:
         with tqdm(total=wanted, initial=min(len(done), wanted), desc=f"search {name[-8:]}", unit="trial") as bar:
