@@ -25,7 +25,7 @@ def test_quantization_bench_smoke(tmp_path):
     variants = report["models"]["digits-cnn"]["variants"]
     assert set(variants) == {"fp32", "ort-dynamic-default", "ort-static-default", "squeezeflow-static", "squeezeflow-dynamic", "squeezeflow-auto"}
     assert all(v["size_ratio"] > 3 for k, v in variants.items() if k != "fp32")
-    assert report["models"]["digits-cnn"]["auto"]["chosen"] in {"fp32", "static-weighted", "static-bias-correction", "static-weighted-smoothquant"} | {f"{m}-{g}" for m in ("static", "dynamic") for g in ("per-channel", "per-tensor")}
+    assert report["models"]["digits-cnn"]["auto"]["chosen"] in {"fp32", "static-weighted", "static-gptq-bias-correction", "static-weighted-smoothquant"} | {f"{m}-{g}" for m in ("static", "dynamic") for g in ("per-channel", "per-tensor")}
     hard = report["hard_cases"]
     assert not hard["ptq-static-per-tensor"]["meets_budget"]  # the constructed case really breaks per-tensor INT8
     assert hard["fallback"]["kept_float"]
@@ -122,7 +122,7 @@ def test_stages_bench_smoke(tmp_path):
 def test_toolkits_bench_smoke(tmp_path):
     report = _smoke("toolkits", tmp_path)["models"]["digits-cnn"]
     rows = report["variants"]
-    assert {"fp32", "ort-static-default", "squeezeflow-static", "squeezeflow-static-bias-correction", "squeezeflow-static-weighted", "squeezeflow-auto"} <= set(rows)
+    assert {"fp32", "ort-static-default", "squeezeflow-static", "squeezeflow-static-bias-correction", "squeezeflow-static-gptq-bias-correction", "squeezeflow-static-weighted", "squeezeflow-auto"} <= set(rows)
     assert rows["squeezeflow-static"]["integer_kernels"].get("QLinearConv") == 2  # ORT fuses squeezeflow's QDQ layout into integer convolutions
     assert not rows["fp32"]["integer_kernels"] and rows["fp32"]["accuracy_drop"] == 0 and rows["fp32"]["interval"] == [0, 0]
     low, high = rows["squeezeflow-static"]["interval"]

@@ -109,7 +109,7 @@ def test_auto_never_keeps_a_variant_slower_than_fp32(digits_onnx, digits_dir, tm
     result = quantize(digits_onnx, QuantizeConfig(mode="auto"), _ctx(tmp_path, digits_dir))
     stats = result.stats
     assert stats["prior"] == "static"  # two convs, two linear layers: treated as convolutional
-    variants = {"static-per-channel", "static-per-tensor", "static-weighted", "static-bias-correction", "dynamic-per-channel", "dynamic-per-tensor"}
+    variants = {"static-per-channel", "static-per-tensor", "static-weighted", "static-gptq-bias-correction", "dynamic-per-channel", "dynamic-per-tensor"}
     assert set(stats["changed_vs_fp32"]) == variants
     assert set(stats["p50_ms"]) == {"fp32"} | (variants - set(stats["rejected_for_accuracy"]))
     if stats["chosen"] == "fp32":

@@ -33,7 +33,7 @@ class QuantizeConfig(StepConfig):
     """Quantization of an ONNX model with onnxruntime.quantization."""
 
     kind: ClassVar[str] = "quantize"
-    mode: Literal["static", "dynamic", "auto", "int4", "fp16"] = Field("static", description="static: INT8 QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: INT8 weights, activations quantized at run time (matmul-heavy models); auto: builds dynamic and static variants (per-channel and per-tensor, static per-channel with scope weighted, and static with bias_correction on convolutional models or weighted static with smoothquant 0.5 on matmul models; smoothquant, equalize and bias_correction set here apply to every variant), rejects those that change FP32's outputs beyond auto_tolerance, times the rest against FP32 on the target and keeps the fastest, never one slower than FP32; int4: weight-only 4-bit MatMul (MatMulNBits); fp16: half-precision floats (for GPU providers; no CPU speedup).")
+    mode: Literal["static", "dynamic", "auto", "int4", "fp16"] = Field("static", description="static: INT8 QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: INT8 weights, activations quantized at run time (matmul-heavy models); auto: builds dynamic and static variants (per-channel and per-tensor, static per-channel with scope weighted, and static with weight_rounding gptq and bias_correction on convolutional models or weighted static with smoothquant 0.5 on matmul models; smoothquant, equalize, weight_rounding and bias_correction set here apply to every variant), rejects those that change FP32's outputs beyond auto_tolerance, times the rest against FP32 on the target and keeps the fastest, never one slower than FP32; int4: weight-only 4-bit MatMul (MatMulNBits); fp16: half-precision floats (for GPU providers; no CPU speedup).")
     per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight instead of one per tensor.")
     calibration: Literal["minmax", "entropy", "percentile", "mse"] = Field("minmax", description="static: how activation ranges are taken from the calibration data (streamed batch by batch, memory independent of num_samples): minmax: the full range; entropy: the range whose 128-level histogram keeps most information (KL); percentile: the `percentile` of absolute values; mse: per tensor, the clipping range with the least expected 8-bit quantization error.")
     num_bins: int = Field(2048, ge=128, description="static, entropy/percentile/mse: histogram bins (ORT's default of 128 makes entropy equal minmax).")
@@ -49,6 +49,7 @@ class QuantizeConfig(StepConfig):
     scope: Literal["all", "weighted"] = Field("all", description="INT8: which nodes are quantized. all: every operator ORT can quantize (Adds, pooling and attention's MatMuls too: fastest on CNNs); weighted: only Conv/MatMul/Gemm with a constant weight, so activation-by-activation MatMuls, Softmax, masks and residual Adds stay float (static INT8 of the tweets transformer: 8.95 points lost with all, none with weighted).")
     smoothquant: float | None = Field(None, gt=0, lt=1, description="INT8: SmoothQuant's migration strength alpha (0.5 is the paper's default): before quantizing, the input channels of each MatMul/Gemm with a constant weight are divided by max|x|^alpha / max|w|^(1-alpha) (measured on num_samples calibration samples) and its weight rows multiplied by it; folded into a preceding LayerNormalization, else a Mul is inserted. The float function is unchanged.")
     equalize: bool = Field(False, description="INT8: cross-layer equalization of Conv -> [Relu] -> Conv pairs before quantizing (weight ranges of the two layers balanced per channel; the float function is unchanged). For per-tensor weights and ReLU networks; ReLU6 pairs are left alone.")
+    weight_rounding: Literal["nearest", "gptq"] = Field("nearest", description="static: how INT8 weights are rounded. nearest: each to its nearest level; gptq: one input column at a time, the error moved onto the columns not yet rounded so that each layer's output error over up to 128 calibration samples is smallest (GPTQ; ORT's scales kept, one pass of the FP32 model). Layers with fewer than 32 input rows per weight column keep nearest. EfficientNet-Lite1: KL to FP32's predictions halved.")
     bias_correction: bool = Field(False, description="static: after quantizing, remove each Conv/Gemm's mean output drift from FP32, per channel, from its INT8 bias, layer by layer in graph order (one pass of the model per layer over 32 calibration samples).")
     auto_tolerance: float = Field(0.01, ge=0, le=1, description="auto: how far a variant may be from FP32 on the calibration samples and still be chosen. classification: the share of samples whose top-1 differs; other tasks (data.task): the worst output's mean absolute difference over FP32's mean magnitude.")
     fallback: Fallback | None = Field(None, description="static/dynamic: accuracy-aware fallback, e.g. {max_accuracy_drop: 0.005}; needs labels in data.calibration.")
@@ -74,10 +75,10 @@ def _check_int8_options(config: QuantizeConfig) -> None:
     """Refuse an INT8 option the mode would ignore (never a silent no-op)."""
     from squeezeflow.errors import ConfigError
 
-    allowed = {"bias_correction": ("static", "auto"), "smoothquant": ("static", "dynamic", "auto"), "equalize": ("static", "dynamic", "auto"), "scope": ("static", "dynamic", "auto")}
+    allowed = {"bias_correction": ("static", "auto"), "weight_rounding": ("static", "auto"), "smoothquant": ("static", "dynamic", "auto"), "equalize": ("static", "dynamic", "auto"), "scope": ("static", "dynamic", "auto")}
     for name, modes in allowed.items():
         value = getattr(config, name)
-        if value not in (None, False, "all") and config.mode not in modes:
+        if value not in (None, False, "all", "nearest") and config.mode not in modes:
             raise ConfigError(f"quantize.{name} applies to mode {' or '.join(modes)}, not {config.mode}; drop {name} or change the mode.")
 
 
@@ -200,13 +201,24 @@ def _int8(prepared: Path, config: QuantizeConfig, ctx: StepContext, mode: str | 
         stats.update(calibration=config.calibration, calibration_samples=samples)
     if config.fallback:
         out, stats["fallback"] = _fallback(prepared, out, run, config, ctx)
-    if config.bias_correction and mode == "static":
+    if mode == "static" and (config.weight_rounding == "gptq" or config.bias_correction):
         import onnx
 
-        from squeezeflow import bias_correction, calibration, data, graph
+        from squeezeflow import calibration, data, graph
 
-        rows = calibration.pick(data.samples_in(ctx.calibration, "calibration"), min(config.num_samples, 32), ctx.seed)
         size = graph.batch_of(onnx.load(str(prepared), load_external_data=False), 8)
+        available = data.samples_in(ctx.calibration, "calibration")
+    if config.weight_rounding == "gptq" and mode == "static":
+        from squeezeflow import rounding
+
+        rows = calibration.pick(available, min(config.num_samples, 128), ctx.seed)
+        rounded = out.with_name(f"{out.stem}-gptq.onnx")
+        stats["weight_rounding"] = rounding.apply(prepared, out, data.stream(ctx.calibration, "calibration", rows, size), len(rows), size, rounded, ctx.threads)
+        out = rounded
+    if config.bias_correction and mode == "static":
+        from squeezeflow import bias_correction
+
+        rows = calibration.pick(available, min(config.num_samples, 32), ctx.seed)
         corrected = out.with_name(f"{out.stem}-corrected.onnx")
         stats["bias_correction"] = bias_correction.correct(prepared, out, lambda: data.stream(ctx.calibration, "calibration", rows, size), corrected, ctx.threads)
         out = corrected
@@ -287,7 +299,7 @@ def _fallback(prepared: Path, quantized: Path, run: Callable[..., Path], config:
 
 def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext) -> StepResult:
     """Build INT8 variants (dynamic, and static with calibration data; per-channel and per-tensor;
-    static with bias correction on convolutional models, and weighted static with SmoothQuant on
+    static with GPTQ rounding and bias correction on convolutional models, and weighted static with SmoothQuant on
     matmul models), drop those that change FP32's outputs beyond auto_tolerance, time the rest
     against FP32, keep the fastest."""
     import numpy as np
@@ -337,9 +349,9 @@ def _auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: StepContext)
 
 
 def _accuracy_variants(config: QuantizeConfig, prior: str) -> dict[str, dict]:
-    """auto's extra static variants: bias correction for convolutional models, SmoothQuant (alpha 0.5) on the weighted scope for matmul models."""
-    if prior == "static" and not config.bias_correction:
-        return {"static-bias-correction": {"per_channel": True, "scope": "all", "bias_correction": True}}
+    """auto's extra static variants: GPTQ rounding and bias correction for convolutional models, SmoothQuant (alpha 0.5) on the weighted scope for matmul models."""
+    if prior == "static" and not config.bias_correction and config.weight_rounding == "nearest":
+        return {"static-gptq-bias-correction": {"per_channel": True, "scope": "all", "bias_correction": True, "weight_rounding": "gptq"}}
     if prior == "dynamic" and config.smoothquant is None:
         return {"static-weighted-smoothquant": {"per_channel": True, "scope": "weighted", "smoothquant": 0.5}}
     return {}
