@@ -86,3 +86,12 @@ def test_gptq_is_refused_where_weights_are_not_rounded_by_it(digits_onnx, tmp_pa
 
     with pytest.raises(ConfigError, match="quantize.weight_rounding applies to mode static or auto, not dynamic"):
         quantize(digits_onnx, QuantizeConfig(mode="dynamic", weight_rounding="gptq"), StepContext(workdir=tmp_path))
+
+
+def test_sampled_columns_are_some_of_the_columns():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 4, 12, 12)).astype(np.float32)
+    layer = rounding.Layer(helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2]), "w", "s", None, "w", "x", False)
+    full, some = rounding.columns(x, layer, (4, 4, 3, 3)), rounding.columns(x, layer, (4, 4, 3, 3), positions=10, seed=3)
+    assert some.shape == (1, 36, 10) and full.shape == (1, 36, 36)
+    assert all(any(np.array_equal(some[0, :, j], full[0, :, i]) for i in range(36)) for j in range(10))

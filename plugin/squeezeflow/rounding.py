@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import numpy as np
     import onnx
 
+POSITIONS = 2048  # output positions per sample and layer sampled for H
 MIN_ROWS = 32  # input rows (samples x output positions) per weight column below which a layer keeps round-to-nearest
 DAMP = 0.01  # GPTQ's dampening: this share of H's mean diagonal added to it
 
@@ -75,8 +76,10 @@ def layers(fp32: onnx.ModelProto, quantized: onnx.ModelProto) -> list[Layer]:
     return found
 
 
-def columns(x: np.ndarray, layer: Layer, weight_shape: tuple[int, ...]) -> np.ndarray:
-    """The layer's input as [groups, K, rows]: what each output row's K weights multiply (im2col for convolutions)."""
+def columns(x: np.ndarray, layer: Layer, weight_shape: tuple[int, ...], positions: int | None = None, seed: int = 0) -> np.ndarray:
+    """The layer's input as [groups, K, rows]: what each output row's K weights multiply (im2col for
+    convolutions). `positions`: at most this many output positions per sample, a seeded random
+    subset (an early layer of a detector has 10^5 of them; H needs far fewer rows)."""
     import numpy as np
     from onnx import helper
 
@@ -90,10 +93,14 @@ def columns(x: np.ndarray, layer: Layer, weight_shape: tuple[int, ...]) -> np.nd
     x = np.pad(x.astype(np.float32), ((0, 0), (0, 0), (top, bottom), (left, right)))
     n, c, h, w = x.shape
     oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
-    taps = [x[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw] for i in range(kh) for j in range(kw)]
-    patches = np.stack(taps, axis=2)  # [n, c, kh*kw, oh, ow]: (channel, tap) is the weight's (in, kh, kw) order
-    patches = patches.reshape(n, groups, (c // groups) * kh * kw, oh * ow)
-    return patches.transpose(1, 2, 0, 3).reshape(groups, (c // groups) * kh * kw, n * oh * ow)
+    rows, cols = np.divmod(np.arange(oh * ow), ow)
+    if positions is not None and oh * ow > positions:
+        keep = np.sort(np.random.default_rng(seed).choice(oh * ow, positions, replace=False))
+        rows, cols = rows[keep], cols[keep]
+    taps = [x[:, :, rows * sh + i * dh, cols * sw + j * dw] for i in range(kh) for j in range(kw)]
+    patches = np.stack(taps, axis=2)  # [n, c, kh*kw, positions]: (channel, tap) is the weight's (in, kh, kw) order
+    patches = patches.reshape(n, groups, (c // groups) * kh * kw, len(rows))
+    return patches.transpose(1, 2, 0, 3).reshape(groups, (c // groups) * kh * kw, n * len(rows))
 
 
 def gptq(weight: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zero: np.ndarray, low: int, high: int, damp: float = DAMP) -> np.ndarray:
@@ -153,14 +160,16 @@ def apply(fp32: Path, quantized: Path, batches: Iterator[dict[str, np.ndarray]],
     del fmodel
     hessians: dict[str, np.ndarray] = {}
     rows: dict[str, int] = {}
+    seen = 0
     for batch in progress(batches, samples, per_batch, "GPTQ statistics"):
         values = dict(zip(names, sess.run(names, batch)))
         for layer in found:
-            for sample in values[layer.float_input]:  # one sample at a time: im2col of an early layer is large
-                cols = columns(sample[None], layer, float_weights[layer.float_weight].shape)
+            for i, sample in enumerate(values[layer.float_input]):
+                cols = columns(sample[None], layer, float_weights[layer.float_weight].shape, POSITIONS, seen + i)
                 h = np.matmul(cols, cols.transpose(0, 2, 1)).astype(np.float64)
                 hessians[layer.node.name] = h + hessians.get(layer.node.name, 0.0)
                 rows[layer.node.name] = rows.get(layer.node.name, 0) + cols.shape[2]
+        seen += len(next(iter(values.values())))
     rounded, kept, before, after = 0, 0, 0.0, 0.0
     for layer in found:
         h = hessians.get(layer.node.name)
