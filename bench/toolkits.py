@@ -2,7 +2,7 @@
 
 Per model (every zoo model of squeezeflow.pretrained and the trained pipelines: digits and MNIST
 CNNs, the tweets transformer): the FP32 ONNX model and its data; squeezeflow's quantize variants
-(static default, with bias correction, with GPTQ rounding and bias correction, with scope weighted, with SmoothQuant, dynamic, and `auto`,
+(static default, with bias correction, with GPTQ rounding and bias correction, with GPTQ and float MatMul outputs, with scope weighted, with SmoothQuant, dynamic, and `auto`,
 the candidate squeezeflow selects by itself); ONNX Runtime's own defaults;
 and each peer toolkit run as its docs tell a user to, in its own virtual environment
 (`bench/peer_toolkits.py` under .venv-peers, built by `make bench-peers`; skipped, and said so in
@@ -52,6 +52,7 @@ SQUEEZEFLOW = {  # variant -> quantize parameters
     "squeezeflow-static": {"mode": "static"},
     "squeezeflow-static-bias-correction": {"mode": "static", "bias_correction": True},
     "squeezeflow-static-gptq-bias-correction": {"mode": "static", "weight_rounding": "gptq", "bias_correction": True},
+    "squeezeflow-static-gptq-float-matmul-outputs": {"mode": "static", "weight_rounding": "gptq", "matmul_outputs": "float"},
     "squeezeflow-static-weighted": {"mode": "static", "scope": "weighted"},
     "squeezeflow-static-weighted-smoothquant": {"mode": "static", "scope": "weighted", "smoothquant": 0.5},
     "squeezeflow-dynamic": {"mode": "dynamic"},

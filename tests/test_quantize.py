@@ -378,3 +378,42 @@ def test_int4_gptq_without_calibration_names_the_fix(digits_onnx, tmp_path):
 
     with pytest.raises(ConfigError, match="set data.calibration.*int4_algorithm rtn, hqq or k_quant"):
         quantize(digits_onnx, QuantizeConfig(mode="int4", int4_algorithm="gptq"), StepContext(workdir=tmp_path))
+
+
+def test_float_matmul_outputs_keep_the_linear_layers_outputs_float_and_fused(tmp_path):
+    """matmul_outputs: float leaves no QuantizeLinear on a MatMul's or its bias Add's output (a model with
+    Linear layers exported as MatMul + Add), ORT still runs the matmuls as integer kernels, and the
+    output is closer to FP32 than with the default."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.normal(size=(16, 32)), "b1": rng.normal(size=32), "w2": rng.normal(size=(32, 8)) / 4, "b2": rng.normal(size=8) * 3}
+    nodes = [helper.make_node("MatMul", ["input", "w1"], ["h"], name="mm1"), helper.make_node("Add", ["h", "b1"], ["hb"], name="add1"),
+             helper.make_node("Relu", ["hb"], ["r"], name="relu"), helper.make_node("MatMul", ["r", "w2"], ["o"], name="mm2"),
+             helper.make_node("Add", ["o", "b2"], ["output"], name="add2")]
+    g = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 4, 16])], [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 4, 8])],
+                          [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    path = tmp_path / "linear.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.normal(size=(256, 4, 16)).astype(np.float32)  # a sequence: ORT's pre-processing fuses a 2-D MatMul + Add into Gemm
+    np.savez(tmp_path / "cal.npz", input=x[:128])
+    reference = modelio.run(modelio.session(path), {"input": x[128:]})
+    error, fused = {}, {}
+    for outputs in ("int8", "float"):
+        (tmp_path / outputs).mkdir()
+        result = quantize(path, QuantizeConfig(mode="static", matmul_outputs=outputs), StepContext(workdir=tmp_path / outputs, calibration=tmp_path / "cal.npz", task="generic"))
+        model = onnx.load(str(result.model))
+        producer = {o: n.op_type for n in model.graph.node for o in n.output}
+        quantized_from = {producer.get(n.input[0]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
+        if outputs == "float":
+            assert not quantized_from & {"MatMul", "Add"}, quantized_from
+        else:
+            assert {"MatMul", "Add"} <= quantized_from
+        error[outputs] = float(np.abs(modelio.run(modelio.session(result.model), {"input": x[128:]}) - reference).mean())
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / f"{outputs}-opt.onnx")
+        ort.InferenceSession(str(result.model), opts, providers=["CPUExecutionProvider"])
+        fused[outputs] = modelio.op_counts(opts.optimized_model_filepath)
+    assert fused["float"].get("MatMulIntegerToFloat", 0) + fused["float"].get("QLinearMatMul", 0) + fused["float"].get("MatMulInteger", 0) == 2, fused
+    assert error["float"] < error["int8"], error

@@ -138,7 +138,7 @@ def test_bias_correction_removes_the_mean_drift(digits_onnx, digits_dir, tmp_pat
     assert drift["corrected"] < 0.2 * drift["plain"]
 
 
-@pytest.mark.parametrize("option", [{"bias_correction": True}, {"smoothquant": 0.5}, {"equalize": True}, {"scope": "weighted"}])
+@pytest.mark.parametrize("option", [{"bias_correction": True}, {"smoothquant": 0.5}, {"equalize": True}, {"scope": "weighted"}, {"weight_rounding": "gptq"}, {"matmul_outputs": "float"}])
 def test_int8_options_are_refused_where_the_mode_would_ignore_them(option, digits_onnx, tmp_path):
     from squeezeflow.errors import ConfigError
 

@@ -66,6 +66,14 @@ def weighted(model: onnx.ModelProto, op_types: tuple[str, ...] = ("Conv", "MatMu
     return [n.name for n in model.graph.node if n.op_type in op_types and len(n.input) > 1 and n.input[1] in inits]
 
 
+def bias_adds(model: onnx.ModelProto) -> list[str]:
+    """Names of the Add nodes that add a constant to a MatMul's output (a Linear layer exported as MatMul + Add)."""
+    inits = {i.name for i in model.graph.initializer}
+    matmul_outputs = {o for n in model.graph.node if n.op_type == "MatMul" for o in n.output}
+    return [n.name for n in model.graph.node if n.op_type == "Add" and len(n.input) == 2 and {n.input[0] in inits, n.input[1] in inits} == {True, False}
+            and any(i in matmul_outputs for i in n.input)]
+
+
 def batch_of(model: onnx.ModelProto, wanted: int) -> int:
     """`wanted`, or the batch size the model's first input fixes (an exported model may take only that)."""
     first = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
