@@ -198,7 +198,7 @@ def auto(model: Any, has_torch: bool, params: Any) -> list[dict[str, Any]]:
     """A space built from the source's operators, its size and the data there is.
 
     - INT8: dynamic (per-channel or per-tensor) always; static with data.calibration (minmax,
-      entropy or percentile ranges), plus bias correction and GPTQ weight rounding on convolutional models. Depthwise
+      entropy or percentile ranges), plus bias correction on convolutional models. Depthwise
       convolutions keep per-channel weights (one scale per tensor ruins them); attention (Softmax
       beside MatMuls) adds the weighted scope and SmoothQuant.
     - Weight-only INT4 matmuls for models over 50 MB with MatMuls (what is left to gain there is
@@ -220,7 +220,7 @@ def auto(model: Any, has_torch: bool, params: Any) -> list[dict[str, Any]]:
     attention = "Softmax" in ops and ops.count("MatMul") >= 2
     static: dict[str, Any] = {"mode": "static", "per_channel": [True] if depthwise else [True, False], "calibration": ["minmax", "entropy", "percentile"]}
     if convs:
-        static.update(bias_correction=[False, True], weight_rounding=["nearest", "gptq"])
+        static["bias_correction"] = [False, True]
     if attention or matmuls > convs:
         static.update(scope=["all", "weighted"], smoothquant=[None, 0.5])
     quantize: list[dict[str, Any]] = [{"mode": "dynamic", "per_channel": [True] if depthwise else [True, False]}] + ([static] if params.data.calibration else [])
