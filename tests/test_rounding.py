@@ -95,3 +95,15 @@ def test_sampled_columns_are_some_of_the_columns():
     full, some = rounding.columns(x, layer, (4, 4, 3, 3)), rounding.columns(x, layer, (4, 4, 3, 3), positions=10, seed=3)
     assert some.shape == (1, 36, 10) and full.shape == (1, 36, 36)
     assert all(any(np.array_equal(some[0, :, j], full[0, :, i]) for i in range(36)) for j in range(10))
+
+
+def test_gptq_on_calibration_data_with_nan_is_bad_input(digits_onnx, digits_dir, tmp_path):
+    """Not garbage integers written from a NaN Hessian: one DataError naming the fix (exit 2 in the CLI)."""
+    from squeezeflow.errors import DataError
+
+    arrays = dict(np.load(digits_dir / "calibration.npz"))
+    arrays["input"] = arrays["input"].copy()
+    arrays["input"][3, 0, 2, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(DataError, match="NaN or inf inputs; remove non-finite values from data.calibration"):
+        quantize(digits_onnx, QuantizeConfig(mode="static", weight_rounding="gptq"), StepContext(workdir=tmp_path, calibration=tmp_path / "nan.npz"))

@@ -170,9 +170,13 @@ def apply(fp32: Path, quantized: Path, batches: Iterator[dict[str, np.ndarray]],
                 hessians[layer.node.name] = h + hessians.get(layer.node.name, 0.0)
                 rows[layer.node.name] = rows.get(layer.node.name, 0) + cols.shape[2]
         seen += len(next(iter(values.values())))
+    from squeezeflow.errors import DataError
+
     rounded, kept, before, after = 0, 0, 0.0, 0.0
     for layer in found:
         h = hessians.get(layer.node.name)
+        if h is not None and not np.isfinite(h).all():
+            raise DataError(f"the calibration data gives layer {layer.node.name} NaN or inf inputs; remove non-finite values from data.calibration before weight_rounding gptq.")
         integers = numpy_helper.to_array(inits[layer.weight])
         if h is None or rows[layer.node.name] < MIN_ROWS * h.shape[1]:
             kept += 1

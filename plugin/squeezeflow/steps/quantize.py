@@ -79,7 +79,7 @@ def _check_int8_options(config: QuantizeConfig) -> None:
     allowed = {"bias_correction": ("static", "auto"), "weight_rounding": ("static", "auto"), "matmul_outputs": ("static", "auto"), "smoothquant": ("static", "dynamic", "auto"), "equalize": ("static", "dynamic", "auto"), "scope": ("static", "dynamic", "auto")}
     for name, modes in allowed.items():
         value = getattr(config, name)
-        if value not in (None, False, "all", "nearest", "int8") and config.mode not in modes:
+        if value != QuantizeConfig.model_fields[name].default and config.mode not in modes:
             raise ConfigError(f"quantize.{name} applies to mode {' or '.join(modes)}, not {config.mode}; drop {name} or change the mode.")
 
 
