@@ -101,6 +101,98 @@ def test_pt2_source_still_pulls_without_consent(local_registry, digits_cnn, digi
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def _graph_json(pt2: Path) -> tuple[str, dict]:
+    with zipfile.ZipFile(pt2) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("models/model.json"))
+        return name, json.loads(archive.read(name))
+
+
+def _with_code_in_graph(pt2: Path, where: str, marker: Path) -> None:
+    """Put `marker`-writing Python where torch's deserializer evaluates strings of the JSON graph."""
+    code = f"__import__('pathlib').Path({str(marker)!r}).write_text('ran')"
+    member, graph = _graph_json(pt2)
+    if where == "expr_str":  # sympy.sympify(expr_str) at load: the issue's payload
+        text = json.dumps(graph)
+        symbol = next(s for s in set(__import__("re").findall(r'"expr_str": "(Symbol[^"]*)"', text)))
+        text = text.replace(f'"expr_str": "{symbol}"', json.dumps({"expr_str": f"({code}, {symbol})[1]"})[1:-1])
+        payload = text.encode()
+    else:  # guards_code: exec'd into the guard function by .module(), run at the first call
+        graph["guards_code"] = [f"{code} > 0"]
+        payload = json.dumps(graph).encode()
+    _rewrite_zip(pt2, member.split("/", 1)[1], payload)
+
+
+@pytest.mark.parametrize("where", ["expr_str", "guards_code"])
+def test_code_in_a_pt2_graph_never_runs(local_registry, digits_cnn, digits_dir, tmp_path, where):
+    import torch
+
+    data_dir = _pt2_model(digits_cnn, digits_dir, "digits-cnn")
+    marker = tmp_path / "code-ran"
+    _with_code_in_graph(data_dir / "model.pt2", where, marker)
+    torch.export.load(data_dir / "model.pt2").module()(torch.zeros(2, 1, 8, 8))  # the payload is live when torch loads the file itself
+    assert marker.read_text() == "ran"
+    marker.unlink()
+    write_params(tmp_path, digits_dir)
+    env = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "", "MLFLOW_ALLOW_MODEL_CODE_EXECUTION": ""}
+    _refused(_run("pull", env=env), 2, "would run as Python code", "MLFLOW_ALLOW_MODEL_CODE_EXECUTION=true")
+    assert not (tmp_path / "artifacts" / "source").exists()
+    init_dir = tmp_path / "init"
+    init_dir.mkdir()
+    _refused(_run("init", "--from-model", "models:/digits-cnn@champion", env=env, cwd=init_dir), 2, "would run as Python code")
+    assert not marker.exists() and not (init_dir / "params.yaml").exists()
+
+
+def test_every_pt2_load_goes_through_the_graph_check():
+    """pull, init, soft-labels, search, distill's teachers and the executorch target all load through modelio.load_torch."""
+    from conftest import ROOT
+
+    def loads_a_model(line: str) -> bool:
+        code = line.split("#")[0]
+        return "mlflow.pytorch.load_model(" in code or "torch.export.load(" in code or ("torch.load(" in code and "weights_only=True" not in code)
+
+    callers = {str(p.relative_to(ROOT)) for p in (ROOT / "plugin").rglob("*.py") for line in p.read_text().splitlines()
+               if loads_a_model(line) and not line.lstrip().startswith((">>>", "`"))}
+    assert callers == {"plugin/squeezeflow/modelio.py"}, callers
+
+
+@pytest.mark.parametrize("field,value,refused", [
+    ("expr_str", "Mul(Integer(2), Symbol('s0', positive=True, integer=True))", False),
+    ("expr_str", "Add(FloorDiv(Add(Symbol('s53', positive=True, integer=True), Integer(-1)), Integer(2)), Integer(1))", False),
+    ("expr_str", "s0 + 2*s1", False),
+    ("expr_str", "Symbol('s0', positive=True, integer=True).__class__", True),
+    ("expr_str", "Symbol(__import__('os').getcwd())", True),
+    ("expr_str", "exec('1')", True),
+    ("expr_str", "Pow(Integer(10), Integer(1000000000))", True),  # a big-integer computation, not code, but unbounded time
+    ("expr_str", "lambda: 1", True),
+    ("expr_str", "Ｓymbol('s0')", True),  # non-ASCII names are NFKC-normalized by Python's parser
+    ("guards_code", "((6*L['x'].size()[0]) % (2*(L['x'].size()[0] // 2))) == 0", False),
+    ("guards_code", "L['y'].size()[0] == L['x'].size()[0]", False),
+    ("guards_code", "L['x'].size()[0] == 2 or open('f')", True),
+    ("guards_code", "L['x'].__class__", True),
+    ("guards_code", "L['x\\'].size()[0] == 1", True),
+    ("target", "torch.ops.aten.conv2d.default", False),
+    ("target", "_operator.floordiv", False),
+    ("target", "torch.save", True),
+    ("target", "torch.ops.higher_order.run_const_graph", True),
+    ("target", "#custom.op", True),
+    ("as_string", "bij,bjk->bik", False),
+    ("as_string", "x' or __import__('os') or '", True),
+    ("class_fqn", "__torch__.torch.classes.evil", True),
+])
+def test_pt2_graph_grammar(field, value, refused):
+    from squeezeflow import pt2check
+
+    graph = {"graph_module": {"graph": {"nodes": [{field: value} if field != "guards_code" else {}]}}}
+    if field == "guards_code":
+        graph["guards_code"] = [value]
+    try:
+        pt2check._walk(graph)
+    except pt2check._Refused:
+        assert refused
+    else:
+        assert not refused
+
+
 # 2, 3. ONNX external data ------------------------------------------------------------------------
 
 def _point_weights_at(model_file: Path, location: str, length: int | None = None) -> None:

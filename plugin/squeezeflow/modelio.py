@@ -313,7 +313,9 @@ def load_torch(model_dir: str | Path) -> Any:
     refuses pickled models and pt2 archives whose weights, constants or sample inputs are not
     plain tensors. On top of that, squeezeflow refuses a model folder that holds a pickled
     `model.pth` (which MLflow would load instead of `model.pt2`) or code paths (which MLflow
-    puts on sys.path).
+    puts on sys.path). The pt2 archive's JSON graph is checked first (`pt2check`): torch evaluates
+    its shape expressions, guards and operator names as Python, so unless the user allows model
+    code (`env.ALLOW_CODE`), anything torch.export would not write is refused.
 
     Raises:
         ConfigError: anything that would unpickle or import code, without that permission.
@@ -337,6 +339,10 @@ def load_torch(model_dir: str | Path) -> Any:
             raise ConfigError(f"{model_dir}: the PyTorch model is in pickle format ({', '.join(pickled) or 'no ' + PT2_FILE}), and loading it runs code stored in the file. {consent}")
         if flavor.get("code"):
             raise ConfigError(f"{model_dir}: the model ships code paths ({str(flavor['code'])[:80]}), which MLflow puts on sys.path when it loads the model. {consent}")
+    if not env.flag(env.ALLOW_CODE) and (data_dir / PT2_FILE).is_file():
+        from squeezeflow import pt2check
+
+        pt2check.check_archive(data_dir / PT2_FILE, f"If you trust the model, set {env.ALLOW_CODE}=true.")
     import mlflow.pytorch
 
     before = os.environ.get(env.ALLOW_PICKLE)
