@@ -560,7 +560,7 @@ def _promote_runs(c) -> list:
     return c.search_runs([exp.experiment_id], filter_string="tags.`squeezeflow.owner` != ''") if exp else []
 
 
-@pytest.mark.parametrize("when", ["after the run started", "after the model upload"])
+@pytest.mark.parametrize("when", ["after the run started", "after the model upload", "after the version row"])
 def test_killed_promote_is_marked_killed_by_the_next_one(local_registry, digits_onnx, digits_dir, tmp_path, when):
     from helpers import run_until_gate
     from squeezeflow.config import load_params
@@ -575,8 +575,10 @@ def test_killed_promote_is_marked_killed_by_the_next_one(local_registry, digits_
     import sqlite3
 
     # watch the registry's database read-only, a query per millisecond, and kill at once
-    query = ("SELECT count(*) FROM logged_models m JOIN runs r ON m.source_run_id = r.run_uuid WHERE r.name LIKE 'promote-%' AND m.status = 2"  # 2: LoggedModelStatus.READY, the upload is done
-             if when.endswith("upload") else "SELECT count(*) FROM runs WHERE name LIKE 'promote-%'")
+    query = {"after the run started": "SELECT count(*) FROM runs WHERE name LIKE 'promote-%'",
+             "after the model upload":  # 2: LoggedModelStatus.READY, the upload is done
+             "SELECT count(*) FROM logged_models m JOIN runs r ON m.source_run_id = r.run_uuid WHERE r.name LIKE 'promote-%' AND m.status = 2",
+             "after the version row": "SELECT count(*) FROM model_versions WHERE name = 'digits-cnn-edge'"}[when]
     deadline = time.monotonic() + 120
     with sqlite3.connect(f"file:{tmp_path / 'mlflow.db'}?mode=ro", uri=True, timeout=5) as db:
         while not db.execute(query).fetchone()[0]:
@@ -592,4 +594,62 @@ def test_killed_promote_is_marked_killed_by_the_next_one(local_registry, digits_
     assert c.get_run(killed).info.status == "KILLED"
     assert "killed" in c.get_run(killed).data.tags["squeezeflow.outcome"]
     assert registry.alias_version("digits-cnn-edge", "candidate") is not None
-    assert {r.info.status for r in _promote_runs(c) if r.info.run_id != killed} == {"FINISHED"}
+    if when == "after the version row":  # the later promote found the version: it moved the alias, closed the dead run and made none of its own
+        assert "after registering version 1" in c.get_run(killed).data.tags["squeezeflow.outcome"] and len(_promote_runs(c)) == 1
+    else:
+        assert {r.info.status for r in _promote_runs(c) if r.info.run_id != killed} == {"FINISHED"}
+
+
+# 2. metrics files the gate did not see written ---------------------------------------------------
+
+@pytest.fixture
+def gated(local_registry, digits_onnx, digits_dir, tmp_path, monkeypatch):
+    """A pipeline folder evaluated up to the gate, two recipes; returns its params path."""
+    from helpers import run_until_gate
+
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    path = write_params(tmp_path, digits_dir, recipes={"int8-static": [{"quantize": {"mode": "static"}}], "int8-dynamic": [{"quantize": {"mode": "dynamic"}}]})
+    monkeypatch.chdir(tmp_path)
+    run_until_gate(path)
+    return path
+
+
+@pytest.mark.parametrize("tamper,message", [
+    ("edited", "numbers changed after evaluate wrote them"),
+    ("another candidate's file", "measured another candidate model"),
+    ("eval data changed", "measured another eval data"),
+    ("no record", "no record of what it measured"),
+])
+def test_gate_refuses_metrics_it_cannot_tie_to_the_candidate(gated, tamper, message):
+    metrics = Path("metrics/int8-dynamic.json")
+    row = json.loads(metrics.read_text())
+    if tamper == "edited":
+        row["speedup"] = 5.0
+        metrics.write_text(json.dumps(row))
+    elif tamper == "another candidate's file":
+        metrics.write_text(Path("metrics/int8-static.json").read_text())
+    elif tamper == "no record":
+        metrics.write_text(json.dumps({k: v for k, v in row.items() if k != "measured"}))
+    else:
+        params = yaml.safe_load(gated.read_text())
+        eval_file = Path(params["data"]["eval"])
+        with np.load(eval_file) as z:
+            arrays = {k: z[k][:-1] for k in z.files}
+        np.savez(Path("eval-smaller.npz"), **arrays)
+        params["data"]["eval"] = "eval-smaller.npz"
+        gated.write_text(yaml.safe_dump(params))
+    proc = _run("gate")
+    line = _refused(proc, 2, message)
+    assert "metrics/" in line and not Path("reports/gate.json").exists()
+
+
+def test_promote_refuses_a_candidate_changed_after_the_gate(gated):
+    import shutil
+
+    sh(SQUEEZEFLOW, "gate")
+    selected = json.loads(Path("reports/gate.json").read_text())["selected"]
+    other = next(n for n in ("int8-static", "int8-dynamic") if n != selected)
+    shutil.rmtree(f"artifacts/candidates/{selected}")
+    shutil.copytree(f"artifacts/candidates/{other}", f"artifacts/candidates/{selected}")
+    _refused(_run("promote"), 2, "not the artifact the gate judged")
+    assert registry.client().search_model_versions("name = 'digits-cnn-edge'") == []

@@ -53,11 +53,12 @@ def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def close_abandoned(experiment: str) -> list[str]:
+def close_abandoned(experiment: str, registered: dict[str, str] | None = None) -> list[str]:
     """Mark KILLED every RUNNING squeezeflow run of `experiment` whose owner process on this host is gone.
 
     Runs owned by another host are left alone (their process cannot be checked from here).
-    Returns the run ids closed.
+    `registered` maps run ids to the version they are known to have registered (promote passes
+    the version it found for its artifact). Returns the run ids closed.
     """
     import os
     import socket
@@ -68,7 +69,7 @@ def close_abandoned(experiment: str) -> list[str]:
         owner_host, _, pid = tags.get(OWNER_TAG, "").rpartition(":")
         if owner_host != host or not pid.isdigit() or env.process_alive(int(pid)) or int(pid) == os.getpid():
             continue
-        done = tags.get("squeezeflow.promotion.version")
+        done = tags.get("squeezeflow.promotion.version") or (registered or {}).get(run_id)
         registry.set_run_tags(run_id, {"squeezeflow.outcome": f"killed (process {pid} ended without closing the run)"
                                        + (f" after registering version {done}" if done else "")})
         registry.end_run(run_id, "KILLED")

@@ -11,7 +11,7 @@ from typing import Any
 from squeezeflow import artifacts, data, modelio, plotfiles, runtimes
 from squeezeflow.config import Params
 from squeezeflow.errors import ModelError
-from squeezeflow.evaluate import compare, size
+from squeezeflow.evaluate import compare, seal, size
 from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, SOURCE_DIR
 
 def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidates_dir: Path = CANDIDATES_DIR, out_dir: Path = METRICS_DIR,
@@ -45,11 +45,13 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
         raise ConfigError(f"Unknown candidate {name!r}. Use `baseline` or a recipe of params.yaml: {', '.join(sorted(params.recipes))}.")
     base_dir = Path(source_dir)
     cand_dir = base_dir if name == BASELINE else Path(candidates_dir) / name
-    failure = None if name == BASELINE else artifacts.read_failure(cand_dir)
-    if failure:  # compress could not apply the recipe: a failed row for the gate, nothing to measure
-        return _write(name, {"failed": True, "failed_step": failure["step"], "failure": failure["reason"]}, [], [], out_dir, plots_dir)
     base_manifest = artifacts.read_manifest(base_dir)  # hashes the model: once, even for the baseline
+    failure = None if name == BASELINE else artifacts.read_failure(cand_dir)
+    measured = {"source_sha256": base_manifest["sha256"], "params_sha256": seal.params_digest(params)}
+    if failure:  # compress could not apply the recipe: a failed row for the gate, nothing to measure
+        return _write(name, {"failed": True, "failed_step": failure["step"], "failure": failure["reason"]}, [], [], out_dir, plots_dir, {**measured, "candidate_sha256": None})
     cand_manifest = base_manifest if cand_dir == base_dir else artifacts.read_manifest(cand_dir)
+    measured["candidate_sha256"] = cand_manifest["sha256"]
     model_files = {BASELINE: artifacts.model_path(base_dir), name: artifacts.model_path(cand_dir)}
     cand_size = size.sizes(model_files[name])
     common: dict[str, Any] = {
@@ -61,7 +63,7 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
     }
     if params.targets is None:  # one target: the flat metrics of DESIGN.md
         metrics, times, classes = compare.compare(model_files, name, params.target, params.data.eval, params.data.task, params.seed)
-        return _write(name, _rounded({**metrics, **common}), plotfiles.latency_records(times), classes, out_dir, plots_dir)
+        return _write(name, _rounded({**metrics, **common}), plotfiles.latency_records(times), classes, out_dir, plots_dir, measured)
     per_target, records, class_rows = {}, [], []
     inputs = modelio.session(model_files[BASELINE]).get_inputs()  # the source's input specs: what a .pte program does not name
     with tempfile.TemporaryDirectory(prefix="squeezeflow-evaluate-") as work:
@@ -87,7 +89,7 @@ def evaluate(params: Params, name: str, source_dir: Path = SOURCE_DIR, candidate
             per_target[target_name] = _rounded({**metrics, **runtimes.describe(target), "threads": target.threads, "batch_size": target.batch_size})
             records += plotfiles.latency_records({f"{k}@{target_name}": v for k, v in times.items()})
             class_rows = class_rows or classes
-    return _write(name, {**_rounded(common), "targets": per_target}, records, class_rows, out_dir, plots_dir)
+    return _write(name, {**_rounded(common), "targets": per_target}, records, class_rows, out_dir, plots_dir, measured)
 
 
 def _source_program(params: Params, source_dir: Path, manifest: dict[str, Any], work: Path) -> Path:
@@ -115,10 +117,11 @@ def _rounded(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
-def _write(name: str, metrics: dict[str, Any], latency: list[dict[str, Any]], classes: list[dict[str, Any]], out_dir: Path, plots_dir: Path) -> dict[str, Any]:
-    """metrics/NAME.json, and the plot files (see squeezeflow.plotfiles)."""
+def _write(name: str, metrics: dict[str, Any], latency: list[dict[str, Any]], classes: list[dict[str, Any]], out_dir: Path, plots_dir: Path,
+           measured: dict[str, Any]) -> dict[str, Any]:
+    """metrics/NAME.json with what it measured (`evaluate.seal`), and the plot files (see squeezeflow.plotfiles)."""
     plotfiles.write(plots_dir / f"{name}.json", latency)
     plotfiles.write(plots_dir / "classes" / f"{name}.json", classes)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    (out_dir / f"{name}.json").write_text(json.dumps(seal.stamp(metrics, **measured), indent=2, sort_keys=True) + "\n")
     return metrics

@@ -7,15 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import effect, github, plotfiles, report, report_html
+from squeezeflow import artifacts, effect, github, plotfiles, report, report_html
 from squeezeflow.config import Budgets, Params
 from squeezeflow.errors import DataError, GateFailedError, SqueezeflowError
+from squeezeflow.evaluate import seal
 from squeezeflow.gate import decide
-from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, REPORTS_DIR, SEARCH_DIR
+from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, REPORTS_DIR, SEARCH_DIR, SOURCE_DIR
 
 
 def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = REPORTS_DIR, audit: bool = True, candidates_dir: Path = CANDIDATES_DIR,
-         plots_dir: Path = PLOTS_DIR, params_file: Path = Path("params.yaml"), search_dir: Path = SEARCH_DIR) -> dict[str, Any]:
+         plots_dir: Path = PLOTS_DIR, params_file: Path = Path("params.yaml"), search_dir: Path = SEARCH_DIR, source_dir: Path = SOURCE_DIR) -> dict[str, Any]:
     """Write reports/gate.json, reports/summary.json, reports/gate.md and reports/index.html; fail when no candidate passes.
 
     A failed gate still writes its reports first and records the attempt as a FAILED MLflow run
@@ -26,14 +27,18 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
 
     Raises:
         GateFailedError: no candidate met every budget (exit 1).
-        DataError: a metrics file is missing.
+        DataError: a metrics file is missing, or does not measure the candidate, source, eval
+            data and target there now (`evaluate.seal`).
     """
-    baseline = _read(metrics_dir / f"{BASELINE}.json")
-    rows = {name: _read(metrics_dir / f"{name}.json") for name in sorted(params.recipes)}
+    source_sha = artifacts.read_manifest(source_dir)["sha256"]
+    digest = seal.params_digest(params)
+    baseline = _read(metrics_dir / f"{BASELINE}.json", source_sha, source_sha, digest)
+    shas = {name: _candidate_sha(candidates_dir / name) for name in sorted(params.recipes)}
+    rows = {name: _read(metrics_dir / f"{name}.json", sha, source_sha, digest) for name, sha in shas.items()}
     reports_dir.mkdir(parents=True, exist_ok=True)
     if params.targets is not None:
-        return _gate_targets(params, baseline, rows, reports_dir, audit, candidates_dir, plots_dir, params_file, search_dir)
-    verdict = _judge(params, baseline, rows, params.budgets, candidates_dir)
+        return _gate_targets(params, baseline, rows, reports_dir, audit, candidates_dir, plots_dir, params_file, search_dir, shas)
+    verdict = _judge(params, baseline, rows, params.budgets, candidates_dir, shas)
     (reports_dir / "gate.json").write_text(json.dumps(verdict, indent=2, sort_keys=True) + "\n")
     (reports_dir / "summary.json").write_text(json.dumps(report.summary(verdict), indent=2, sort_keys=True) + "\n")
     plotfiles.write(reports_dir / "pareto.json", plotfiles.pareto_records(verdict, report.columns(verdict)[0]))
@@ -57,10 +62,11 @@ def gate(params: Params, metrics_dir: Path = METRICS_DIR, reports_dir: Path = RE
                           + (f" (and {len(missed) - 1} more, see {reports_dir / 'gate.md'})" if len(missed) > 1 else "."))
 
 
-def _judge(params: Params, baseline: dict[str, Any], rows: dict[str, dict[str, Any]], budgets: Budgets, candidates_dir: Path) -> dict[str, Any]:
-    """One verdict over the candidates, with each candidate's step notes."""
+def _judge(params: Params, baseline: dict[str, Any], rows: dict[str, dict[str, Any]], budgets: Budgets, candidates_dir: Path, shas: dict[str, str | None]) -> dict[str, Any]:
+    """One verdict over the candidates, with each candidate's step notes and the sha256 of the artifact judged (promote checks it)."""
     verdict = decide(baseline, rows, budgets, params.selection.objective, params.data.task, params.selection.tie_break)
     for name, cand in verdict["candidates"].items():
+        cand["sha256"] = shas[name]
         path = candidates_dir / name / "manifest.json"
         manifest = json.loads(path.read_text()) if path.is_file() else {}
         cand["notes"] = report.step_notes(manifest) if manifest else []
@@ -81,7 +87,7 @@ def _on(row: dict[str, Any], target: str, file: str) -> dict[str, Any]:
 
 
 def _gate_targets(params: Params, baseline: dict[str, Any], rows: dict[str, dict[str, Any]], reports_dir: Path, audit: bool, candidates_dir: Path, plots_dir: Path,
-                  params_file: Path, search_dir: Path = SEARCH_DIR) -> dict[str, Any]:
+                  params_file: Path, search_dir: Path, shas: dict[str, str | None]) -> dict[str, Any]:
     """A verdict per target (its budgets: the shared ones with the target's own replacing theirs); the gate passes when every target that is not optional passed."""
     verdicts: dict[str, dict[str, Any]] = {}
     for name, target in params.deployment_targets().items():
@@ -90,7 +96,7 @@ def _gate_targets(params: Params, baseline: dict[str, Any], rows: dict[str, dict
             verdicts[name] = {"verdict": "skipped", "reason": base["skipped"], "selected": None, "candidates": {}}
         else:
             views = {n: _on(r, name, n) for n, r in rows.items()}
-            verdicts[name] = _judge(params, base, {n: v for n, v in views.items() if not v.get("not_applicable")}, params.budgets_for(name), candidates_dir)
+            verdicts[name] = _judge(params, base, {n: v for n, v in views.items() if not v.get("not_applicable")}, params.budgets_for(name), candidates_dir, shas)
         verdicts[name].update(optional=target.optional, runtime={k: base.get(k) for k in ("runtime", "runtime_version", "device", "cpu_flags")})
     blocking = [n for n, v in verdicts.items() if v["verdict"] != "pass" and not v["optional"]]
     combined = {"verdict": "fail" if blocking else "pass", "task": params.data.task, "objective": params.selection.objective, "targets": verdicts,
@@ -140,10 +146,22 @@ def _annotate(verdict: dict[str, Any], params_file: Path) -> None:
             github.annotate(level, next(unsure), f"budget {v['budget']} inconclusive", str(params_file), github.params_line(params_file, "budgets", v["budget"]))
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path, candidate_sha: str | None, source_sha: str, params_digest: str) -> dict[str, Any]:
+    """A metrics file, once `evaluate.seal` shows it measured these artifacts with today's params."""
     if not path.is_file():
         raise DataError(f"{path}: metrics not found. Run the evaluate stages first (`dvc repro`).")
-    return json.loads(path.read_text())
+    try:
+        row = json.loads(path.read_text())
+    except ValueError:
+        raise DataError(f"{path}: not valid JSON. Run the evaluate stages again (`dvc repro`).") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}: not a metrics file (a JSON object). Run the evaluate stages again (`dvc repro`).")
+    return seal.verify(path, row, candidate_sha, source_sha, params_digest)
+
+
+def _candidate_sha(cand_dir: Path) -> str | None:
+    """sha256 of the candidate's model, checked against its manifest; None where compress could not apply the recipe."""
+    return None if artifacts.read_failure(cand_dir) else artifacts.read_manifest(cand_dir)["sha256"]
 
 
 def _record_failure(params: Params, verdict: dict[str, Any], reports_dir: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezeflow import artifacts, data, github, gitstate, lineage, registry
-from squeezeflow.attempts import attempt_metrics, record_attempt
+from squeezeflow.attempts import attempt_metrics, close_abandoned, record_attempt
 from squeezeflow.config import Params
 from squeezeflow.errors import ConfigError, GateFailedError
 from squeezeflow.stages import CANDIDATES_DIR, REPORTS_DIR
@@ -76,12 +76,18 @@ def _promote_one(params: Params, verdict: dict[str, Any], alias: str, target_tag
     selected = verdict["selected"]
     cand_dir = candidates_dir / selected
     manifest = artifacts.read_manifest(cand_dir)
+    judged = (verdict["candidates"].get(selected) or {}).get("sha256")
+    if judged != manifest["sha256"]:
+        raise ConfigError(f"{cand_dir}: its model is not the artifact the gate judged (sha256 {manifest['sha256'][:12]}, gate.json says {str(judged)[:12]}). "
+                          "Run the evaluate and gate stages again (`dvc repro`).")
     name = params.promote.registered_model
     existing = registry.find_by_sha(name, manifest["sha256"])
     pointed = registry.alias_version(name, alias)
     run_id = existing.run_id if existing else None
     if existing:
         version = existing.version
+        if not dry_run:  # a promote killed after it registered this version left its run RUNNING: close it
+            close_abandoned(params.promote.experiment, {existing.run_id: version})
         action = "none" if pointed == version else "move-alias"
         if target_tags and not dry_run:  # the same artifact won another target too: this one's tags join (the plain squeezeflow.target keeps the first)
             registry.set_version_tags(name, version, {k: v for k, v in target_tags.items() if ".target." in k})
