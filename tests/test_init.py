@@ -93,3 +93,24 @@ def test_every_pipeline_uses_the_template_init_writes():
         keys = yaml.safe_load((path.parent / "params.yaml").read_text())
         name, text = ("dvc-targets.yaml.in", several) if "targets" in keys else ("dvc-search.yaml.in", searching) if "search" in keys else ("dvc.yaml.in", template)
         assert path.read_text() == text, f"{path} differs from plugin/squeezeflow/templates/{name}: copy the template over it"
+
+
+def test_init_quotes_what_the_model_names(local_registry, tmp_path):
+    """An input name is data: one with a newline and YAML in it cannot add keys to params.yaml."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    hostile = 'x"\ndata:\n  classes: 3\n#'
+    weight = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", [hostile, "w"], ["logits"])], "g",
+                              [helper.make_tensor_value_info(hostile, TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], [weight])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    register_onnx(path, "odd-inputs", alias="champion")
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    sh(BIN / "squeezeflow", "init", "--from-model", "models:/odd-inputs@champion", cwd=folder)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    assert "classes" not in params["data"] and params["source"] == {"model_uri": "models:/odd-inputs@champion"}
+    assert json.dumps(hostile) in (folder / "params.yaml").read_text()  # shown, escaped, in the comment

@@ -83,3 +83,33 @@ def test_other_branches_are_a_dry_run_unless_listed(gated_repo):
     tags = registry.client().get_model_version(shipped["registered_model"], shipped["version"]).tags
     assert tags["squeezeflow.git.branch"] == "try-int4" and tags["squeezeflow.git.dirty"] == "false"
     assert tags["squeezeflow.git_commit"] == sh("git", "rev-parse", "HEAD").stdout.strip()
+
+
+def test_an_untracked_params_file_is_an_uncommitted_change(gated_repo):
+    from squeezeflow.stages.promote import promote
+
+    release = gated_repo.parent / "release.yaml"
+    release.write_text(gated_repo.read_text())
+    held = promote(load_params(release), params_file=release)
+    assert held["dry_run"] and "uncommitted changes (release.yaml (untracked))" in held["held"][0]
+    assert registry.alias_version("digits-cnn-edge", "candidate") is None
+
+
+def test_only_the_exact_lock_file_is_a_pipeline_output(gated_repo):
+    notes = gated_repo.parent / "dvc.lock-notes.md"
+    notes.write_text("notes\n")
+    sh(*GIT, "add", "dvc.lock-notes.md")
+    sh(*GIT, "commit", "-qm", "notes")
+    notes.write_text("edited\n")
+    assert gitstate.state().changed == ("dvc.lock-notes.md",)
+
+
+def test_github_variables_count_only_inside_actions(gated_repo, monkeypatch):
+    sh("git", "checkout", "-q", "-b", "feature")
+    head = sh("git", "rev-parse", "HEAD").stdout.strip()
+    monkeypatch.setenv("GITHUB_REF_NAME", "main")
+    monkeypatch.setenv("GITHUB_SHA", "0" * 40)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    assert (gitstate.state().branch, gitstate.state().commit) == ("feature", head)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")  # a detached Actions checkout names its branch this way; HEAD still names the commit
+    assert (gitstate.state().branch, gitstate.state().commit) == ("main", head)

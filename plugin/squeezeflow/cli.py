@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "promote":
         from squeezeflow.stages.promote import promote
 
-        promote(params, dry_run=args.dry_run)
+        promote(params, dry_run=args.dry_run, params_file=args.params)
     elif args.command == "demo":
         from squeezeflow.demo import run
 

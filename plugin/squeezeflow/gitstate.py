@@ -47,19 +47,31 @@ def git(*args: str, cwd: str | Path = ".", strip: bool = True) -> str | None:
     return out.stdout.strip() if strip else out.stdout
 
 
-def commit(cwd: str | Path = ".") -> str:
-    """HEAD of the enclosing git repository (GITHUB_SHA in GitHub Actions), or '' outside one."""
+def in_actions() -> bool:
+    """Inside a GitHub Actions job: the only place its GITHUB_* variables describe the checkout."""
     from squeezeflow import env
 
-    return os.environ.get(env.GITHUB_SHA) or git("rev-parse", "HEAD", cwd=cwd) or ""
+    return os.environ.get(env.GITHUB_ACTIONS) == "true"
+
+
+def commit(cwd: str | Path = ".") -> str:
+    """HEAD of the enclosing git repository, or '' outside one.
+
+    GITHUB_SHA is used only inside GitHub Actions and where git cannot say (a checkout without
+    .git); where both exist, HEAD wins, so a forged variable never names the commit.
+    """
+    from squeezeflow import env
+
+    head = git("rev-parse", "HEAD", cwd=cwd)
+    return head or (os.environ.get(env.GITHUB_SHA, "") if in_actions() else "")
 
 
 def branch(cwd: str | Path = ".") -> str:
-    """The checked-out branch, or ''. In GitHub Actions (detached checkouts) GITHUB_REF_NAME; in
-    `dvc exp run` (which detaches HEAD while it runs) the branch at the experiment's baseline."""
+    """The checked-out branch, or ''. In GitHub Actions (detached checkouts) GITHUB_REF_NAME, and
+    only there; in `dvc exp run` (which detaches HEAD while it runs) the branch at the experiment's baseline."""
     from squeezeflow import env
 
-    if os.environ.get(env.GITHUB_REF_NAME):
+    if in_actions() and os.environ.get(env.GITHUB_REF_NAME):
         return os.environ[env.GITHUB_REF_NAME]
     name = git("symbolic-ref", "--quiet", "--short", "HEAD", cwd=cwd)  # also names an unborn branch
     if not name and os.environ.get(EXP_BASELINE):
@@ -67,8 +79,15 @@ def branch(cwd: str | Path = ".") -> str:
     return name or ""
 
 
-def state(cwd: str | Path = ".") -> GitState:
-    """The git state of the pipeline folder `cwd`."""
+def state(cwd: str | Path = ".", reads: tuple[str | Path, ...] = (), data: tuple[str | Path, ...] = ()) -> GitState:
+    """The git state of the pipeline folder `cwd`.
+
+    Args:
+        reads: files the pipeline reads that must be committed (the params file): one git does
+            not track counts as an uncommitted change, ignored or not.
+        data: data files the pipeline reads: one git neither tracks nor ignores counts too (an
+            ignored one is DVC's or the user's to version; its sha256 is in the version's tags).
+    """
     experiment = os.environ.get(EXP_NAME) or ("(unnamed)" if os.environ.get(EXP_BASELINE) else "")
     prefix = git("rev-parse", "--show-prefix", cwd=cwd)
     if prefix is None:
@@ -80,9 +99,28 @@ def state(cwd: str | Path = ".") -> GitState:
             paths.append(entry[3:])
             if entry[0] in "RC":
                 next(entries, None)
-    outputs = tuple(prefix + o for o in OUTPUTS)
-    changed = tuple(path for path in paths if not path.startswith(outputs))
+    files = {prefix + o for o in OUTPUTS if not o.endswith("/")}
+    folders = tuple(prefix + o for o in OUTPUTS if o.endswith("/"))
+    changed = tuple(path for path in paths if path not in files and not path.startswith(folders))
+    changed += tuple(f"{p} (untracked)" for p in _untracked(reads, cwd, ignored_count=True) + _untracked(data, cwd, ignored_count=False))
     return GitState(in_repo=True, commit=commit(cwd), branch=branch(cwd), changed=changed, experiment=experiment)
+
+
+def _untracked(paths: tuple[str | Path, ...], cwd: str | Path, ignored_count: bool) -> list[str]:
+    """Those of `paths` (existing files inside the work tree) that git does not track, relative to the repository's top."""
+    top = git("rev-parse", "--show-toplevel", cwd=cwd)
+    found = []
+    for path in paths:
+        full = (Path(cwd) / path).resolve()
+        if not top or not full.is_file() or not full.is_relative_to(Path(top).resolve()):
+            continue
+        relative = str(full.relative_to(Path(top).resolve()))
+        if git("ls-files", "--error-unmatch", "--", relative, cwd=top) is not None:
+            continue  # tracked: its changes, if any, are in `git status`
+        if not ignored_count and git("check-ignore", "-q", "--", relative, cwd=top) is not None:
+            continue
+        found.append(relative)
+    return found
 
 
 def blockers(current: GitState, promote: Any) -> list[str]:

@@ -11,6 +11,8 @@ are never overwritten.
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import subprocess
 from importlib import resources
@@ -134,23 +136,26 @@ def guess_task(model: dict[str, Any] | None) -> str:
     return "generic"
 
 
+PARAMS_KEYS = ["source", "data", "recipes", "search", "contracts", "budgets", "target", "selection", "promote", "seed"]
+
+
 def params_text(uri: str, model: dict[str, Any] | None, search: bool = False) -> str:
     """A commented params.yaml for `model` (or a skeleton without one)."""
     task = guess_task(model)
     name = model["name"] if model else "NAME"
     if model and model["inputs"]:
-        arrays = ", ".join(f"`{i['name']}` {i['dtype']} {i['shape']}".replace("-1", "N") for i in model["inputs"])
+        arrays = ", ".join(f"{_quoted(i['name'])} {_quoted(i['dtype'])} {_shape(i['shape']).replace('-1', 'N')}" for i in model["inputs"])
     else:
         arrays = "one array per model input, named after it"
     labels = " plus `labels` (int64 class of each sample)" if task == "classification" else ""
     recipes = TORCH_RECIPES if model and model["flavor"] == "pytorch" else ONNX_RECIPES
     if search:
         recipes += "  searched:                      # the search's best trial (search-1 of artifacts/search/recipes.yaml)\n    - searched: {rank: 1}\n"
-    guessed = f"guessed from its output {model['outputs'][0]['shape'] if model and model['outputs'] else '(no signature)'}" if model else "set it"
-    return f"""# squeezeflow pipeline for {uri} (written by `squeezeflow init`). Every key: the README's
+    guessed = f"guessed from its output {_shape(model['outputs'][0]['shape']) if model and model['outputs'] else '(no signature)'}" if model else "set it"
+    text = f"""# squeezeflow pipeline for {_quoted(uri)} (written by `squeezeflow init`). Every key: the README's
 # params.yaml reference, or `squeezeflow steps` for the steps. Run: dvc repro.
 source:
-  model_uri: {uri}
+  model_uri: {_quoted(uri)}
 data:
   task: {task}                 # {guessed}; also regression, embedding
   # npz files with {arrays}{labels}
@@ -170,10 +175,27 @@ target:
 selection:
   objective: speedup
 promote:
-  registered_model: {name}-edge
+  registered_model: {_quoted(name + "-edge")}
   alias: candidate
 seed: 0
 """
+    import yaml
+
+    written = yaml.safe_load(text)  # what the model named is data, never YAML: check it stayed so
+    keys = [k for k in PARAMS_KEYS if search or k != "search"]
+    if list(written) != keys or written["source"] != {"model_uri": uri} or written["promote"]["registered_model"] != name + "-edge":
+        raise ConfigError(f"the model's signature or name does not fit a params.yaml ({_quoted(uri)}); rename its inputs (letters, digits, _) and register it again.")
+    return text
+
+
+def _shape(shape: Any) -> str:
+    """[-1, 10] as it is when every entry is an integer, quoted otherwise."""
+    return str(shape) if isinstance(shape, list) and all(type(d) is int for d in shape) else _quoted(shape)
+
+
+def _quoted(value: Any) -> str:
+    """A YAML double-quoted scalar (JSON's escaping: no newline, quote or control character gets through)."""
+    return json.dumps(value if isinstance(value, str) else str(value))
 
 
 def _append_missing(path: Path, lines: tuple[str, ...]) -> list[str]:

@@ -25,7 +25,7 @@ class PipelineRunContext(RunContextProvider):
         from squeezeflow import data, gitstate
 
         lock = Path(LOCK_FILE)
-        current = gitstate.state()
+        current = gitstate.state(reads=(Path(PIPELINE_FILE),))
         return {
             "squeezeflow.git.commit": current.commit,
             **{f"squeezeflow.{k}": v for k, v in current.tags().items()},

@@ -16,13 +16,15 @@ from squeezeflow.stages import CANDIDATES_DIR, REPORTS_DIR
 DVC_LOCK = Path("dvc.lock")
 
 
-def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_DIR, candidates_dir: Path = CANDIDATES_DIR) -> dict[str, Any]:
+def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_DIR, candidates_dir: Path = CANDIDATES_DIR,
+            params_file: Path = Path("params.yaml")) -> dict[str, Any]:
     """Promote the gate's selected candidate and write reports/promotion.json.
 
     The same artifact sha256 never makes a second version: when it is already registered only
     the alias moves. With `dry_run`, the registry is read but never written. What no commit holds
     is a dry run too unless the settings allow it (`gitstate.blockers`: a DVC experiment, a dirty
-    tree, a branch that is not a release branch); the reasons are printed and in `held`.
+    tree, an untracked params file or data file, a branch that is not a release branch); the
+    reasons are printed and in `held`.
 
     With `targets`, each target that passed gets its own winner promoted (a target that chose the
     same artifact as another shares its version) under the alias `<alias>-<target>`, with tags
@@ -43,7 +45,8 @@ def promote(params: Params, dry_run: bool = False, reports_dir: Path = REPORTS_D
     verdict = json.loads(gate_file.read_text())
     if verdict["verdict"] != "pass":
         raise GateFailedError(f"{gate_file}: verdict is {verdict['verdict']}; nothing is promoted.")
-    current = gitstate.state()
+    data_files = tuple(p for p in (params.data.eval, params.data.calibration, params.data.train) if p is not None)
+    current = gitstate.state(reads=(params_file,), data=data_files)  # an untracked params or data file is an uncommitted change
     held = gitstate.blockers(current, params.promote)
     if held and not dry_run:
         print(f"promote: dry run, the registry is not written: {'; '.join(held)}.")
