@@ -207,3 +207,29 @@ def test_passing_data_checks_read_as_passing(local_registry, digits_onnx, digits
     results = json.loads((tmp_path / "reports/data.json").read_text())["results"]
     passed = [r["detail"] for r in results if r["success"] and r["table"] == "arrays"]
     assert passed and all("does not match" not in d for d in passed) and "shape matches the model input" in passed
+
+
+ORDINARY_BAD_EVAL = [
+    ("float16 inputs", lambda a: {"input": a["input"].astype(np.float16)}, "has dtype float16, the model expects float32"),
+    ("float64 inputs", lambda a: {"input": a["input"].astype(np.float64)}, "has dtype float64, the model expects float32"),
+    ("int8 inputs", lambda a: {"input": a["input"].astype(np.int8)}, "has dtype int8, the model expects float32"),
+    ("9x9 for 8x8", lambda a: {"input": np.pad(a["input"], ((0, 0), (0, 0), (0, 1), (0, 1)))}, "has shape [360, 1, 9, 9], the model expects"),
+    ("no channel axis", lambda a: {"input": a["input"][:, 0]}, "has shape [360, 8, 8], the model expects"),
+    ("labels [N, 1]", lambda a: {"labels": a["labels"][:, None]}, "`labels` must be a 1-D integer array"),
+    ("float labels", lambda a: {"labels": a["labels"].astype(np.float32)}, "`labels` must be a 1-D integer array"),
+    ("an extra array", lambda a: {"extra": a["input"]}, "array 'extra' is not a model input"),
+    ("all NaN", lambda a: {"input": np.full_like(a["input"], np.nan)}, "remove non-finite values from the data"),
+]
+
+
+@pytest.mark.parametrize("case,change,message", ORDINARY_BAD_EVAL, ids=[c[0] for c in ORDINARY_BAD_EVAL])
+def test_check_data_refuses_ordinary_bad_eval_data_first(pulled, digits_dir, tmp_path, case, change, message):
+    """What evaluate refuses with exit 2, check-data refuses first, with one line, never as a squeezeflow bug (exit 4) or the model's fault."""
+    bad = _file(tmp_path, digits_dir, "eval", change)
+    samples = len(np.load(bad)["labels"])
+    message = message.replace("360", str(samples))
+    path = write_params(tmp_path, digits_dir, data__eval=str(bad))
+    proc = sh(BIN / "squeezeflow", "--params", path, "check-data", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = error_line(proc)
+    assert str(bad) in line and message in line and "retrain" not in line, line

@@ -262,13 +262,38 @@ def check_labels(arrays: dict[str, np.ndarray], num_classes: int, path: str | Pa
 
     if LABELS not in arrays:
         raise DataError(f"{path}: has no `labels` array; a classification eval set needs one.")
-    labels = arrays[LABELS]
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: `labels` must be a 1-D integer array. Got dtype {labels.dtype}, shape {list(labels.shape)}.")
+    labels = check_label_type(arrays[LABELS], path)
     bad = labels[(labels < 0) | (labels >= num_classes)]
     if bad.size:
         raise DataError(f"{path}: label {int(bad[0])} is outside the model's {num_classes} classes (0..{num_classes - 1}); {bad.size} labels are out of range. Fix the labels or the model.")
     return labels
+
+
+def check_label_type(labels: np.ndarray, path: str | Path) -> np.ndarray:
+    """Class labels are a 1-D integer array (not [N, 1], not floats)."""
+    import numpy as np
+
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: `labels` must be a 1-D integer array. Got dtype {labels.dtype}, shape {list(labels.shape)}; save them as int64 of shape [N].")
+    return labels
+
+
+def finite_rows(arrays: dict[str, np.ndarray], count: int, path: str | Path) -> dict[str, np.ndarray]:
+    """The first `count` samples whose model inputs are all finite (to probe the model with).
+
+    Raises:
+        DataError: none of the samples given is finite: the data is broken, not the model.
+    """
+    import numpy as np
+
+    inputs = inputs_of(arrays)
+    keep = np.ones(samples(arrays), dtype=bool)
+    for arr in inputs.values():
+        if np.issubdtype(arr.dtype, np.floating):
+            keep &= np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    if not keep.any():
+        raise DataError(f"{path}: every one of its first {len(keep)} samples holds NaN or inf in its inputs; remove non-finite values from the data.")
+    return {k: v[keep][:count] for k, v in arrays.items()}
 
 
 def batch_for(arrays: dict[str, np.ndarray], budget: int = 2 << 20, most: int = 256) -> int:

@@ -12,6 +12,8 @@ from squeezeflow.config import Params
 from squeezeflow.evaluate import tasks
 from squeezeflow.stages import REPORTS_DIR, SOURCE_DIR
 
+PROBE_ROWS = 64  # eval samples read to find two finite ones to run the model on
+
 
 def check_data(params: Params, source_dir: Path = SOURCE_DIR, reports_dir: Path = REPORTS_DIR) -> dict[str, Any]:
     """Validate data.eval, data.calibration and data.train against the source model; write reports/data.json.
@@ -24,11 +26,19 @@ def check_data(params: Params, source_dir: Path = SOURCE_DIR, reports_dir: Path 
     artifacts.read_manifest(source_dir)
     sess = modelio.session(artifacts.model_path(source_dir))
     specs = sess.get_inputs()
-    eval_arrays = data.head(params.data.eval, "eval", 2)
+    eval_arrays = data.head(params.data.eval, "eval", PROBE_ROWS)
     runnable = all(s.name in eval_arrays for s in specs)  # if not, the first contract says which array is missing
     classes = 0
-    if runnable:
-        probe = {s.name: eval_arrays[s.name] for s in specs}
+    if runnable:  # what evaluate refuses, refused here first: names, ranks, sizes, dtypes, extra arrays, label types
+        data.check_inputs(eval_arrays, specs, params.data.eval, data.samples_in(params.data.eval, "eval"))
+        if data.LABELS in eval_arrays and params.data.task == "classification":
+            data.check_label_type(eval_arrays[data.LABELS], params.data.eval)
+        if params.data.train is not None and params.data.task == "classification":
+            train_labels = data.head(params.data.train, "train", 1).get(data.LABELS)
+            if train_labels is not None:
+                data.check_label_type(train_labels, params.data.train)
+        finite = data.finite_rows(eval_arrays, 2, params.data.eval)
+        probe = {s.name: finite[s.name] for s in specs}
         outputs = tasks.check_outputs(modelio.run_outputs(sess, probe), data.samples(probe), params.data.task, str(artifacts.model_path(source_dir)))
         classes = int(next(iter(outputs.values())).shape[1]) if params.data.task == "classification" else 0  # 0: labels are not classes
         if params.data.task == "classification" and params.data.classes is not None and params.data.classes != classes:
