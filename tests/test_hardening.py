@@ -301,8 +301,9 @@ def receiver(tmp_path):
 
     servers = []
 
-    def start(state: Path | None = tmp_path / "deliveries"):
-        httpd = webhook.server("127.0.0.1", 0, webhook.Verifier("s3cret", 300, state), webhook.Trigger("m", "champion", ("true",)), timeout_s=1.0)
+    def start(state: Path | None = tmp_path / "deliveries", deadline_s: float = webhook.REQUEST_DEADLINE_S):
+        httpd = webhook.server("127.0.0.1", 0, webhook.Verifier("s3cret", 300, state), webhook.Trigger("m", "champion", ("true",)), timeout_s=1.0,
+                               deadline_s=deadline_s)
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         servers.append(httpd)
         return httpd.server_address[1]
@@ -335,6 +336,44 @@ def _signed(delivery: str, body: bytes = b"{}") -> bytes:
     headers = {"X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": stamp, "X-MLflow-Signature": sign("s3cret", delivery, stamp, body),
                "Content-Length": str(len(body))}
     return b"POST / HTTP/1.1\r\nHost: x\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n" + body
+
+
+def _trickle(port: int, source: str, stop, closed: list) -> None:
+    """A client that sends a request one byte every 0.4 s (under the 1 s read timeout) until `stop` is set or the server closes."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0)) as s:
+            for byte in b"POST / HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 1000:
+                if stop.is_set():
+                    return
+                s.sendall(bytes([byte]))
+                time.sleep(0.4)
+    except OSError:
+        closed.append(source)
+
+
+def test_webhook_slow_clients_cannot_hold_the_receiver(receiver):
+    import threading
+
+    port = receiver(deadline_s=3.0)
+    stop, closed = threading.Event(), []
+    clients = [threading.Thread(target=_trickle, args=(port, "127.0.0.2", stop, closed), daemon=True) for _ in range(33)]
+    try:
+        for c in clients:
+            c.start()
+        time.sleep(1.0)  # every slow client is connected and trickling
+        answer = _raw(port, _signed("d-slow"), wait=5.0)  # from another address: a slot is left for it
+        assert answer.startswith(b"HTTP/1.0 200") or answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        for c in clients:
+            c.join(timeout=15)
+        assert len(closed) == 33  # each was cut off (over the per-address limit at once, or at the 3 s request deadline), none still held
+    finally:
+        stop.set()
+
+
+def test_webhook_signed_json_that_is_not_an_object_is_400(receiver):
+    port = receiver()
+    answer = _raw(port, _signed("d-list", b"[1, 2]"))
+    assert b" 400 " in answer.split(b"\r\n")[0] and b"not an object" in answer
 
 
 @pytest.mark.parametrize("length", [b"-1", b"abc", b"1e3", b""])

@@ -8,6 +8,7 @@ with a valid signature, a timestamp inside the replay window and a delivery id n
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import hashlib
 import hmac
@@ -30,7 +31,9 @@ EVENT = ("model_version_alias", "created")
 MAX_BODY = 1 << 20
 SEEN_DELIVERIES = 10_000
 SOCKET_TIMEOUT_S = 10.0
+REQUEST_DEADLINE_S = 15.0  # from accept to the whole request read: a client sending a byte now and then is cut off
 MAX_CONNECTIONS = 32
+PER_ADDRESS = 8  # connections one client address may hold at once: the rest stay free for the registry's deliveries
 
 
 class Rejected(Exception):
@@ -103,9 +106,12 @@ class Verifier:
                     f.flush()
                     os.fsync(f.fileno())
         try:
-            return json.loads(body)
+            payload = json.loads(body)
         except ValueError:
             raise Rejected(400, "body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise Rejected(400, f"body is a JSON {type(payload).__name__}, not an object")
+        return payload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,13 +147,38 @@ class Trigger:
         print(f"webhook: `{' '.join(self.command)}` for {model_uri} exited {result.returncode}", flush=True)
 
 
-def server(host: str, port: int, verifier: Verifier, trigger: Trigger, timeout_s: float = SOCKET_TIMEOUT_S) -> ThreadingHTTPServer:
+def server(host: str, port: int, verifier: Verifier, trigger: Trigger, timeout_s: float = SOCKET_TIMEOUT_S,
+           deadline_s: float = REQUEST_DEADLINE_S) -> ThreadingHTTPServer:
     """The receiver, bound and ready for `serve_forever`; accepted events start the trigger one at a
-    time, in order. A connection that sends nothing for `timeout_s` seconds is closed."""
+    time, in order.
+
+    A connection that sends nothing for `timeout_s` seconds, or has not sent its whole request
+    `deadline_s` seconds after it was accepted, is closed. At most MAX_CONNECTIONS are served at
+    once, PER_ADDRESS of them from one client address; connections beyond are closed unread.
+    """
+    import socket
+
     runs = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
-        timeout = timeout_s  # socket timeout of each connection: a half-sent request cannot hold a thread
+        timeout = timeout_s  # socket timeout of each read: a silent connection cannot hold a thread
+
+        def setup(self) -> None:
+            super().setup()
+            # the whole request within deadline_s: shutting the socket down ends any read still waiting
+            self._deadline = threading.Timer(deadline_s, self._cut_off)
+            self._deadline.daemon = True
+            self._deadline.start()
+
+        def _cut_off(self) -> None:
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def finish(self) -> None:
+            self._deadline.cancel()
+            super().finish()
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             raw = self.headers.get("Content-Length")
@@ -159,6 +190,7 @@ def server(host: str, port: int, verifier: Verifier, trigger: Trigger, timeout_s
             body = self.rfile.read(length)
             if len(body) < length:
                 return self._answer(400, "body shorter than its Content-Length")
+            self._deadline.cancel()  # the request is in: answering (and verifying) is not the client's time
             try:
                 payload = verifier.check(self.headers, body)
             except Rejected as e:
@@ -192,17 +224,32 @@ def server(host: str, port: int, verifier: Verifier, trigger: Trigger, timeout_s
         daemon_threads = True
         request_queue_size = MAX_CONNECTIONS
         slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        held: collections.Counter = collections.Counter()  # open connections per client address
+        held_lock = threading.Lock()
 
-        def process_request(self, request: Any, client_address: Any) -> None:  # at most MAX_CONNECTIONS threads at a time
-            if not self.slots.acquire(blocking=False):
-                self.shutdown_request(request)
-                return
-            super().process_request(request, client_address)
+        def process_request(self, request: Any, client_address: Any) -> None:  # at most MAX_CONNECTIONS threads, PER_ADDRESS per address
+            with self.held_lock:
+                if self.held[client_address[0]] >= PER_ADDRESS or not self.slots.acquire(blocking=False):
+                    self.shutdown_request(request)
+                    return
+                self.held[client_address[0]] += 1
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self._release(client_address)
+                raise
 
         def process_request_thread(self, request: Any, client_address: Any) -> None:
             try:
                 super().process_request_thread(request, client_address)
             finally:
+                self._release(client_address)
+
+        def _release(self, client_address: Any) -> None:
+            with self.held_lock:
+                self.held[client_address[0]] -= 1
+                if self.held[client_address[0]] <= 0:
+                    del self.held[client_address[0]]
                 self.slots.release()
 
         def handle_error(self, request: Any, client_address: Any) -> None:  # a broken connection is the sender's problem: one line, no traceback
