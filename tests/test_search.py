@@ -316,7 +316,7 @@ def test_a_study_in_postgresql_is_shared_by_two_pipeline_folders(local_registry,
         first = load_params(_params(tmp_path, digits_dir, block))
         pull(first)
         summary = search(first)
-        assert summary["trials"] == 2 and json.loads(Path("artifacts/search/study/storage.json").read_text())["storage"].startswith("127.0.0.1:5432/")  # no user or password on disk
+        assert summary["trials"] == 2 and json.loads(Path("artifacts/search/study/storage.json").read_text())["storage"].startswith("postgresql+psycopg://127.0.0.1:5432/")  # no user or password on disk
         other = tmp_path / "teammate"
         other.mkdir()
         monkeypatch.chdir(other)  # another checkout of the same pipeline: same source, data and search, so the same study
@@ -336,3 +336,16 @@ def test_a_storage_url_that_is_not_one_is_bad_config(local_registry, digits_onnx
     sh(BIN / "squeezeflow", "pull")
     proc = sh(BIN / "squeezeflow", "search", check=False)
     assert proc.returncode == 2 and "search.storage 'not a url' is not a database URL" in error_line(proc)  # exit 3 is for a database that does not answer
+
+
+@pytest.mark.parametrize("storage", ["postgresql+psycopg://127.0.0.1:1/db?password=hunter2", "postgresql+psycopg://u:hunter2@127.0.0.1:1/db?sslpassword=hunter2",
+                                     "mysql+pymysql://127.0.0.1:1/db?passwd=hunter2"])
+def test_a_password_in_the_storage_url_is_never_shown_or_written(local_registry, digits_onnx, digits_dir, tmp_path, storage):
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    _params(tmp_path, digits_dir, {"space": [{"quantize": {"mode": "static"}}], "storage": storage})
+    sh(BIN / "squeezeflow", "pull")
+    proc = sh(BIN / "squeezeflow", "search", check=False)
+    assert proc.returncode in (2, 3) and "hunter2" not in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    error_line(proc)
+    assert (tmp_path / "artifacts/search/study/storage.json").is_file()
+    assert not any(b"hunter2" in f.read_bytes() for f in (tmp_path / "artifacts").rglob("*") if f.is_file())

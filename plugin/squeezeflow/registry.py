@@ -53,7 +53,22 @@ def redact(text: str) -> str:
     (`user:S3c@ret@host`) is hidden whole.
     """
     text = re.sub(r"(?<=://)[^/\s]+@", "***@", text)
-    return re.sub(r"(?i)((?:token|password|secret|key)=)[^&\s]+", r"\1***", text)
+    return re.sub(r"(?i)((?:[a-z_]*(?:token|pass|pwd|secret|key|auth|credential)[a-z_]*)(?:=|%3D))[^&;\s]+", r"\1***", text)
+
+
+def url_without_credentials(url: str) -> str:
+    """scheme://host:port/path of a URL: no user info and no query (where SQLAlchemy and libpq accept
+    passwords, keys and tokens under many names), so what is left can be shown and written."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    if not (parts.scheme and parts.netloc):
+        return redact(url)[:200]
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" + ("?..." if parts.query else "")
 
 
 def client():

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezeflow import env
+from squeezeflow.registry import redact, url_without_credentials
 from squeezeflow.config import METRIC_DIRECTIONS
 
 WORKER = "squeezeflow.worker"  # trial user attribute: host:pid that runs it
@@ -44,7 +45,7 @@ def storage_url(params: Any, search_dir: Path) -> str:
     folder = search_dir / "study"
     folder.mkdir(parents=True, exist_ok=True)
     if params.search.storage:
-        (folder / "storage.json").write_text(json.dumps({"storage": params.search.storage.split("@")[-1]}) + "\n")  # no credentials on disk
+        (folder / "storage.json").write_text(json.dumps({"storage": url_without_credentials(params.search.storage)}) + "\n")  # no credentials on disk
         return params.search.storage
     return f"sqlite:///{(folder / 'study.db').resolve()}"
 
@@ -65,10 +66,10 @@ def open_study(url: str, name: str, objectives: tuple[str, ...], sampler: Any) -
     try:
         return optuna.create_study(storage=url, study_name=name, directions=directions, sampler=sampler, load_if_exists=True)
     except (ArgumentError, NoSuchModuleError, ValueError) as e:  # a URL SQLAlchemy cannot parse, or a driver that is not installed: the config, not the service
-        raise ConfigError(f"search.storage {url.split('@')[-1]!r} is not a database URL SQLAlchemy can open ({type(e).__name__}); "
+        raise ConfigError(f"search.storage {url_without_credentials(url)!r} is not a database URL SQLAlchemy can open ({type(e).__name__}); "
                           "use e.g. postgresql+psycopg://USER@HOST/DB, or remove it for the sqlite default.") from None
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors for a storage that does not answer have no common base
-        raise RegistryUnreachableError(f"search: the study storage {url.split('@')[-1]} did not answer ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        raise RegistryUnreachableError(f"search: the study storage {url_without_credentials(url)} did not answer ({type(e).__name__}: {redact(str(e).splitlines()[0][:200])}); "
                                        "start the database or fix search.storage.") from None
 
 
