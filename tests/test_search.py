@@ -349,3 +349,33 @@ def test_a_password_in_the_storage_url_is_never_shown_or_written(local_registry,
     error_line(proc)
     assert (tmp_path / "artifacts/search/study/storage.json").is_file()
     assert not any(b"hunter2" in f.read_bytes() for f in (tmp_path / "artifacts").rglob("*") if f.is_file())
+
+
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"], ids=["silent", "http"])
+def test_ray_address_that_is_not_ray_is_unreachable_not_a_hang(local_registry, digits_onnx, digits_dir, tmp_path, monkeypatch, answer):
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)  # keep it open: a port that accepts and never speaks gRPC
+            if answer:
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    _params(tmp_path, digits_dir, {"space": [{"quantize": {"mode": "static"}}], "executor": "ray"})
+    sh(BIN / "squeezeflow", "pull")
+    try:
+        proc = subprocess.run([str(BIN / "squeezeflow"), "search"], capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": address})
+    finally:
+        listener.close()
+    assert proc.returncode == 3 and f"RAY_ADDRESS {address} is not a Ray cluster" in error_line(proc), proc.stderr[-2000:]

@@ -56,6 +56,9 @@ class Ray:
             raise ConfigError("search.executor ray needs Ray, which is not installed; pip install 'squeezeflow[ray]' (or ray), or use executor: local.") from None
 
         address = os.environ.get("RAY_ADDRESS") or None
+        why = _not_ray(address) if address else None
+        if why:  # ray.init waits without end on a port that answers but is not Ray's
+            raise RegistryUnreachableError(f"search: RAY_ADDRESS {address} is not a Ray cluster ({why}); start it (ray start --head) or fix RAY_ADDRESS.")
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
         except Exception as e:  # noqa: BLE001 - ConnectionError, TimeoutError or RuntimeError depending on how the cluster is gone
@@ -180,3 +183,34 @@ def _measure(bundle: dict[str, bytes], setup: trials.Setup, prepared: dict[str, 
     _mark(setup, "measure", prepared["number"])
     result = trials.measure(_local_setup(bundle, setup), prepared)
     return {**result, "node": ray.get_runtime_context().get_node_id(), "prepare_span": prepared.get("prepare_span")}
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + an empty SETTINGS frame
+PROBE_SECONDS = 5.0
+
+
+def _not_ray(address: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why HOST:PORT (or ray://HOST:PORT) cannot be a Ray cluster, or None when a gRPC server answers there.
+
+    Ray's GCS and its client server speak gRPC (HTTP/2): they answer the HTTP/2 preface with a
+    SETTINGS frame. Anything else, or nothing within `timeout`, is not Ray. Addresses Ray resolves
+    itself (`auto`, `local`) are not probed.
+    """
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(HTTP2_PREFACE)
+            frame = conn.recv(9)
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as e:
+        return f"{type(e).__name__}: {e.strerror or e}"
+    if len(frame) < 4 or frame[3] != 0x04:
+        return "what answers there does not speak gRPC"
+    return None
+
