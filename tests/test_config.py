@@ -61,3 +61,20 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_params(tmp_path / "p.yaml")
     with pytest.raises(ConfigError, match="file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("step,field", [("cluster", "epochs"), ("finetune", "epochs"), ("finetune", "patience"), ("distill", "epochs"), ("qat", "epochs"),
+                                        ("prune", "epochs"), ("prune", "frequency")])
+def test_training_lengths_are_bounded(tmp_path, step, field):
+    """`epochs: 1e9` is a typo, not a run that trains until it is killed."""
+    path = tmp_path / "params.yaml"
+    raw = (ROOT / "params.yaml").read_text()
+    base = yaml.safe_load(raw)
+    extra = {"prune": {"schedule": "gradual"}, "distill": {"student": {"width": 0.5}}}.get(step, {})
+    base["recipes"] = {"long": [{step: {**extra, field: 1}}]}
+    path.write_text(yaml.safe_dump(base).replace(f"{field}: 1\n", f"{field}: 1e9\n"))
+    assert f"{field}: 1e9" in path.read_text()
+    with pytest.raises(ConfigError, match=f"recipes.long.0.{step}.{field}"):
+        load_params(path)
+    path.write_text(yaml.safe_dump(base))  # the same recipe with a sane value loads
+    load_params(path)

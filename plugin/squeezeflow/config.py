@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, 
 
 from squeezeflow import safeyaml
 from squeezeflow.errors import ConfigError
-from squeezeflow.steps import StepConfig, config_class
+from squeezeflow.steps import MAX_BATCH, MAX_EPOCHS, MAX_STEPS, StepConfig, config_class
 from squeezeflow.steps.searched import KIND as SEARCHED, SearchedConfig
 
 METRIC_DIRECTIONS = {  # objective -> True when larger is better
@@ -98,9 +98,9 @@ class Target(_Model):
     budgets: Budgets | None = Field(None, description="Under `targets:`: budgets of this target that replace the shared `budgets` of the same name (the others still apply), e.g. {max_latency_p95_ms: 5}.")
     providers: tuple[str, ...] = Field(("CPUExecutionProvider",), min_length=1, description="ONNX Runtime execution providers, in order of preference.")
     threads: int = Field(1, ge=1, le=256, description="Intra-op threads of the ONNX Runtime session.")
-    batch_size: int = Field(1, ge=1, description="Batch size of the latency measurement.")
+    batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="Batch size of the latency measurement.")
     warmup: int = Field(20, ge=0, description="Untimed runs before the latency measurement (they stop once they have taken half of `max_seconds`).")
-    repeats: int = Field(200, ge=5, description="Fewest timed runs per model; baseline and candidate alternate, in rounds of 20 (measuring stops at `max_seconds` even if fewer ran).")
+    repeats: int = Field(200, ge=5, le=MAX_STEPS, description="Fewest timed runs per model; baseline and candidate alternate, in rounds of 20 (measuring stops at `max_seconds` even if fewer ran).")
     ci_width: float = Field(0.1, gt=0, description="Measuring stops once the speedup's 95% interval is this narrow (high / low - 1) ...")
     max_seconds: float = Field(30.0, gt=0, description="... or after this many seconds per candidate; the gate then judges the interval it has.")
 
@@ -156,9 +156,9 @@ class Search(_Model):
     executor: Literal["local", "ray"] = Field("local", description="Where trials run: local (in this process, one at a time), or ray: Ray tasks on the cluster at RAY_ADDRESS (a local Ray when unset; `pip install squeezeflow[ray]`): recipes applied and scored in parallel, one CPU each; timings one at a time, each with every CPU of its node; a worker that dies has its task retried.")
     storage: str | None = Field(None, min_length=1, description="Optuna storage URL of the study (default: sqlite in artifacts/search/study/study.db, kept between runs: a killed search resumes; postgresql://... to share a study).")
     target: str | None = Field(None, description="Under `targets:`: the target trials are timed on (default the first ONNX one).")
-    holdout: int = Field(256, ge=16, description="Samples held back (seeded, at random) from data.train (data.calibration when there is no train, or when a classification train file has no labels) to score trials; steps see the rest. Never data.eval.")
-    prune_samples: int = Field(64, ge=8, description="A trial is first scored on this many held-back samples; one whose quality misses a budget even at its 95% interval's optimistic end stops there (pruned).")
-    trial_epochs: int | None = Field(2, ge=1, description="Trials train distill, finetune, qat and gradual prune steps for at most this many epochs: a short run ranks recipes and student architectures; the recipes written for compress keep the space's epochs (the full training). null: as the space says.")
+    holdout: int = Field(256, ge=16, le=MAX_STEPS, description="Samples held back (seeded, at random) from data.train (data.calibration when there is no train, or when a classification train file has no labels) to score trials; steps see the rest. Never data.eval.")
+    prune_samples: int = Field(64, ge=8, le=MAX_STEPS, description="A trial is first scored on this many held-back samples; one whose quality misses a budget even at its 95% interval's optimistic end stops there (pruned).")
+    trial_epochs: int | None = Field(2, ge=1, le=MAX_EPOCHS, description="Trials train distill, finetune, qat and gradual prune steps for at most this many epochs: a short run ranks recipes and student architectures; the recipes written for compress keep the space's epochs (the full training). null: as the space says.")
     latency_seconds: float = Field(10.0, gt=0, description="Timing budget of each trial (the target's max_seconds, capped): trial latencies rank recipes; the gate's measurement on data.eval decides.")
 
 
@@ -179,7 +179,7 @@ class Promote(_Model):
 class Demo(_Model):
     dataset: Literal["digits", "mnist", "tweets"] = Field("digits", description="Dataset `squeezeflow demo` writes and trains the source model on.")
     model: Literal["cnn", "mlp", "transformer"] = Field("cnn", description="Model family of the demo source model.")
-    epochs: int = Field(8, ge=1, description="Training epochs of the demo source model.")
+    epochs: int = Field(8, ge=1, le=MAX_EPOCHS, description="Training epochs of the demo source model.")
     lr: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate of the demo source model.")
     pretrained: Literal["efficientnet-lite1", "resemblyzer", "easyocr-craft", "easyocr-crnn", "mtcnn-onet"] | None = Field(None, description="Instead of training one: register this real pretrained model (weights from its package, in MLflow's default pt2 format) and write its real inputs (photo crops, synthesized speech, rendered text, face crops): the zoo pipelines under pipelines/.")
 

@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict
 from squeezeflow.errors import ConfigError
 
 ENTRY_POINT_GROUP = "squeezeflow.steps"
+MAX_EPOCHS = 1000  # every epochs/patience parameter: a typo like 1e9 is bad config, not a run that never ends
+MAX_BATCH = 1 << 16
+MAX_STEPS = 10**6  # optimizer steps between updates, calibration samples, float layers
 _BUILTIN = ("squeezeflow.steps.quantize", "squeezeflow.steps.qat", "squeezeflow.steps.finetune", "squeezeflow.steps.prune", "squeezeflow.steps.cluster", "squeezeflow.steps.distill", "squeezeflow.steps.executorch")
 
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from squeezeflow.steps import StepConfig, StepContext, StepResult, register_step
+from squeezeflow.steps import MAX_BATCH, MAX_EPOCHS, StepConfig, StepContext, StepResult, register_step
 
 FIT_SAMPLES = 100_000  # k-means is fitted on a seeded sample of a layer's weights, then assigns all
 
@@ -18,10 +18,10 @@ class ClusterConfig(StepConfig):
     kind: ClassVar[str] = "cluster"
     input_format: ClassVar[str] = "torch"
     clusters: int = Field(16, ge=2, le=256, description="Distinct values per layer (a zero from pruning counts as one).")
-    epochs: int = Field(0, ge=0, description="Fine-tuning epochs of the centroids with the assignments fixed (0: none).")
+    epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="Fine-tuning epochs of the centroids with the assignments fixed (0: none).")
     lr: float = Field(1e-4, gt=0, lt=1, description="Centroid fine-tuning learning rate.")
-    batch_size: int = Field(64, ge=1, description="Centroid fine-tuning batch size.")
-    min_size: int = Field(1024, ge=1, description="Layers with fewer weights are left as they are.")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="Centroid fine-tuning batch size.")
+    min_size: int = Field(1024, ge=1, le=1 << 40, description="Layers with fewer weights are left as they are.")
 
     def promise(self) -> str | None:
         return "size"

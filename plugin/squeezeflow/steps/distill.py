@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from squeezeflow.steps import StepContext, StepResult, register_step
+from squeezeflow.steps import MAX_EPOCHS, StepContext, StepResult, register_step
 from squeezeflow.steps.finetune import EarlyStoppingConfig
 
 if TYPE_CHECKING:
@@ -47,9 +47,9 @@ class DistillConfig(EarlyStoppingConfig):
     teachers: tuple[Teacher, ...] = Field((Teacher(uri=SOURCE),), min_length=1, description="Teachers whose weighted average of softened outputs is the soft target; default the source model.")
     temperature: float = Field(4.0, gt=0, description="Softmax temperature of teachers and student in the soft-label loss.")
     alpha: float = Field(0.7, ge=0, le=1, description="Weight of the soft-label loss; 1 - alpha weighs cross-entropy on the hard labels (unlabelled data: soft labels only).")
-    epochs: int = Field(15, ge=1, description="Most epochs of training.")
+    epochs: int = Field(15, ge=1, le=MAX_EPOCHS, description="Most epochs of training.")
     lr: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate (the student starts from scratch unless registered).")
-    patience: int = Field(3, ge=0, description="Stop after this many epochs without a better accuracy on data.calibration (0: run every epoch); the best epoch's weights are kept.")
+    patience: int = Field(3, ge=0, le=MAX_EPOCHS, description="Stop after this many epochs without a better accuracy on data.calibration (0: run every epoch); the best epoch's weights are kept.")
 
     @field_validator("student")
     @classmethod

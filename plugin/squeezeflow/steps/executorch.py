@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from squeezeflow.steps import StepConfig, StepContext, StepResult, register_step
+from squeezeflow.steps import MAX_STEPS, StepConfig, StepContext, StepResult, register_step
 
 
 class ExecutorchConfig(StepConfig):
@@ -20,7 +20,7 @@ class ExecutorchConfig(StepConfig):
     kind: ClassVar[str] = "executorch"
     input_format: ClassVar[str] = "torch"
     quantize: bool = Field(True, description="INT8 with ExecuTorch's XNNPACKQuantizer (symmetric, per-channel weights; PT2E flow) calibrated on num_samples of data.calibration; false: an FP32 program.")
-    num_samples: int = Field(128, ge=1, description="Calibration samples (a seeded subset of data.calibration).")
+    num_samples: int = Field(128, ge=1, le=MAX_STEPS, description="Calibration samples (a seeded subset of data.calibration).")
 
     def promise(self) -> str | None:
         return "size" if self.quantize else None

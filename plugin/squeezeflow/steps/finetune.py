@@ -6,22 +6,22 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from squeezeflow.steps import StepConfig, StepContext, StepResult, register_step
+from squeezeflow.steps import MAX_BATCH, MAX_EPOCHS, StepConfig, StepContext, StepResult, register_step
 
 
 class TrainingConfig(StepConfig):
     """Base of steps that train a PyTorch model on data.train with the project's training loop."""
 
     input_format: ClassVar[str] = "torch"
-    epochs: int = Field(3, ge=1, description="Most epochs of training.")
+    epochs: int = Field(3, ge=1, le=MAX_EPOCHS, description="Most epochs of training.")
     lr: float = Field(1e-4, gt=0, lt=1, description="Adam learning rate (small: the model is already trained).")
-    batch_size: int = Field(64, ge=1, description="Training batch size.")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="Training batch size.")
 
 
 class EarlyStoppingConfig(TrainingConfig):
     """Training with early stopping on the labelled data.calibration, on a chosen device."""
 
-    patience: int = Field(2, ge=0, description="Stop after this many epochs without a better accuracy on data.calibration (0: run every epoch); the best epoch's weights are kept.")
+    patience: int = Field(2, ge=0, le=MAX_EPOCHS, description="Stop after this many epochs without a better accuracy on data.calibration (0: run every epoch); the best epoch's weights are kept.")
     device: Literal["cpu", "cuda"] = Field("cpu", description="Where to train; the model comes back on the CPU.")
 
 

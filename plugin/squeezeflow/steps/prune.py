@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from squeezeflow.steps import StepConfig, StepContext, StepResult, register_step
+from squeezeflow.steps import MAX_BATCH, MAX_EPOCHS, MAX_STEPS, StepConfig, StepContext, StepResult, register_step
 
 IMPORTANCE = {"magnitude": "MagnitudeImportance", "bn_scale": "BNScaleImportance", "taylor": "TaylorImportance"}
 
@@ -22,10 +22,10 @@ class PruneConfig(StepConfig):
     importance: Literal["magnitude", "bn_scale", "taylor"] = Field("magnitude", description="structured: how channels are ranked (L2 norm, BatchNorm scale, or first-order Taylor on a training batch).")
     schedule: Literal["oneshot", "gradual"] = Field("oneshot", description="unstructured: prune at once (follow with finetune), or prune while fine-tuning along the polynomial schedule of Zhu & Gupta (2017).")
     initial_sparsity: float = Field(0.0, ge=0, lt=1, description="gradual: sparsity at the first mask update.")
-    epochs: int = Field(3, ge=1, description="gradual: fine-tuning epochs; sparsity ramps up over the first 80% of the steps.")
-    frequency: int = Field(10, ge=1, description="gradual: optimizer steps between mask updates; each update re-chooses the masks by magnitude at the scheduled sparsity (pruned weights stay zero in between).")
+    epochs: int = Field(3, ge=1, le=MAX_EPOCHS, description="gradual: fine-tuning epochs; sparsity ramps up over the first 80% of the steps.")
+    frequency: int = Field(10, ge=1, le=MAX_STEPS, description="gradual: optimizer steps between mask updates; each update re-chooses the masks by magnitude at the scheduled sparsity (pruned weights stay zero in between).")
     lr: float = Field(1e-4, gt=0, lt=1, description="gradual: Adam learning rate.")
-    batch_size: int = Field(64, ge=1, description="gradual and taylor: training batch size.")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="gradual and taylor: training batch size.")
 
     def promise(self) -> str | None:
         return "params" if self.method == "structured" else "sparsity"

@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from squeezeflow.steps import StepConfig, StepContext, StepResult, register_step
+from squeezeflow.steps import MAX_STEPS, StepConfig, StepContext, StepResult, register_step
 
 QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
@@ -26,7 +26,7 @@ class Fallback(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     max_accuracy_drop: float = Field(ge=0, description="Largest allowed accuracy drop on the labelled calibration data (absolute).")
-    max_float_layers: int = Field(8, ge=1, description="Most layers kept in float before giving up (the gate then fails the candidate).")
+    max_float_layers: int = Field(8, ge=1, le=MAX_STEPS, description="Most layers kept in float before giving up (the gate then fails the candidate).")
 
 
 class QuantizeConfig(StepConfig):
@@ -36,9 +36,9 @@ class QuantizeConfig(StepConfig):
     mode: Literal["static", "dynamic", "auto", "int4", "fp16"] = Field("static", description="static: INT8 QDQ with activation ranges calibrated on data.calibration (convolutional models); dynamic: INT8 weights, activations quantized at run time (matmul-heavy models); auto: builds dynamic and static variants (per-channel and per-tensor, static per-channel with scope weighted, and static with weight_rounding gptq plus bias_correction, or plus matmul_outputs float where there are MatMuls, on convolutional models, or weighted static with smoothquant 0.5 on matmul models; smoothquant, equalize, weight_rounding, matmul_outputs and bias_correction set here apply to every variant), rejects those that change FP32's outputs beyond auto_tolerance, times the rest against FP32 on the target and keeps the fastest, never one slower than FP32; int4: weight-only 4-bit MatMul (MatMulNBits); fp16: half-precision floats (for GPU providers; no CPU speedup).")
     per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight instead of one per tensor.")
     calibration: Literal["minmax", "entropy", "percentile", "mse"] = Field("minmax", description="static: how activation ranges are taken from the calibration data (streamed batch by batch, memory independent of num_samples): minmax: the full range; entropy: the range whose 128-level histogram keeps most information (KL); percentile: the `percentile` of absolute values; mse: per tensor, the clipping range with the least expected 8-bit quantization error.")
-    num_bins: int = Field(2048, ge=128, description="static, entropy/percentile/mse: histogram bins (ORT's default of 128 makes entropy equal minmax).")
+    num_bins: int = Field(2048, ge=128, le=1 << 20, description="static, entropy/percentile/mse: histogram bins (ORT's default of 128 makes entropy equal minmax).")
     percentile: float = Field(99.999, gt=90, le=100, description="static, percentile: the kept percentile of absolute activations.")
-    num_samples: int = Field(256, ge=1, description="static: calibration samples used (a seeded subset of data.calibration).")
+    num_samples: int = Field(256, ge=1, le=MAX_STEPS, description="static: calibration samples used (a seeded subset of data.calibration).")
     activation_type: Literal["uint8", "int8"] = Field("uint8", description="static: activation integer type (uint8 suits x86 CPUs).")
     weight_type: Literal["int8", "uint8"] = Field("int8", description="INT8: weight integer type.")
     reduce_range: bool = Field(False, description="INT8: quantize weights to 7 bits (for x86 CPUs without VNNI).")
