@@ -528,6 +528,13 @@ def test_servers_that_are_not_a_usable_registry(fake_server, tmp_path, digits_di
     _refused(_run("pull", env=env, cwd=tmp_path), code, message)
 
 
+def test_a_fast_answer_under_a_short_deadline_is_never_a_timeout(fake_server, tmp_path, digits_dir):
+    """The deadline starts at the first request: importing MLflow (about 1 s here) is not the registry's time."""
+    write_params(tmp_path, digits_dir)
+    env = {"MLFLOW_TRACKING_URI": fake_server(401, b"Unauthorized"), "SQUEEZEFLOW_REGISTRY_DEADLINE": "0.3"}
+    _refused(_run("pull", env=env, cwd=tmp_path), 2, "refused access")
+
+
 def test_lineage_of_garbage_or_malformed_files(tmp_path, digits_onnx):
     from squeezeflow import modelio
 
@@ -540,6 +547,18 @@ def test_lineage_of_garbage_or_malformed_files(tmp_path, digits_onnx):
     _refused(_run("lineage", str(forged)), 2, "malformed squeezeflow lineage")
     modelio.set_metadata(forged, {"squeezeflow.root": json.dumps({"name": "x", "version": "1"}), "squeezeflow.steps": json.dumps([{"kind": 3}])})
     _refused(_run("lineage", str(forged)), 2, "malformed squeezeflow lineage")
+
+
+@pytest.mark.parametrize("how", ["walk", "--descendants"])
+def test_forged_lineage_that_loops_is_malformed(local_registry, digits_onnx, how):
+    register_onnx(digits_onnx, "a")
+    register_onnx(digits_onnx, "b")
+    c = registry.client()
+    for name, parent in (("a", "b"), ("b", "a")):  # a/1 says it came from b/1, b/1 from a/1
+        c.set_model_version_tag(name, "1", "squeezeflow.source.name", parent)
+        c.set_model_version_tag(name, "1", "squeezeflow.source.version", "1")
+    args = ["lineage", "models:/a/1"] + ([how] if how.startswith("--") else [])
+    _refused(_run(*args), 2, "malformed lineage (cycle at models:/")
 
 
 def test_a_symlink_in_the_artifact_store_is_refused(local_registry, digits_onnx, digits_dir, tmp_path):
@@ -692,3 +711,25 @@ def test_promote_refuses_a_candidate_changed_after_the_gate(gated):
     shutil.copytree(f"artifacts/candidates/{other}", f"artifacts/candidates/{selected}")
     _refused(_run("promote"), 2, "not the artifact the gate judged")
     assert registry.client().search_model_versions("name = 'digits-cnn-edge'") == []
+
+
+# 13. a broken pipeline is not a failed recipe ------------------------------------------------------
+
+@pytest.mark.parametrize("damage,message", [
+    ("source folder missing", "manifest.json: not found"),
+    ("manifest corrupt", "corrupt manifest (JSONDecodeError)"),
+    ("model.onnx truncated", "sha256 mismatch"),
+])
+def test_compress_on_a_broken_source_is_a_pipeline_error(pulled_source, damage, message):
+    import shutil
+
+    source = Path("artifacts/source")
+    if damage == "source folder missing":
+        shutil.rmtree(source)
+    elif damage == "manifest corrupt":
+        (source / "manifest.json").write_text('{"schema_version": 1, "files": ')
+    else:
+        model = source / "model.onnx"
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    line = _refused(_run("compress", "int8-static"), 2, message, "dvc repro pull")
+    assert "Traceback" not in line and not Path("artifacts/candidates/int8-static").exists()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from squeezeflow.errors import ModelError
+from squeezeflow.errors import ModelError, PipelineError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -34,15 +34,26 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     """
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST
+    rerun = f"Re-run the stage that writes it: `dvc repro {_stage_of(model_dir)}`."
     if not path.is_file():
-        raise ModelError(f"{path}: not found. Run the stage that writes {model_dir} (`dvc repro`).")
-    manifest = json.loads(path.read_text())
+        raise PipelineError(f"{path}: not found. {rerun}")
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+        model = model_dir / files["model"]
+        recorded = manifest["sha256"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise PipelineError(f"{path}: corrupt manifest ({type(e).__name__}). {rerun}") from None
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ModelError(f"{path}: schema_version {manifest.get('schema_version')} is not supported (expected {SCHEMA_VERSION}).")
-    model = model_dir / manifest["files"]["model"]
-    if not model.is_file() or model_digest(model) != manifest["sha256"]:
-        raise ModelError(f"{model}: missing or changed since its manifest was written (sha256 mismatch). Re-run `dvc repro`.")
+        raise PipelineError(f"{path}: schema_version {manifest.get('schema_version')} is not supported (expected {SCHEMA_VERSION}). {rerun}")
+    if not inside(model_dir, model) or not model.is_file() or model_digest(model) != recorded:
+        raise PipelineError(f"{model}: missing or changed since its manifest was written (sha256 mismatch). {rerun}")
     return manifest
+
+
+def _stage_of(model_dir: Path) -> str:
+    """The DVC stage that writes a model folder, for the re-run hint."""
+    return f"compress@{model_dir.name}" if model_dir.parent.name == "candidates" else "pull"
 
 
 def manifest_digest(model_dir: str | Path) -> str:

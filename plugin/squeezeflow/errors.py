@@ -25,6 +25,10 @@ class ModelError(SqueezeflowError):
     """A model file is corrupt, cannot be exported, or produces non-finite outputs."""
 
 
+class PipelineError(ModelError):
+    """An upstream stage's output (a model folder, its manifest) is missing or corrupt: the pipeline is broken, not the recipe."""
+
+
 class NotFoundError(SqueezeflowError):
     """A registered model, version or alias does not exist."""
 

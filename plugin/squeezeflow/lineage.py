@@ -137,7 +137,22 @@ def walk(uri: str, max_depth: int = 20) -> list[dict[str, Any]]:
     chain = [_link(registry.resolve(uri))]
     while chain[-1]["parent"] and len(chain) < max_depth:
         chain.append(_link(registry.resolve(chain[-1]["parent"])))
+        _refuse_cycle(chain[-1], chain[:-1])
     return chain
+
+
+def _refuse_cycle(link: dict[str, Any], before: list[dict[str, Any]]) -> None:
+    """Forged source tags can point back at a version already on the path: a loop, not a lineage.
+
+    Raises:
+        ModelError: `link` is one of `before`.
+    """
+    from squeezeflow.errors import ModelError
+
+    key = (link["name"], str(link["version"]))
+    if any((b["name"], str(b["version"])) == key for b in before):
+        raise ModelError(f"malformed lineage (cycle at models:/{key[0]}/{key[1]}): its squeezeflow.source.* tags lead back to a version already on the path; "
+                         "they were not written by squeezeflow promote.")
 
 
 def from_onnx(path: str | Path) -> list[dict[str, Any]]:
@@ -186,13 +201,14 @@ def descendants(uri: str, max_depth: int = 20) -> list[dict[str, Any]]:
     """
     from squeezeflow import registry
 
-    def grow(ref: Any, depth: int) -> dict[str, Any]:
+    def grow(ref: Any, path: list[dict[str, Any]]) -> dict[str, Any]:
         link = _link(ref)
-        found = registry.derived_from(ref.name, ref.version) if depth < max_depth else []
-        link["children"] = [grow(child, depth + 1) for child in found]
+        _refuse_cycle(link, path)
+        found = registry.derived_from(ref.name, ref.version) if len(path) < max_depth else []
+        link["children"] = [grow(child, [*path, link]) for child in found]
         return link
 
-    return [grow(registry.resolve(uri), 0)]
+    return [grow(registry.resolve(uri), [])]
 
 
 def render(links: list[dict[str, Any]], fmt: str, tree: bool = False) -> str:

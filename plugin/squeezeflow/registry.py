@@ -111,8 +111,8 @@ def errors(what: str) -> Iterator[None]:
 def call(what: str, fn: Callable[[], T], transfer: bool = False) -> T:
     """Run `fn` (registry calls) with errors translated, retrying transient failures until the deadline.
 
-    The deadline (`SQUEEZEFLOW_REGISTRY_DEADLINE`) bounds the whole call, however the registry
-    fails: each attempt's HTTP timeout is cut to the time left, and an attempt that still has not
+    The deadline (`SQUEEZEFLOW_REGISTRY_DEADLINE`) bounds the whole call from its first request
+    (importing MLflow comes before the clock starts), however the registry fails: each attempt's HTTP timeout is cut to the time left, and an attempt that still has not
     returned at the deadline (a server that accepts and never answers, MLflow's own retries
     against a database that refuses connections) is abandoned in its thread. A `transfer`
     (uploading or downloading a model) is not cut off while it makes progress: its HTTP timeout
@@ -121,8 +121,9 @@ def call(what: str, fn: Callable[[], T], transfer: bool = False) -> T:
     Raises:
         RegistryUnreachableError: still failing at the deadline; the message names the URI and how long it tried.
     """
+    import mlflow.tracking  # noqa: F401 - imported before the clock starts: squeezeflow's start-up is not the registry's time
     budget = env.registry_deadline()
-    start = time.monotonic()
+    start = time.monotonic()  # the clock starts at the first request
     deadline = start + budget
     delay, tries = 0.5, 0
     while True:

@@ -7,7 +7,7 @@ from typing import Any
 
 from squeezeflow import artifacts, recipe as recipes
 from squeezeflow.config import Params
-from squeezeflow.errors import ConfigError, ModelError, SqueezeflowError
+from squeezeflow.errors import ConfigError, ModelError, PipelineError, SqueezeflowError
 from squeezeflow.stages import CANDIDATES_DIR, REGISTERED_DIR, SEARCH_DIR, SOFT_LABELS_DIR, SOURCE_DIR
 
 
@@ -44,6 +44,8 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
         searched = steps is not params.recipes[recipe]  # a slot: its teachers' logits come from the search, which ran after the soft-labels stage
         soft = results.soft_labels_dir(search_dir) if searched else soft_labels_dir / recipe  # this recipe's teachers only: its own DVC dependency
         return recipes.apply(params, recipe, steps, source_dir, out_dir, registered_dir, soft, at)
+    except PipelineError:  # the source folder is missing or corrupt: re-run pull, no candidate is to blame
+        raise
     except ModelError as e:  # the model cannot take this recipe
         return artifacts.write_failure(out_dir, recipe, at[0], e)
     except SqueezeflowError:  # params, data, registry, an upstream stage: the user must fix the pipeline
