@@ -379,3 +379,14 @@ def test_ray_address_that_is_not_ray_is_unreachable_not_a_hang(local_registry, d
     finally:
         listener.close()
     assert proc.returncode == 3 and f"RAY_ADDRESS {address} is not a Ray cluster" in error_line(proc), proc.stderr[-2000:]
+
+
+def test_a_corrupt_local_study_file_is_bad_local_state(local_registry, digits_onnx, digits_dir, tmp_path):
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    _params(tmp_path, digits_dir, {"space": [{"quantize": {"mode": "static"}}]})
+    sh(BIN / "squeezeflow", "pull")
+    study = tmp_path / "artifacts/search/study/study.db"
+    study.parent.mkdir(parents=True)
+    study.write_bytes(b"this is not an sqlite database" * 100)
+    proc = sh(BIN / "squeezeflow", "search", check=False)
+    assert proc.returncode == 2 and f"the study file {study.resolve()} cannot be read" in error_line(proc) and "delete it" in error_line(proc), proc.stderr[-2000:]

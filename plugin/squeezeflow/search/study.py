@@ -69,6 +69,10 @@ def open_study(url: str, name: str, objectives: tuple[str, ...], sampler: Any) -
         raise ConfigError(f"search.storage {url_without_credentials(url)!r} is not a database URL SQLAlchemy can open ({type(e).__name__}); "
                           "use e.g. postgresql+psycopg://USER@HOST/DB, or remove it for the sqlite default.") from None
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors for a storage that does not answer have no common base
+        if url.startswith("sqlite:"):  # a local file: nothing to start, the file itself is bad
+            path = url.removeprefix("sqlite:///")
+            raise ConfigError(f"search: the study file {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                              "delete it to start the study over (its trials are lost), or set search.storage.") from None
         raise RegistryUnreachableError(f"search: the study storage {url_without_credentials(url)} did not answer ({type(e).__name__}: {redact(str(e).splitlines()[0][:200])}); "
                                        "start the database or fix search.storage.") from None
 
