@@ -66,15 +66,15 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 @pytest.mark.parametrize("step,field", [("cluster", "epochs"), ("finetune", "epochs"), ("finetune", "patience"), ("distill", "epochs"), ("qat", "epochs"),
                                         ("prune", "epochs"), ("prune", "frequency")])
 def test_training_lengths_are_bounded(tmp_path, step, field):
-    """`epochs: 1e9` is a typo, not a run that trains until it is killed."""
+    """`epochs: 1000000000` is a typo, not a run that trains until it is killed (`1e9` is a YAML string, refused as not an integer)."""
     path = tmp_path / "params.yaml"
     raw = (ROOT / "params.yaml").read_text()
     base = yaml.safe_load(raw)
     extra = {"prune": {"schedule": "gradual"}, "distill": {"student": {"width": 0.5}}}.get(step, {})
     base["recipes"] = {"long": [{step: {**extra, field: 1}}]}
-    path.write_text(yaml.safe_dump(base).replace(f"{field}: 1\n", f"{field}: 1e9\n"))
-    assert f"{field}: 1e9" in path.read_text()
-    with pytest.raises(ConfigError, match=f"recipes.long.0.{step}.{field}"):
+    path.write_text(yaml.safe_dump(base).replace(f"{field}: 1\n", f"{field}: 1000000000\n"))
+    assert f"{field}: 1000000000" in path.read_text()
+    with pytest.raises(ConfigError, match=f"recipes.long.0.{step}.{field} must be less than or equal to"):
         load_params(path)
     path.write_text(yaml.safe_dump(base))  # the same recipe with a sane value loads
     load_params(path)
