@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from squeezeflow.config import Params
 
 KEY = "measured"
+GATE_ONLY = {"budgets", "optional"}  # target fields the gate reads and evaluate does not: changing them needs no new measurement
 
 
 def params_digest(params: Params) -> str:
-    """sha256 of what evaluate reads besides the models: data.task, the eval file's bytes, target(s)."""
+    """sha256 of what evaluate reads besides the models: data.task, the eval file's bytes, target(s) (less their budgets and `optional`)."""
     from squeezeflow import data
 
     eval_file = Path(params.data.eval)
@@ -30,8 +31,8 @@ def params_digest(params: Params) -> str:
         "task": params.data.task,
         "eval": str(params.data.eval),
         "eval_sha256": data.digest(eval_file) if eval_file.is_file() else None,
-        "target": params.target.model_dump(mode="json"),
-        "targets": {k: t.model_dump(mode="json") for k, t in params.targets.items()} if params.targets else None,
+        "target": params.target.model_dump(mode="json", exclude=GATE_ONLY),
+        "targets": {k: t.model_dump(mode="json", exclude=GATE_ONLY) for k, t in params.targets.items()} if params.targets else None,
     }
     return _sha(seen)
 
