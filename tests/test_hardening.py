@@ -155,6 +155,22 @@ def test_every_pt2_load_goes_through_the_graph_check():
     assert callers == {"plugin/squeezeflow/modelio.py"}, callers
 
 
+def test_a_damaged_pt2_graph_member_is_one_config_error(tmp_path):
+    """A deflated models/model.json whose bytes are damaged: zlib's error is bad input, not a squeezeflow bug."""
+    from squeezeflow import pt2check
+    from squeezeflow.errors import ConfigError
+
+    archive = tmp_path / "m.pt2"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("m/models/model.json", json.dumps({"graph_module": {"graph": {"nodes": [{"target": "torch.ops.aten.add.Tensor"}] * 200}}}))
+    data = bytearray(archive.read_bytes())
+    start = data.find(b"m/models/model.json") + 40
+    data[start:start + 20] = b"\xff" * 20
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="cannot be read as JSON"):
+        pt2check.check_archive(archive, "")
+
+
 @pytest.mark.parametrize("field,value,refused", [
     ("expr_str", "Mul(Integer(2), Symbol('s0', positive=True, integer=True))", False),
     ("expr_str", "Add(FloorDiv(Add(Symbol('s53', positive=True, integer=True), Integer(-1)), Integer(2)), Integer(1))", False),

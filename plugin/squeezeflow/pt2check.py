@@ -25,6 +25,7 @@ import ast
 import json
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,8 @@ def check_archive(path: str | Path, consent: str) -> None:
                 raise ConfigError(f"{path}: {name} is {info.file_size / 1e6:.0f} MB, beyond the {MAX_JSON_BYTES // 1024**2} MB a pt2 graph may have; the archive is not one torch.export.save wrote.")
             try:
                 graph = json.loads(archive.read(info))
-            except (ValueError, RecursionError) as e:
-                raise ConfigError(f"{path}: {name} is not valid JSON ({str(e)[:80]}); register the model again.") from None
+            except (ValueError, RecursionError, zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as e:  # damaged, encrypted or not JSON
+                raise ConfigError(f"{path}: {name} cannot be read as JSON ({type(e).__name__}: {str(e)[:80]}); register the model again.") from None
             try:
                 _walk(graph)
             except _Refused as e:
