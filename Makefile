@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo demo-mnist demo-zoo test test-fast bench bench-peers docs clean chromium zoo-extras
+.PHONY: demo demo-mnist demo-zoo test test-fast lint bench bench-peers docs pipelines clean chromium zoo-extras
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,7 +49,7 @@ zoo-extras: $(STAMP)  ## what the zoo pipelines need beyond the suite: resemblyz
 	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSerifCondensed.ttf || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q fonts-dejavu-core fonts-dejavu-extra >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-dejavu-core fonts-dejavu-extra >/dev/null 2>&1)) \
 		|| echo "Debian's DejaVu fonts not installed: the easyocr pipelines fall back to matplotlib's copies of the faces it ships"; }
 
-bench: $(STAMP) zoo-extras  ## every benchmark (about 90 minutes; 12 GB of memory for the 1B model), then bench/README.md from bench/results/*.json
+bench: $(STAMP) zoo-extras  ## every benchmark (about 90 minutes; 12 GB of memory for the 1B model), then docs/benchmarks.md from bench/results/*.json
 	for b in zoo peers overhead scale calibration stages quantization pruning distillation gate_stability; do $(BIN)/python bench/$$b.py || exit 1; done
 	$(BIN)/python bench/report.py
 
@@ -68,8 +68,14 @@ bench-peers: $(STAMP) zoo-extras $(PEERS_STAMP)  ## NNCF, Intel Neural Compresso
 	$(BIN)/python bench/toolkits.py
 	$(BIN)/python bench/report.py
 
-docs: $(STAMP)  ## regenerate the params.yaml reference in README.md from the config models
-	$(BIN)/python -m squeezeflow.docs README.md
+docs: $(STAMP)  ## regenerate docs/reference.md (params and steps) from the config models
+	$(BIN)/python -m squeezeflow.config.reference docs/reference.md
+
+pipelines: $(STAMP)  ## rewrite the repository's dvc.yaml files (root and pipelines/*) from the package's templates
+	$(BIN)/python -m squeezeflow.cli.scaffold .
+
+lint: $(STAMP)  ## ruff over the package, tests and benchmarks (pyproject.toml [tool.ruff])
+	$(BIN)/ruff check plugin tests bench
 
 clean:
 	rm -rf artifacts metrics reports mlflow.db mlruns data .dvc/cache .dvc/tmp

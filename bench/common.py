@@ -17,8 +17,12 @@ def arguments(doc: str, name: str, argv: list[str] | None, models: tuple[str, ..
     (positional, default all; `args.models`)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     if models:
-        parser.add_argument("models", nargs="*", metavar="MODEL", help=f"which to run: {', '.join(models)} (default: all)")
-    parser.add_argument("--smoke", action="store_true", help="smallest model, short training, few repeats (what the tests run)")
+        parser.add_argument(
+            "models", nargs="*", metavar="MODEL", help=f"which to run: {', '.join(models)} (default: all)"
+        )
+    parser.add_argument(
+        "--smoke", action="store_true", help="smallest model, short training, few repeats (what the tests run)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / f"{name}.json")
     parser.add_argument("--repeats", type=int, default=300)
     args = parser.parse_args(argv)
@@ -38,8 +42,14 @@ def header(method: str) -> dict:
 
     return {
         "date": datetime.date.today().isoformat(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version.split()[0]},
-        "versions": {p: version(p) for p in ("torch", "onnx", "onnxruntime", "torchao", "torch-pruning", "mlflow", "squeezeflow")},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": sys.version.split()[0],
+        },
+        "versions": {
+            p: version(p) for p in ("torch", "onnx", "onnxruntime", "torchao", "torch-pruning", "mlflow", "squeezeflow")
+        },
         "method": method,
         "models": {},
     }
@@ -56,15 +66,18 @@ def accuracy_and_speed(models: dict[str, Path], eval_file: Path, repeats: int) -
     p50 (ms) timed interleaved in this process, and speedup over `fp32`."""
     import numpy as np
 
-    from squeezeflow import data, modelio
+    from squeezeflow import data
     from squeezeflow.evaluate import latency
     from squeezeflow.evaluate.classification import accuracy
+    from squeezeflow.onnx import sessions
 
     ev = dict(np.load(eval_file))
     inputs, labels = data.inputs_of(ev), ev[data.LABELS]
-    sessions = {k: modelio.session(p, threads=1) for k, p in models.items()}
-    acc = {k: accuracy(modelio.run(s, inputs), labels) for k, s in sessions.items()}
-    times = latency.measure(sessions, next(data.batches(ev, 1)), warmup=max(10, repeats // 10), repeats=repeats, progress=False)
+    sessions = {k: sessions.session(p, threads=1) for k, p in models.items()}
+    acc = {k: accuracy(sessions.run(s, inputs), labels) for k, s in sessions.items()}
+    times = latency.measure(
+        sessions, next(data.batches(ev, 1)), warmup=max(10, repeats // 10), repeats=repeats, progress=False
+    )
     p50 = {k: float(np.median(v)) for k, v in times.items()}
     return {
         k: {
@@ -109,7 +122,7 @@ def pipeline_folder(prefix: str) -> Iterator[Path]:
 def workspace(prefix: str, dataset: str) -> Iterator[tuple[Path, dict[str, Path]]]:
     """A temporary pipeline folder (the cwd while inside) with its own sqlite registry and the
     dataset's train / calibration / eval splits; yields (folder, split files)."""
-    from squeezeflow import datasets
+    from squeezeflow.demo import datasets
 
     with pipeline_folder(prefix) as work:
         files = {s: work / f"data/{s}.npz" for s in ("train", "calibration", "eval")}
@@ -133,7 +146,9 @@ def init_repo(work: Path, env: dict) -> None:
     team's pipeline repository is: promotion ships only what a commit holds."""
     import subprocess
 
-    (work / ".gitignore").write_text("data/\nartifacts/\nmlflow.db\nmlruns/\nmetrics/\nplots/\nreports/\ntimings.jsonl\n")
+    (work / ".gitignore").write_text(
+        "data/\nartifacts/\nmlflow.db\nmlruns/\nmetrics/\nplots/\nreports/\ntimings.jsonl\n"
+    )
     for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=work, check=True, env=env, capture_output=True)
     commit(work, env, "pipeline")
@@ -149,7 +164,9 @@ def commit(work: Path, env: dict, message: str) -> None:
 
 
 def run_measured(cmd: list[str], cwd: Path, env: dict, keep_output: bool = False) -> dict:
-    """Run a command; its wall time and the peak resident memory of that process alone (wait4), and its output when asked."""
+    """Run a command; its wall time and the peak resident memory of that process alone (wait4), and its output when
+    asked.
+    """
     import os
     import subprocess
     import time

@@ -29,21 +29,25 @@ TEACHER_EPOCHS, STUDENT_EPOCHS = 6, 15
 
 def teachers(dataset: str, files: dict, epochs: int) -> dict[str, object]:
     """Train the three teachers: the source CNN, an MLP, and a shallow wide CNN."""
-    from squeezeflow import data, train, zoo
+    from squeezeflow import data
+    from squeezeflow.torch import architectures, train
 
     tr = dict(np.load(files["train"]))
     x, y = data.inputs_of(tr)["input"], tr["labels"]
     side, classes = x.shape[-1], int(y.max()) + 1
     built = {
-        "cnn": zoo.small_cnn(side, classes),
-        "mlp": zoo.mlp(side * side, (1024, 1024), classes, seed=1),
-        "cnn-shallow": zoo.conv_net(1, side, (24, 48), (64,), classes, kernel=5, seed=2),
+        "cnn": architectures.small_cnn(side, classes),
+        "mlp": architectures.mlp(side * side, (1024, 1024), classes, seed=1),
+        "cnn-shallow": architectures.conv_net(1, side, (24, 48), (64,), classes, kernel=5, seed=2),
     }
-    return {name: train.fit(m, x, y, epochs=epochs, desc=f"teacher {name}", validation=None) for name, m in built.items()}
+    return {
+        name: train.fit(m, x, y, epochs=epochs, desc=f"teacher {name}", validation=None) for name, m in built.items()
+    }
 
 
 def recipes(models: dict[str, str], epochs: int) -> dict[str, list]:
     """One student per teacher set, the hard-label student, and the INT8 student."""
+
     def student(teachers: list[dict], alpha: float = 0.7) -> dict:
         return {"distill": {"student": {"width": WIDTH}, "teachers": teachers, "alpha": alpha, "epochs": epochs}}
 
@@ -62,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, "distillation", argv)
     dataset = "digits" if args.smoke else "mnist"
     teacher_epochs, student_epochs = (2, 3) if args.smoke else (TEACHER_EPOCHS, STUDENT_EPOCHS)
-    report = header(f"batch 1, 1 thread, median of {args.repeats} interleaved runs; teachers {teacher_epochs} epochs, students {student_epochs} epochs "
-                    f"(Adam 1e-3, early stopping on the calibration split, seed 0), width {WIDTH} copy of the source CNN; accuracy on the eval split")
+    report = header(
+        f"batch 1, 1 thread, median of {args.repeats} interleaved runs; teachers {teacher_epochs} "
+        f"epochs, students {student_epochs} epochs "
+        f"(Adam 1e-3, early stopping on the calibration split, seed 0), width {WIDTH} copy of the "
+        "source CNN; accuracy on the eval split"
+    )
     with workspace("sf-bench-distill-", dataset) as (work, files):
         from squeezeflow import registry
 
@@ -81,22 +89,22 @@ def main(argv: list[str] | None = None) -> int:
 def run_pipeline(work: Path, files: dict, names: dict[str, str], epochs: int) -> dict[str, dict]:
     """pull -> soft-labels -> compress@each recipe, with the project's stages; returns the manifests."""
     from squeezeflow.config import load_params
-    from squeezeflow.stages.compress import compress
-    from squeezeflow.stages.pull import pull
-    from squeezeflow.stages.soft_labels import soft_labels
+    from squeezeflow.stages import pipeline
 
-    params = pipeline_params(files, source={"model_uri": f"models:/{names['cnn']}@champion"}, recipes=recipes({k: v for k, v in names.items() if k != "cnn"}, epochs))
+    params = pipeline_params(
+        files,
+        source={"model_uri": f"models:/{names['cnn']}@champion"},
+        recipes=recipes({k: v for k, v in names.items() if k != "cnn"}, epochs),
+    )
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     loaded = load_params(work / "params.yaml")
-    pull(loaded)
-    soft_labels(loaded)
-    return {recipe: compress(loaded, recipe) for recipe in loaded.recipes}
+    return pipeline.run(loaded, until="compress", skip=("check-data",))["compress"]
 
 
 def measure(work: Path, found: dict[str, dict], files: dict, repeats: int) -> dict:
     """Accuracy, interleaved latency, size and parameter counts of the source, teachers and students."""
+    from squeezeflow.data.artifacts import read_index
     from squeezeflow.evaluate.size import sizes
-    from squeezeflow.artifacts import read_index
 
     models = {"fp32": work / "artifacts/source/model.onnx"}
     for entry in read_index(work / "artifacts/registered").values():
@@ -106,11 +114,20 @@ def measure(work: Path, found: dict[str, dict], files: dict, repeats: int) -> di
     size = {k: sizes(p) for k, p in models.items()}
     out = {}
     for k in models:
-        row = {**rows[k], "size_mb": size[k]["size_mb"], "size_ratio": round(size["fp32"]["size_mb"] / size[k]["size_mb"], 3)}
+        row = {
+            **rows[k],
+            "size_mb": size[k]["size_mb"],
+            "size_ratio": round(size["fp32"]["size_mb"] / size[k]["size_mb"], 3),
+        }
         if k in found:
             stats = found[k]["steps"][0]["stats"]
-            row.update(param_ratio=stats["param_ratio"], student_params=stats["student_params"], teachers=[f"{t['name']}/{t['version']}" for t in stats["teachers"]],
-                       hard_labels_only=stats["alpha"] == 0.0, kept_teacher_accuracy=round(rows[k]["accuracy"] / rows["fp32"]["accuracy"], 4))
+            row.update(
+                param_ratio=stats["param_ratio"],
+                student_params=stats["student_params"],
+                teachers=[f"{t['name']}/{t['version']}" for t in stats["teachers"]],
+                hard_labels_only=stats["alpha"] == 0.0,
+                kept_teacher_accuracy=round(rows[k]["accuracy"] / rows["fp32"]["accuracy"], 4),
+            )
         out[k] = row
     return out
 

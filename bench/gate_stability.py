@@ -29,32 +29,42 @@ MARGIN = 0.2
 def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, "gate_stability", argv)
     runs = 2 if args.smoke else 20
-    report = header("digits CNN vs static INT8, evaluate + gate per run (interleaved latency rounds until the speedup's 95% interval is "
-                    "within target.ci_width = 0.1 or target.max_seconds = 30 s), 1 thread, batch 1")
+    report = header(
+        "digits CNN vs static INT8, evaluate + gate per run (interleaved latency rounds until the "
+        "speedup's 95% interval is "
+        "within target.ci_width = 0.1 or target.max_seconds = 30 s), 1 thread, batch 1"
+    )
     with workspace("sf-bench-gate-", "digits") as (work, files):
-        from squeezeflow import registry, train, zoo
+        from squeezeflow import registry
         from squeezeflow.config import load_params
         from squeezeflow.errors import GateFailedError
-        from squeezeflow.stages.compress import compress
+        from squeezeflow.stages import pipeline
         from squeezeflow.stages.evaluate import evaluate
         from squeezeflow.stages.gate import gate
-        from squeezeflow.stages.pull import pull
+        from squeezeflow.torch import architectures, train
 
         tr = np.load(files["train"])
-        registry.register_torch(train.fit(zoo.small_cnn(8), tr["input"], tr["labels"], epochs=8, desc="digits-cnn"), "digits-cnn", tr["input"][:8], alias="champion")
+        registry.register_torch(
+            train.fit(architectures.small_cnn(8), tr["input"], tr["labels"], epochs=8, desc="digits-cnn"),
+            "digits-cnn",
+            tr["input"][:8],
+            alias="champion",
+        )
         params = pipeline_params(files)
         params["recipes"] = {"int8-static": params["recipes"]["int8-static"]}
 
         def load(min_speedup: float | None):
-            params["budgets"] = {"max_accuracy_drop": 0.01, **({"min_speedup": round(min_speedup, 4)} if min_speedup else {})}
+            params["budgets"] = {
+                "max_accuracy_drop": 0.01,
+                **({"min_speedup": round(min_speedup, 4)} if min_speedup else {}),
+            }
             (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             return load_params(work / "params.yaml")
 
         first = load(None)
-        pull(first)
-        compress(first, "int8-static")
-        evaluate(first, "baseline")
-        true_speedup = evaluate(first, "int8-static")["speedup"]
+        true_speedup = pipeline.run(first, until="evaluate", skip=("check-data",), recipes=["int8-static"])["evaluate"][
+            "int8-static"
+        ]["speedup"]
         sides = {}
         for side, factor in (("below", 1 - MARGIN), ("above", 1 + MARGIN)):
             p = load(true_speedup * factor)
@@ -70,12 +80,22 @@ def main(argv: list[str] | None = None) -> int:
                 verdicts.append(verdict)
                 intervals.append([m["speedup_ci_low"], m["speedup_ci_high"]])
             expected = "pass" if side == "below" else "fail"
-            sides[side] = {"min_speedup": round(true_speedup * factor, 4), "expected": expected, "verdicts": verdicts,
-                           "flips": sum(v != expected for v in verdicts), "median_seconds": round(statistics.median(seconds), 2),
-                           "max_seconds": round(max(seconds), 2), "speedup_intervals": [[round(a, 4), round(b, 4)] for a, b in intervals]}
+            sides[side] = {
+                "min_speedup": round(true_speedup * factor, 4),
+                "expected": expected,
+                "verdicts": verdicts,
+                "flips": sum(v != expected for v in verdicts),
+                "median_seconds": round(statistics.median(seconds), 2),
+                "max_seconds": round(max(seconds), 2),
+                "speedup_intervals": [[round(a, 4), round(b, 4)] for a, b in intervals],
+            }
             print(side, sides[side]["min_speedup"], verdicts, flush=True)
-        report["models"]["digits-cnn"] = {"measured_speedup": round(true_speedup, 4), "runs_per_side": runs, "sides": sides,
-                                          "flips": sum(s["flips"] for s in sides.values())}
+        report["models"]["digits-cnn"] = {
+            "measured_speedup": round(true_speedup, 4),
+            "runs_per_side": runs,
+            "sides": sides,
+            "flips": sum(s["flips"] for s in sides.values()),
+        }
     write(report, args.out)
     return 0
 

@@ -68,7 +68,11 @@ def breakdown(wall: float, lines: list[dict]) -> dict:
 def requests_in(log: Path, since: int) -> tuple[list[str], int]:
     """The HTTP requests the server logged after byte `since` ("METHOD /path"), and the new end."""
     text = log.read_bytes()[since:].decode(errors="replace")
-    hits = [line.split('"')[1].split(" HTTP")[0].split("?")[0] for line in text.splitlines() if '" ' in line and "HTTP/1.1" in line]
+    hits = [
+        line.split('"')[1].split(" HTTP")[0].split("?")[0]
+        for line in text.splitlines()
+        if '" ' in line and "HTTP/1.1" in line
+    ]
     return hits, since + len(text.encode())
 
 
@@ -76,17 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, "overhead", argv)
     forced, noops = (1, 1) if args.smoke else (3, 5)
     from conftest import start_mlflow_server, stop
-
-    from squeezeflow import demo
     from squeezeflow.config import load_params
+    from squeezeflow.demo import bootstrap
 
-    report = header(f"the repository's pipeline (dvc.yaml, params.yaml) in a temporary git+DVC repository against `mlflow server` (sqlite) on 127.0.0.1; "
-                    f"cold run, median of {forced} forced runs (`dvc repro -f`), median of {noops} no-op runs; stage compute from SQUEEZEFLOW_TIMINGS")
+    report = header(
+        "the repository's pipeline (dvc.yaml, params.yaml) in a temporary git+DVC repository against "
+        "`mlflow server` (sqlite) on 127.0.0.1; "
+        f"cold run, median of {forced} forced runs (`dvc repro -f`), median of {noops} no-op runs; "
+        "stage compute from SQUEEZEFLOW_TIMINGS"
+    )
     with tempfile.TemporaryDirectory(prefix="sf-bench-overhead-") as tmp:
         work = Path(tmp) / "repo"
         work.mkdir()
         url, server = start_mlflow_server(f"sqlite:///{Path(tmp) / 'server.db'}", Path(tmp))
-        env = {**os.environ, "MLFLOW_TRACKING_URI": url, "SQUEEZEFLOW_TIMINGS": str(Path(tmp) / "timings.jsonl"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": url,
+            "SQUEEZEFLOW_TIMINGS": str(Path(tmp) / "timings.jsonl"),
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        }
         timings, log = Path(env["SQUEEZEFLOW_TIMINGS"]), Path(tmp) / "server.log"
         try:
             shutil.copy(ROOT / "dvc.yaml", work)
@@ -99,13 +111,15 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(work)
             try:
                 p = load_params(work / "params.yaml")
-                demo.ensure_data(p)
-                demo.register_demo_model(p)
+                bootstrap.ensure_data(p)
+                bootstrap.register_demo_model(p)
             finally:
                 os.chdir(cwd)
             runs = {"cold": breakdown(timed(["dvc", "repro"], work, env), stages(timings))}
             forced_runs = [breakdown(timed(["dvc", "repro", "-f"], work, env), stages(timings)) for _ in range(forced)]
-            runs["forced_median"] = min(forced_runs, key=lambda r: abs(r["wall_s"] - statistics.median(x["wall_s"] for x in forced_runs)))
+            runs["forced_median"] = min(
+                forced_runs, key=lambda r: abs(r["wall_s"] - statistics.median(x["wall_s"] for x in forced_runs))
+            )
             runs["forced_wall_s"] = [r["wall_s"] for r in forced_runs]
             no_env = {k: v for k, v in env.items() if k != "SQUEEZEFLOW_TIMINGS"}
             noop = [timed(["dvc", "repro"], work, no_env) for _ in range(noops)]
@@ -121,8 +135,13 @@ def main(argv: list[str] | None = None) -> int:
                 hits, mark = requests_in(log, mark)
                 line = stages(timings)[0]
                 assert json.loads((work / "reports/promotion.json").read_text())["action"] == action
-                promotions[action] = {"requests": len(hits), "wall_s": round(seconds, 3), "compute_s": line["compute_s"], "import_s": line["import_s"],
-                                      "by_endpoint": {h: hits.count(h) for h in sorted(set(hits))}}
+                promotions[action] = {
+                    "requests": len(hits),
+                    "wall_s": round(seconds, 3),
+                    "compute_s": line["compute_s"],
+                    "import_s": line["import_s"],
+                    "by_endpoint": {h: hits.count(h) for h in sorted(set(hits))},
+                }
         finally:
             stop(server)
     report["models"]["digits-cnn"] = {

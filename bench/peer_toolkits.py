@@ -5,7 +5,8 @@ Compressor's ONNX package pins numpy<2, which the project's stack does not take)
 nothing of squeezeflow. `bench/toolkits.py` calls it and measures what it writes with the
 project's ONNX Runtime, interleaved with squeezeflow's variants.
 
-    .venv-peers/bin/python bench/peer_toolkits.py FP32.onnx CALIBRATION.npz OUT_DIR --kind cnn|transformer|recurrent --task classification|regression|embedding|generic
+    .venv-peers/bin/python bench/peer_toolkits.py FP32.onnx CALIBRATION.npz OUT_DIR --kind cnn|transformer|recurrent
+    --task classification|regression|embedding|generic
 
 - NNCF (ONNX backend): `nncf.quantize(model, nncf.Dataset(...))` with its defaults,
   `model_type=nncf.ModelType.TRANSFORMER` for transformers; and
@@ -63,7 +64,9 @@ def score_of(model, items: list[dict], labels: np.ndarray, task: str) -> float:
     return 1.0 - max(float(np.abs(o - r).mean() / max(np.abs(r).mean(), 1e-12)) for o, r in zip(outs, labels))
 
 
-def nncf_variants(fp32: Path, items: list[dict], labels, kind: str, task: str, out: Path, accuracy_control: bool) -> dict:
+def nncf_variants(
+    fp32: Path, items: list[dict], labels, kind: str, task: str, out: Path, accuracy_control: bool
+) -> dict:
     import nncf
     import onnx
 
@@ -73,14 +76,22 @@ def nncf_variants(fp32: Path, items: list[dict], labels, kind: str, task: str, o
     if not accuracy_control:
         onnx.save(nncf.quantize(model, nncf.Dataset(items), **extra), str(out / "nncf-default.onnx"))
         return {"nncf-default": time.perf_counter() - start}
-    validation = nncf.Dataset(list(enumerate(items)), lambda pair: pair[1])  # NNCF validates on subsets too: the index finds each sample's reference
+    # NNCF validates on subsets too: the index finds each sample's reference
+    validation = nncf.Dataset(list(enumerate(items)), lambda pair: pair[1])
 
     def validate(m, data) -> float:
         pairs = list(data)
         rows = np.array([i for i, _ in pairs])
-        return score_of(m, [item for _, item in pairs], labels[rows] if task == "classification" else [r[rows] for r in labels], task)
+        return score_of(
+            m,
+            [item for _, item in pairs],
+            labels[rows] if task == "classification" else [r[rows] for r in labels],
+            task,
+        )
 
-    controlled = nncf.quantize_with_accuracy_control(model, nncf.Dataset(items), validation, validation_fn=validate, max_drop=0.01, **extra)
+    controlled = nncf.quantize_with_accuracy_control(
+        model, nncf.Dataset(items), validation, validation_fn=validate, max_drop=0.01, **extra
+    )
     onnx.save(controlled, str(out / "nncf-accuracy-control.onnx"))
     return {"nncf-accuracy-control": time.perf_counter() - start}
 
@@ -102,12 +113,22 @@ def inc_variants(fp32: Path, items: list[dict], labels, kind: str, task: str, ou
 
     start = time.perf_counter()
     if not tune:
-        default = config.SmoothQuantConfig(calibration_data_reader=Reader()) if kind == "transformer" else config.StaticQuantConfig(calibration_data_reader=Reader())
+        default = (
+            config.SmoothQuantConfig(calibration_data_reader=Reader())
+            if kind == "transformer"
+            else config.StaticQuantConfig(calibration_data_reader=Reader())
+        )
         quantize(str(fp32), str(out / "inc-default.onnx"), default)
         return {"inc-default": time.perf_counter() - start}
-    space = (config.SmoothQuantConfig if kind == "transformer" else config.StaticQuantConfig).get_config_set_for_tuning()
-    best = tuning.autotune(str(fp32), tuning.TuningConfig(config_set=space, tolerable_loss=0.01), eval_fn=lambda path: score_of(Path(path), items, labels, task),
-                           calibration_data_reader=Reader())
+    space = (
+        config.SmoothQuantConfig if kind == "transformer" else config.StaticQuantConfig
+    ).get_config_set_for_tuning()
+    best = tuning.autotune(
+        str(fp32),
+        tuning.TuningConfig(config_set=space, tolerable_loss=0.01),
+        eval_fn=lambda path: score_of(Path(path), items, labels, task),
+        calibration_data_reader=Reader(),
+    )
     if best is None:
         raise RuntimeError("autotune found no configuration within tolerable_loss 0.01")
     onnx.save(best, str(out / "inc-autotune.onnx"))
@@ -115,7 +136,9 @@ def inc_variants(fp32: Path, items: list[dict], labels, kind: str, task: str, ou
 
 
 def olive_variants(fp32: Path, calibration: Path, out: Path, samples: int) -> dict:
-    """Olive's ORT quantization passes, configured as its docs show (a data config with a user script that loads the npz)."""
+    """Olive's ORT quantization passes, configured as its docs show (a data config with a user script that loads the
+    npz).
+    """
     from olive.workflows import run
 
     script = out / "olive_data.py"
@@ -127,17 +150,35 @@ def olive_variants(fp32: Path, calibration: Path, out: Path, samples: int) -> di
         f"    arrays = {{k: v[:{samples}] for k, v in np.load(data_dir).items()}}\n"
         "    arrays.pop('labels', None)\n"
         "    n = len(next(iter(arrays.values())))\n"
-        "    return [({k: v[i] for k, v in arrays.items()}, 0) for i in range(n)]\n")
+        "    return [({k: v[i] for k, v in arrays.items()}, 0) for i in range(n)]\n"
+    )
     built = {}
     for name, kind in (("olive-static", "OnnxStaticQuantization"), ("olive-dynamic", "OnnxDynamicQuantization")):
         folder = out / name
-        passes = {"quantize": {"type": kind, **({"data_config": "calibration"} if kind == "OnnxStaticQuantization" else {})}}
+        passes = {
+            "quantize": {"type": kind, **({"data_config": "calibration"} if kind == "OnnxStaticQuantization" else {})}
+        }
         workflow = {
             "input_model": {"type": "ONNXModel", "model_path": str(fp32)},
-            "systems": {"local": {"type": "LocalSystem", "accelerators": [{"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]}},
-            "data_configs": [{"name": "calibration", "user_script": str(script), "load_dataset_config": {"type": "npz_dataset", "data_dir": str(calibration)},
-                              "dataloader_config": {"batch_size": 1}}],
-            "passes": passes, "host": "local", "target": "local", "output_dir": str(folder), "log_severity_level": 3,
+            "systems": {
+                "local": {
+                    "type": "LocalSystem",
+                    "accelerators": [{"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}],
+                }
+            },
+            "data_configs": [
+                {
+                    "name": "calibration",
+                    "user_script": str(script),
+                    "load_dataset_config": {"type": "npz_dataset", "data_dir": str(calibration)},
+                    "dataloader_config": {"batch_size": 1},
+                }
+            ],
+            "passes": passes,
+            "host": "local",
+            "target": "local",
+            "output_dir": str(folder),
+            "log_severity_level": 3,
         }
         start = time.perf_counter()
         run(workflow)
@@ -160,21 +201,39 @@ def main() -> int:
     parser.add_argument("fp32", type=Path)
     parser.add_argument("calibration", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--kind", choices=("cnn", "transformer", "recurrent"), default="cnn", help="transformer: the toolkits' transformer presets (NNCF model_type, INC SmoothQuant)")
-    parser.add_argument("--task", choices=("classification", "regression", "embedding", "generic"), default="classification")
+    parser.add_argument(
+        "--kind",
+        choices=("cnn", "transformer", "recurrent"),
+        default="cnn",
+        help="transformer: the toolkits' transformer presets (NNCF model_type, INC SmoothQuant)",
+    )
+    parser.add_argument(
+        "--task", choices=("classification", "regression", "embedding", "generic"), default="classification"
+    )
     parser.add_argument("--only", nargs="*", default=("nncf", "nncf-accuracy-control", "inc", "inc-autotune", "olive"))
-    parser.add_argument("--samples", type=int, default=300, help="calibration samples (NNCF's default subset_size), which also score accuracy control and autotune")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=300,
+        help="calibration samples (NNCF's default subset_size), which also score accuracy control and autotune",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     items, labels = feeds(args.calibration, args.samples)
     if args.task != "classification":  # accuracy control and autotune score closeness to the FP32 outputs
         labels = outputs_of(args.fp32, items)
     found = args.out / "toolkits.json"  # several calls (one per tool, each under its own time limit) add to one file
-    result = json.loads(found.read_text()) if found.is_file() else {"versions": versions(), "variants": {}, "errors": {}}
+    result = (
+        json.loads(found.read_text()) if found.is_file() else {"versions": versions(), "variants": {}, "errors": {}}
+    )
     common = (args.fp32, items, labels, args.kind, args.task, args.out)
-    jobs = {"nncf": lambda: nncf_variants(*common, False), "nncf-accuracy-control": lambda: nncf_variants(*common, True),
-            "inc": lambda: inc_variants(*common, False), "inc-autotune": lambda: inc_variants(*common, True),
-            "olive": lambda: olive_variants(args.fp32, args.calibration, args.out, len(items))}
+    jobs = {
+        "nncf": lambda: nncf_variants(*common, False),
+        "nncf-accuracy-control": lambda: nncf_variants(*common, True),
+        "inc": lambda: inc_variants(*common, False),
+        "inc-autotune": lambda: inc_variants(*common, True),
+        "olive": lambda: olive_variants(args.fp32, args.calibration, args.out, len(items)),
+    }
     for tool in args.only:
         try:
             for name, wall in jobs[tool]().items():

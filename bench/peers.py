@@ -33,13 +33,20 @@ from common import arguments, header, workspace, write  # noqa: E402
 from quantization import MODELS, ort_defaults, train_and_export  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINES = {"digits-cnn": ROOT, "mnist-cnn": ROOT / "pipelines/mnist-cnn", "mnist-mlp": ROOT / "pipelines/mnist-mlp", "tweets-transformer": ROOT / "pipelines/tweets-transformer"}
+PIPELINES = {
+    "digits-cnn": ROOT,
+    "mnist-cnn": ROOT / "pipelines/mnist-cnn",
+    "mnist-mlp": ROOT / "pipelines/mnist-mlp",
+    "tweets-transformer": ROOT / "pipelines/tweets-transformer",
+}
 BATCHES = (1, 32)
 BATCH32_FEWER = 10
 
 
 class TorchRunner:
-    """A PyTorch module behind the `run(None, feed)` call ONNX Runtime sessions answer, so both are timed by one loop."""
+    """A PyTorch module behind the `run(None, feed)` call ONNX Runtime sessions answer, so both are timed by one
+    loop.
+    """
 
     def __init__(self, module):
         self.module = module
@@ -75,51 +82,63 @@ def selected_candidate(name: str, model, files: dict, work: Path, max_seconds: f
     """Run the pipeline's recipes and budgets on `model` (registered as its source) up to the gate."""
     from squeezeflow import registry
     from squeezeflow.config import load_params, registry_refs
-    from squeezeflow.stages.compress import compress
-    from squeezeflow.stages.evaluate import evaluate
-    from squeezeflow.stages.gate import gate
-    from squeezeflow.stages.pull import pull
-    from squeezeflow.stages.soft_labels import soft_labels
+    from squeezeflow.stages import pipeline
 
     params = yaml.safe_load((PIPELINES[name] / "params.yaml").read_text())
     params["data"].update({k: str(v) for k, v in files.items()})
     params["target"].update(max_seconds=max_seconds)
     inputs = {k: v[:8] for k, v in np.load(files["train"]).items() if k != "labels"}
     source, alias, _ = registry.parse_uri(params["source"]["model_uri"])
-    registry.register_torch(model, source, tuple(inputs.values()) if len(inputs) > 1 else next(iter(inputs.values())), alias=alias)
+    registry.register_torch(
+        model, source, tuple(inputs.values()) if len(inputs) > 1 else next(iter(inputs.values())), alias=alias
+    )
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     p = load_params(work / "params.yaml")
     if registry_refs(p):
-        raise SystemExit(f"{name}: its recipes name other registered models ({registry_refs(p)}); this bench registers only the source.")
-    pull(p)
-    soft_labels(p)
-    for recipe in p.recipes:
-        compress(p, recipe)
-    for n in ["baseline", *p.recipes]:
-        evaluate(p, n)
-    verdict = gate(p)
-    return work / "artifacts/candidates" / verdict["selected"] / "model.onnx", {"selected": verdict["selected"], "recipes": sorted(p.recipes), "budgets": verdict["budgets"]}
+        raise SystemExit(
+            f"{name}: its recipes name other registered models ({registry_refs(p)}); this bench "
+            "registers only the source."
+        )
+    verdict = pipeline.run(p, until="gate", skip=("check-data",))["gate"]
+    return work / "artifacts/candidates" / verdict["selected"] / "model.onnx", {
+        "selected": verdict["selected"],
+        "recipes": sorted(p.recipes),
+        "budgets": verdict["budgets"],
+    }
 
 
 def compare(runners: dict, sizes: dict[str, int], files: dict, repeats: int) -> dict:
     """Accuracy, size and interleaved latency at each batch size of every runner."""
-    from squeezeflow import data, modelio
+    from squeezeflow import data
     from squeezeflow.evaluate import latency
     from squeezeflow.evaluate.classification import accuracy
+    from squeezeflow.onnx import sessions
 
     ev = dict(np.load(files["eval"]))
     inputs, labels = data.inputs_of(ev), ev[data.LABELS]
-    acc = {k: accuracy(modelio.run(r, inputs), labels) for k, r in runners.items()}
-    rows = {k: {"accuracy": round(acc[k], 5), "accuracy_drop_points": round(100 * (acc["onnxruntime-fp32"] - acc[k]), 3), "size_bytes": sizes[k],
-                "size_ratio": round(sizes["onnxruntime-fp32"] / sizes[k], 3)} for k in runners}
+    acc = {k: accuracy(sessions.run(r, inputs), labels) for k, r in runners.items()}
+    rows = {
+        k: {
+            "accuracy": round(acc[k], 5),
+            "accuracy_drop_points": round(100 * (acc["onnxruntime-fp32"] - acc[k]), 3),
+            "size_bytes": sizes[k],
+            "size_ratio": round(sizes["onnxruntime-fp32"] / sizes[k], 3),
+        }
+        for k in runners
+    }
     for batch in BATCHES:
-        n = repeats if batch == 1 else max(10, repeats // BATCH32_FEWER)  # torchao's eager int8 matmul takes ~1 s a call at batch 32 on the transformer
-        times = latency.measure(runners, next(data.batches(ev, batch)), warmup=max(3, n // 10), repeats=n, progress=False)
+        # torchao's eager int8 matmul takes ~1 s a call at batch 32 on the transformer
+        n = repeats if batch == 1 else max(10, repeats // BATCH32_FEWER)
+        times = latency.measure(
+            runners, next(data.batches(ev, batch)), warmup=max(3, n // 10), repeats=n, progress=False
+        )
         p50 = {k: float(np.median(v)) for k, v in times.items()}
         for k in runners:
             rows[k][f"batch{batch}_p50_ms"] = round(p50[k], 4)
             rows[k][f"batch{batch}_speedup"] = round(p50["onnxruntime-fp32"] / p50[k], 3)
-        rows["torchao-dynamic"][f"batch{batch}_speedup_vs_torch_fp32"] = round(p50["torch-fp32"] / p50["torchao-dynamic"], 3)
+        rows["torchao-dynamic"][f"batch{batch}_speedup_vs_torch_fp32"] = round(
+            p50["torch-fp32"] / p50["torchao-dynamic"], 3
+        )
     return rows
 
 
@@ -128,22 +147,29 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from squeezeflow import modelio
+    from squeezeflow.onnx import sessions
 
     names = ["digits-cnn"] if args.smoke else args.models
-    report = header(f"1 thread, batch {' and '.join(map(str, BATCHES))}, median of {args.repeats} interleaved runs per model at batch 1 and "
-                    f"{max(10, args.repeats // BATCH32_FEWER)} at batch 32; "
-                    "accuracy on the eval split; squeezeflow = the gate's selected candidate under the pipeline's own recipes and budgets")
+    report = header(
+        f"1 thread, batch {' and '.join(map(str, BATCHES))}, median of {args.repeats} interleaved runs "
+        "per model at batch 1 and "
+        f"{max(10, args.repeats // BATCH32_FEWER)} at batch 32; "
+        "accuracy on the eval split; squeezeflow = the gate's selected candidate under the pipeline's "
+        "own recipes and budgets"
+    )
     for name in names:
         with workspace(f"sf-bench-peers-{name}-", MODELS[name][0]) as (work, files):
             model, fp32 = train_and_export(name, files, work, epochs=2 if args.smoke else None)
             ort = ort_defaults(fp32, files, work)
             selected, info = selected_candidate(name, model, files, work, max_seconds=3 if args.smoke else 15)
             onnx_models = {"onnxruntime-fp32": fp32, **ort, "squeezeflow-selected": selected}
-            runners = {k: modelio.session(p, threads=1) for k, p in onnx_models.items()}
+            runners = {k: sessions.session(p, threads=1) for k, p in onnx_models.items()}
             ao = torchao_dynamic(model)
             runners.update({"torch-fp32": TorchRunner(model.eval()), "torchao-dynamic": TorchRunner(ao)})
-            sizes = {k: Path(p).stat().st_size for k, p in onnx_models.items()} | {"torch-fp32": torch_bytes(model), "torchao-dynamic": torch_bytes(ao)}
+            sizes = {k: Path(p).stat().st_size for k, p in onnx_models.items()} | {
+                "torch-fp32": torch_bytes(model),
+                "torchao-dynamic": torch_bytes(ao),
+            }
             report["models"][name] = {"squeezeflow": info, "variants": compare(runners, sizes, files, args.repeats)}
         print(name, json.dumps(report["models"][name])[:2500], flush=True)
     write(report, args.out)

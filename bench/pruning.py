@@ -21,7 +21,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import accuracy_and_speed, arguments, header, model_folders, write  # noqa: E402
 from quantization import build  # noqa: E402  (the same models and data as the quantization bench)
-
 from squeezeflow import data, modelio  # noqa: E402
 from squeezeflow.evaluate.size import sizes  # noqa: E402
 from squeezeflow.steps import StepContext  # noqa: E402
@@ -40,6 +39,7 @@ TARGETS = {
 
 def variants(model, files: dict, work: Path, epochs: int) -> dict[str, Path]:
     """The four recipes of the acceptance criteria, each from a fresh copy of the trained model."""
+
     def ctx(name):
         folder = work / name
         folder.mkdir()
@@ -69,7 +69,9 @@ def as_pt2(model, files: dict, work: Path):
     import mlflow.pytorch
 
     example = data.inputs_of(dict(np.load(files["eval"])))
-    mlflow.pytorch.save_model(model, str(work / "pt2-model"), serialization_format="pt2", input_example=next(iter(example.values()))[:4])
+    mlflow.pytorch.save_model(
+        model, str(work / "pt2-model"), serialization_format="pt2", input_example=next(iter(example.values()))[:4]
+    )
     return modelio.load_torch(work / "pt2-model")
 
 
@@ -94,7 +96,10 @@ def measure(fp32: Path, found: dict[str, Path], files: dict, repeats: int) -> di
 def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, "pruning", argv)
     names = ["digits-cnn"] if args.smoke else ["digits-cnn", "mnist-cnn"]
-    report = header(f"batch 1, 1 thread, median of {args.repeats} interleaved runs; fine-tuning with Adam lr 1e-3 and early stopping on the calibration split; accuracy on the eval split")
+    report = header(
+        f"batch 1, 1 thread, median of {args.repeats} interleaved runs; fine-tuning with Adam lr 1e-3 "
+        "and early stopping on the calibration split; accuracy on the eval split"
+    )
     for name, work in model_folders("sf-bench-prune-", names):
         model, fp32, files = build(name, work, epochs=2 if args.smoke else None)
         sources = {name: model, **({f"{name}-pt2": as_pt2(model, files, work)} if name == "digits-cnn" else {})}

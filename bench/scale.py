@@ -1,7 +1,7 @@
 """Scale: a synthetic transformer at 10M, 100M and 1B parameters through the pipeline's stages.
 
 For each size, in a temporary folder with its own sqlite registry: build the model (random
-weights, pre-norm encoder of zoo.text_transformer), export it to ONNX (external data above 256 MiB of
+weights, pre-norm encoder of architectures.text_transformer), export it to ONNX (external data above 256 MiB of
 weights) and register it (setup, measured too), then run the stages as the pipeline does, one
 process each: pull, compress int8-dynamic, compress int4, evaluate baseline / int8-dynamic / int4,
 gate, promote. Per stage: wall time, peak resident memory (the process's own, from wait4) against
@@ -30,13 +30,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import arguments, header, run_measured, write  # noqa: E402
 
 BIN = Path(sys.executable).parent
-SIZES = {  # zoo.text_transformer shapes; parameters ~ 12 * dim^2 * layers + vocab * dim
+SIZES = {  # architectures.text_transformer shapes; parameters ~ 12 * dim^2 * layers + vocab * dim
     "10m": dict(dim=384, heads=6, layers=5, ff=1536),
     "100m": dict(dim=1024, heads=16, layers=8, ff=4096),
     "1b": dict(dim=2048, heads=16, layers=20, ff=8192),
 }
 VOCAB, SEQ, CLASSES, EVAL_SAMPLES = 4000, 32, 2, 64
-STAGES = ["pull", "compress int8-dynamic", "compress int4", "evaluate baseline", "evaluate int8-dynamic", "evaluate int4", "gate", "promote"]
+STAGES = [
+    "pull",
+    "compress int8-dynamic",
+    "compress int4",
+    "evaluate baseline",
+    "evaluate int8-dynamic",
+    "evaluate int4",
+    "gate",
+    "promote",
+]
 
 
 def setup(size: str, work: Path) -> None:
@@ -45,10 +54,10 @@ def setup(size: str, work: Path) -> None:
 
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import register_onnx
+    from squeezeflow.onnx import sessions
+    from squeezeflow.torch import architectures, export
 
-    from squeezeflow import modelio, zoo
-
-    model = zoo.text_transformer(VOCAB, SEQ, CLASSES, **SIZES[size]).eval()
+    model = architectures.text_transformer(VOCAB, SEQ, CLASSES, **SIZES[size]).eval()
     rng = np.random.default_rng(0)
     ids = rng.integers(0, VOCAB, size=(EVAL_SAMPLES, SEQ), dtype=np.int64)
     mask = np.ones((EVAL_SAMPLES, SEQ), dtype=np.int64)
@@ -56,9 +65,9 @@ def setup(size: str, work: Path) -> None:
     inputs = {"input_ids": ids, "attention_mask": mask}
     fp32 = work / "export" / "model.onnx"
     fp32.parent.mkdir()
-    modelio.export_onnx(model, {k: v[:8] for k, v in inputs.items()}, fp32, min_agreement=0.99)
+    export.export_onnx(model, {k: v[:8] for k, v in inputs.items()}, fp32, min_agreement=0.99)
     del model
-    labels = modelio.run(modelio.session(fp32), inputs, batch_size=16).argmax(-1)
+    labels = sessions.run(sessions.session(fp32), inputs, batch_size=16).argmax(-1)
     (work / "data").mkdir()
     np.savez(work / "data/eval.npz", **inputs, labels=labels)
     register_onnx(fp32, f"synthetic-{size}", alias="champion")
@@ -75,14 +84,24 @@ def params(size: str) -> dict:
     }
 
 
-LIBRARIES = "import squeezeflow.cli, torch, onnx, onnxruntime, onnxruntime.quantization, mlflow, great_expectations"
+LIBRARIES = (
+    "import squeezeflow.cli.commands, torch, onnx, onnxruntime, onnxruntime.quantization, mlflow, great_expectations"
+)
 
 
 def measure(size: str, work: Path) -> dict:
-    from squeezeflow.artifacts import model_files
+    from squeezeflow.data.artifacts import model_files
 
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "SQUEEZEFLOW_TIMINGS": str(work / "timings.jsonl")}
-    rows = {"setup (build, export, register)": run_measured([sys.executable, __file__, "--setup", size, "--work", str(work)], work, env)}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "SQUEEZEFLOW_TIMINGS": str(work / "timings.jsonl"),
+    }
+    rows = {
+        "setup (build, export, register)": run_measured(
+            [sys.executable, __file__, "--setup", size, "--work", str(work)], work, env
+        )
+    }
     fp32 = sum(f.stat().st_size for f in model_files(work / "export/model.onnx"))
     (work / "params.yaml").write_text(yaml.safe_dump(params(size), sort_keys=False))
     for stage in STAGES:
@@ -102,7 +121,10 @@ def measure(size: str, work: Path) -> dict:
         "libraries_rss_bytes": libraries,
         "external_data": (work / "artifacts/source/model.onnx.data").is_file(),
         "stages": rows,
-        "candidates": {n: {k: m.get(k) for k in ("size_mb", "accuracy_drop", "speedup", "latency_p50_ms")} for n, m in metrics.items()},
+        "candidates": {
+            n: {k: m.get(k) for k in ("size_mb", "accuracy_drop", "speedup", "latency_p50_ms")}
+            for n, m in metrics.items()
+        },
         "promotion": json.loads((work / "reports/promotion.json").read_text())["action"],
     }
 
@@ -121,8 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = arguments(__doc__, "scale", argv, tuple(SIZES))
     sizes = ["10m"] if args.smoke else args.models
-    report = header("synthetic transformer (seq 32, vocab 4000, 2 classes, 64 eval samples labelled by FP32), stages as separate processes against a "
-                    "sqlite registry; peak RSS of each stage's own process (wait4); target.max_seconds 10, 1 thread, batch 1")
+    report = header(
+        "synthetic transformer (seq 32, vocab 4000, 2 classes, 64 eval samples labelled by FP32), "
+        "stages as separate processes against a "
+        "sqlite registry; peak RSS of each stage's own process (wait4); target.max_seconds 10, 1 "
+        "thread, batch 1"
+    )
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix=f"sf-bench-scale-{size}-") as tmp:
             report["models"][size] = measure(size, Path(tmp))
@@ -131,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         row = report["models"][size]
         row["params_ratio_vs_" + base] = round(row["params"] / report["models"][base]["params"], 2)
-        row["time_ratio_vs_" + base] = {s: round(row["stages"][s]["wall_s"] / report["models"][base]["stages"][s]["wall_s"], 2) for s in row["stages"]}
+        row["time_ratio_vs_" + base] = {
+            s: round(row["stages"][s]["wall_s"] / report["models"][base]["stages"][s]["wall_s"], 2)
+            for s in row["stages"]
+        }
     write(report, args.out)
     return 0
 

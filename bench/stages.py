@@ -31,8 +31,15 @@ FULL = {"pipeline": "pipelines/efficientnet-lite1", "counts": (64, 256, 1024)}
 SMOKE = {"pipeline": ".", "counts": (32, 128)}
 RECIPE = "int8-static"
 STAGES = {  # stage -> its command, and what it imports before it reads anything (the libraries row)
-    "check-data": (["check-data"], "import numpy, pandas, onnxruntime, great_expectations, squeezeflow.contracts, squeezeflow.stages.check_data"),
-    "compress": (["compress", RECIPE], "import numpy, onnx, onnxruntime, onnxruntime.quantization, squeezeflow.steps.quantize, squeezeflow.stages.compress"),
+    "check-data": (
+        ["check-data"],
+        "import numpy, pandas, onnxruntime, great_expectations, squeezeflow.contracts, squeezeflow.stages.check_data",
+    ),
+    "compress": (
+        ["compress", RECIPE],
+        "import numpy, onnx, onnxruntime, onnxruntime.quantization, "
+        "squeezeflow.steps.quantize, squeezeflow.stages.compress",
+    ),
     "evaluate": (["evaluate", RECIPE], "import numpy, onnx, onnxruntime, squeezeflow.stages.evaluate"),
 }
 
@@ -41,27 +48,41 @@ def setup(work: Path, counts: list[int]) -> None:
     """(child process) The data files at every count, the registered source model, `squeezeflow pull`."""
     import numpy as np
 
-    from squeezeflow import config, data, datasets, demo, pretrained
+    from squeezeflow import config, data
+    from squeezeflow.demo import bootstrap, datasets, pretrained
 
     params = config.load_params(work / "params.yaml")
-    full = {role: work / "data" / f"{role}-all.npz" for role in ("eval", "calibration")} | {"train": work / params.data.train}
+    full = {role: work / "data" / f"{role}-all.npz" for role in ("eval", "calibration")} | {
+        "train": work / params.data.train
+    }
     if params.demo.pretrained:
-        pretrained.write_data(params.demo.pretrained, full, params.seed, {"eval": max(counts), "calibration": max(counts), "train": 8})
+        pretrained.write_data(
+            params.demo.pretrained, full, params.seed, {"eval": max(counts), "calibration": max(counts), "train": 8}
+        )
     else:
         datasets.write_splits(params.demo.dataset, full, params.seed)
     for role in ("eval", "calibration"):
         for n in counts:
             rows = range(min(n, data.samples_in(full[role], role)))
             np.savez(work / "data" / f"{role}-{n}.npz", **data.load(full[role], role, rows=rows))
-    shutil.copy(work / "data" / f"eval-{counts[0]}.npz", work / params.data.eval)  # what registration takes its example from
-    demo.ensure_source(params)
+    # what registration takes its example from
+    shutil.copy(work / "data" / f"eval-{counts[0]}.npz", work / params.data.eval)
+    bootstrap.ensure_source(params)
 
 
 def project(source: Path, work: Path, count: int | None) -> None:
     """dvc.yaml and params.yaml of the pipeline in `work`: one static INT8 recipe on `count` samples."""
     params = yaml.safe_load((source / "params.yaml").read_text())
-    params["recipes"] = {RECIPE: [{"quantize": {"mode": "static", "per_channel": True, "calibration": "minmax", "num_samples": count or 1}}]}
-    params["data"].update({"eval": f"data/eval-{count}.npz", "calibration": f"data/calibration-{count}.npz"} if count else {"eval": "data/eval.npz", "calibration": "data/calibration.npz"})
+    params["recipes"] = {
+        RECIPE: [
+            {"quantize": {"mode": "static", "per_channel": True, "calibration": "minmax", "num_samples": count or 1}}
+        ]
+    }
+    params["data"].update(
+        {"eval": f"data/eval-{count}.npz", "calibration": f"data/calibration-{count}.npz"}
+        if count
+        else {"eval": "data/eval.npz", "calibration": "data/calibration.npz"}
+    )
     params["data"]["train"] = "data/train.npz"
     params["target"].update(repeats=20, max_seconds=3)
     shutil.copy(source / "dvc.yaml", work / "dvc.yaml")
@@ -77,30 +98,53 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE if args.smoke else FULL
     source = ROOT / plan["pipeline"]
     model = (yaml.safe_load((source / "params.yaml").read_text()).get("demo") or {}).get("pretrained") or "digits-cnn"
-    report = header(f"{model}: check-data, compress ({RECIPE}) and evaluate as `squeezeflow STAGE` processes, peak RSS from wait4, "
-                    f"at {', '.join(map(str, plan['counts']))} eval and calibration samples")
+    report = header(
+        f"{model}: check-data, compress ({RECIPE}) and evaluate as `squeezeflow STAGE` processes, peak "
+        "RSS from wait4, "
+        f"at {', '.join(map(str, plan['counts']))} eval and calibration samples"
+    )
     with tempfile.TemporaryDirectory(prefix="sf-bench-stages-") as tmp:
         work = Path(tmp)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-               "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+        }
         project(source, work, None)
         init_repo(work, env)
         setup_row = run_measured([sys.executable, __file__, "--setup", str(work), *map(str, plan["counts"])], work, env)
         run_measured([str(BIN / "squeezeflow"), "pull"], work, env)
         fp32_bytes = (work / "artifacts/source/model.onnx").stat().st_size
-        libraries = {stage: run_measured([sys.executable, "-c", imports], work, env)["peak_rss_bytes"] for stage, (_, imports) in STAGES.items()}
+        libraries = {
+            stage: run_measured([sys.executable, "-c", imports], work, env)["peak_rss_bytes"]
+            for stage, (_, imports) in STAGES.items()
+        }
         rows: dict[str, dict] = {}
         for count in plan["counts"]:
             project(source, work, count)
             for stage, (cmd, _) in STAGES.items():
                 measured = run_measured([str(BIN / "squeezeflow"), *cmd], work, env)
                 bound = 3 * fp32_bytes + libraries[stage]
-                rows[f"{stage} {count}"] = {**measured, "samples": count, "above_libraries_mb": round((measured["peak_rss_bytes"] - libraries[stage]) / 1e6, 1),
-                                            "bound_bytes": bound, "within_bound": measured["peak_rss_bytes"] <= bound}
+                rows[f"{stage} {count}"] = {
+                    **measured,
+                    "samples": count,
+                    "above_libraries_mb": round((measured["peak_rss_bytes"] - libraries[stage]) / 1e6, 1),
+                    "bound_bytes": bound,
+                    "within_bound": measured["peak_rss_bytes"] <= bound,
+                }
                 print(f"{stage} {count}: {rows[f'{stage} {count}']}", flush=True)
     first, last = plan["counts"][0], plan["counts"][-1]
-    report["growth"] = {stage: round(rows[f"{stage} {last}"]["peak_rss_bytes"] / rows[f"{stage} {first}"]["peak_rss_bytes"], 3) for stage in STAGES}
-    report["models"][model] = {"fp32_bytes": fp32_bytes, "libraries_rss_bytes": libraries, "setup": setup_row, "runs": rows}
+    report["growth"] = {
+        stage: round(rows[f"{stage} {last}"]["peak_rss_bytes"] / rows[f"{stage} {first}"]["peak_rss_bytes"], 3)
+        for stage in STAGES
+    }
+    report["models"][model] = {
+        "fp32_bytes": fp32_bytes,
+        "libraries_rss_bytes": libraries,
+        "setup": setup_row,
+        "runs": rows,
+    }
     write(report, args.out)
     return 0
 

@@ -33,7 +33,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import arguments, header, pipeline_folder, write  # noqa: E402
 
 MODELS = ("digits-cnn", "mnist-cnn", "tweets-transformer", "mtcnn-onet", "efficientnet-lite1")
-ZOO_COUNTS = {"efficientnet-lite1": {"eval": 160, "calibration": 64, "train": 8}, "mtcnn-onet": {"eval": 256, "calibration": 128, "train": 8}}
+ZOO_COUNTS = {
+    "efficientnet-lite1": {"eval": 160, "calibration": 64, "train": 8},
+    "mtcnn-onet": {"eval": 256, "calibration": 128, "train": 8},
+}
 TASK = {"mtcnn-onet": "regression"}
 QUALITY = {"classification": {"max_accuracy_drop": 0.01}, "regression": {"max_mae_increase": 0.01}}
 TARGETS = {
@@ -54,7 +57,8 @@ def source(name: str, work: Path) -> tuple[object, dict[str, Path], object]:
     """(torch module, split files, an example batch) of the model."""
     import numpy as np
 
-    from squeezeflow import data, pretrained
+    from squeezeflow import data
+    from squeezeflow.demo import pretrained
 
     files = {r: work / "data" / f"{r}.npz" for r in ("train", "calibration", "eval")}
     if name in ZOO_COUNTS:
@@ -75,10 +79,8 @@ def run_model(name: str, work: Path, smoke: bool) -> dict:
     from squeezeflow import registry
     from squeezeflow.config import load_params
     from squeezeflow.errors import GateFailedError
-    from squeezeflow.stages.compress import compress
-    from squeezeflow.stages.evaluate import evaluate
+    from squeezeflow.stages import pipeline
     from squeezeflow.stages.gate import gate
-    from squeezeflow.stages.pull import pull
 
     module, files, example = source(name, work)
     registry.register_torch(module, name, example, alias="champion")
@@ -88,17 +90,17 @@ def run_model(name: str, work: Path, smoke: bool) -> dict:
     recipes = {k: v for k, v in RECIPES.items() if not smoke or k in ("int8-static", "int8-dynamic", "mobile-int8")}
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
     params.pop("target")
-    params.update(source={"model_uri": f"models:/{name}@champion"}, recipes=recipes, targets=targets, budgets={**QUALITY[task], "min_speedup": 1.0},
-                  promote={"registered_model": f"{name}-edge", "alias": "candidate"})
+    params.update(
+        source={"model_uri": f"models:/{name}@champion"},
+        recipes=recipes,
+        targets=targets,
+        budgets={**QUALITY[task], "min_speedup": 1.0},
+        promote={"registered_model": f"{name}-edge", "alias": "candidate"},
+    )
     params["data"] = {"task": task, **{k: str(v) for k, v in files.items()}}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     loaded = load_params(work / "params.yaml")
-    pull(loaded)
-    for recipe in loaded.recipes:
-        compress(loaded, recipe)
-    evaluate(loaded, "baseline")
-    for recipe in loaded.recipes:
-        evaluate(loaded, recipe)
+    pipeline.run(loaded, until="evaluate", skip=("check-data",))
     try:
         verdict = gate(loaded, audit=False)
     except GateFailedError:
@@ -107,33 +109,53 @@ def run_model(name: str, work: Path, smoke: bool) -> dict:
 
 
 def summarize(verdict: dict) -> dict:
-    """Per target: runtime, verdict, selected with its speedup and metric, every candidate's status; and the cross-target disagreements."""
+    """Per target: runtime, verdict, selected with its speedup and metric, every candidate's status; and the
+    cross-target disagreements.
+    """
     out = {"verdict": verdict["verdict"], "matrix": verdict["matrix"], "targets": {}}
     for target, v in verdict["targets"].items():
         metric = "accuracy_drop" if v.get("task", "classification") == "classification" else "mae_increase"
         row = {"runtime": v.get("runtime"), "verdict": v["verdict"], "selected": v.get("selected"), "candidates": {}}
         for cand, c in v.get("candidates", {}).items():
             m = c["metrics"]
-            row["candidates"][cand] = {"status": c["status"], "speedup": m.get("speedup"), "speedup_interval": [m.get("speedup_ci_low"), m.get("speedup_ci_high")],
-                                       metric: m.get(metric), "missed": [x["budget"] for x in c["violations"] + c.get("inconclusive", [])]}
+            row["candidates"][cand] = {
+                "status": c["status"],
+                "speedup": m.get("speedup"),
+                "speedup_interval": [m.get("speedup_ci_low"), m.get("speedup_ci_high")],
+                metric: m.get(metric),
+                "missed": [x["budget"] for x in c["violations"] + c.get("inconclusive", [])],
+            }
         out["targets"][target] = row
     out["rejected_here_accepted_there"] = [
-        {"candidate": cand, "rejected_by": [t for t, s in per.items() if s in ("fail", "inconclusive")], "accepted_by": [t for t, s in per.items() if s.startswith("pass")]}
+        {
+            "candidate": cand,
+            "rejected_by": [t for t, s in per.items() if s in ("fail", "inconclusive")],
+            "accepted_by": [t for t, s in per.items() if s.startswith("pass")],
+        }
         for cand, per in verdict["matrix"].items()
-        if any(s in ("fail", "inconclusive") for s in per.values()) and any(s.startswith("pass") for s in per.values())]
+        if any(s in ("fail", "inconclusive") for s in per.values()) and any(s.startswith("pass") for s in per.values())
+    ]
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, "targets", argv, MODELS)
     names = ["digits-cnn"] if args.smoke else args.models
-    report = header("a pipeline per model run in-process (pull, compress, evaluate, gate); each target measures quality and latency with its own runtime, "
-                    "interleaved against the baseline on that runtime until the speedup's interval is 10% wide or 15 s pass")
+    report = header(
+        "a pipeline per model run in-process (pull, compress, evaluate, gate); each target measures "
+        "quality and latency with its own runtime, "
+        "interleaved against the baseline on that runtime until the speedup's interval is 10% wide or "
+        "15 s pass"
+    )
     report["targets"] = TARGETS
     for name in names:
         with pipeline_folder(f"sf-bench-targets-{name}-") as work:
             report["models"][name] = run_model(name, work, args.smoke)
-        print(name, json.dumps({t: (v["selected"], v["verdict"]) for t, v in report["models"][name]["targets"].items()}), flush=True)
+        print(
+            name,
+            json.dumps({t: (v["selected"], v["verdict"]) for t, v in report["models"][name]["targets"].items()}),
+            flush=True,
+        )
         write(report, args.out)  # after each model
     return 0
 

@@ -33,7 +33,9 @@ def sh(*cmd, cwd=None, check=True, env=None) -> subprocess.CompletedProcess:
     """Run a command, capturing output; on unexpected failure show it."""
     proc = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{cmd} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -47,7 +49,7 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """The digits train/calibration/eval npz files, written once."""
-    from squeezeflow import datasets
+    from squeezeflow.demo import datasets
 
     folder = tmp_path_factory.mktemp("digits")
     datasets.write_splits("digits", {s: folder / f"{s}.npz" for s in ("train", "calibration", "eval")})
@@ -59,10 +61,10 @@ def digits_cnn(digits_dir):
     """A small CNN trained for a few epochs on the digits train split."""
     import numpy as np
 
-    from squeezeflow import train, zoo
+    from squeezeflow.torch import architectures, train
 
     arrays = np.load(digits_dir / "train.npz")
-    return train.fit(zoo.small_cnn(8), arrays["input"], arrays["labels"], epochs=3, seed=0, desc="fixture")
+    return train.fit(architectures.small_cnn(8), arrays["input"], arrays["labels"], epochs=3, seed=0, desc="fixture")
 
 
 @pytest.fixture(scope="session")
@@ -70,10 +72,10 @@ def digits_onnx(digits_cnn, digits_dir, tmp_path_factory) -> Path:
     """digits_cnn exported to ONNX (FP32)."""
     import numpy as np
 
-    from squeezeflow import modelio
+    from squeezeflow.torch import export
 
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    modelio.export_onnx(digits_cnn, {"input": np.load(digits_dir / "eval.npz")["input"][:16]}, path)
+    export.export_onnx(digits_cnn, {"input": np.load(digits_dir / "eval.npz")["input"][:16]}, path)
     return path
 
 
@@ -106,8 +108,13 @@ def write_params(folder: Path, data_dir: Path, **overrides) -> Path:
     import yaml
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(eval=str(data_dir / "eval.npz"), calibration=str(data_dir / "calibration.npz"), train=str(data_dir / "train.npz"))
-    params["target"].update(warmup=3, repeats=20, max_seconds=8)  # tests judge behaviour: the 30 s default cap is for verdicts
+    params["data"].update(
+        eval=str(data_dir / "eval.npz"),
+        calibration=str(data_dir / "calibration.npz"),
+        train=str(data_dir / "train.npz"),
+    )
+    # tests judge behaviour: the 30 s default cap is for verdicts
+    params["target"].update(warmup=3, repeats=20, max_seconds=8)
     for dotted, value in overrides.items():
         node = params
         *parents, leaf = dotted.split("__")
@@ -143,10 +150,32 @@ def start_mlflow_server(backend: str, folder: Path, port: int | None = None) -> 
     """
     port = port or free_port()
     log = folder / "server.log"
-    env = {**os.environ, "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true", "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_CACHE_TTL": "1", "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": WEBHOOK_KEY}
+    env = {
+        **os.environ,
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": WEBHOOK_KEY,
+    }
     proc = subprocess.Popen(
-        [BIN / "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        [
+            BIN / "mlflow",
+            "server",
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
     )
     _wait_http(f"http://127.0.0.1:{port}/health", proc, log)
     return f"http://127.0.0.1:{port}", proc
@@ -175,9 +204,14 @@ def _postgres():
     try:
         import psycopg
 
-        return psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3, autocommit=True)
+        return psycopg.connect(
+            host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3, autocommit=True
+        )
     except Exception as e:  # no server, no driver
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 (user postgres) does not answer: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        pytest.skip(
+            "PostgreSQL on 127.0.0.1:5432 (user postgres) does not answer: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        )
 
 
 @contextlib.contextmanager

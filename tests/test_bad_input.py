@@ -33,7 +33,11 @@ def _eval_file(tmp_path, digits_dir, **change):
 
 CASES = [
     ("renamed input", lambda a: {"input": None, "pixels": a["input"]}, "has no array named 'input'"),
-    ("wrong shape", lambda a: {"input": a["input"].reshape(len(a["input"]), 64)}, "has shape [540, 64], the model expects"),
+    (
+        "wrong shape",
+        lambda a: {"input": a["input"].reshape(len(a["input"]), 64)},
+        "has shape [540, 64], the model expects",
+    ),
     ("wrong dtype", lambda a: {"input": a["input"].astype(np.float64)}, "has dtype float64, the model expects float32"),
     ("labels out of range", lambda a: {"labels": a["labels"] + 5}, "is outside the model's 10 classes"),
     ("no labels", lambda a: {"labels": None}, "has no `labels` array"),
@@ -118,18 +122,52 @@ def _with_nan(a):
 
 CONTRACTS = [  # (case, data file role, change, expectation, what the message names)
     ("nan in eval", "eval", _with_nan, "ExpectColumnValuesToBeBetween on array 'input'", "1 samples with NaN or inf"),
-    ("unknown label in train", "train", lambda a: {"labels": np.where(np.arange(len(a["labels"])) == 0, 12, a["labels"])}, "ExpectColumnValuesToBeBetween on array 'labels'", "labels outside 0..9, e.g. 12"),
-    ("class missing from eval", "eval", lambda a: {"input": a["input"][a["labels"] != 3], "labels": a["labels"][a["labels"] != 3]}, "ExpectColumnDistinctValuesToContainSet on array 'labels'", "classes [3] missing"),
-    ("calibration drawn elsewhere", "calibration", lambda a: {"input": a["input"] * 0.2 + 3.0}, "ExpectColumnValuesToBeBetween on the calibration inputs", "shifted more than 0.5"),
-    ("wrong dtype in calibration", "calibration", lambda a: {"input": a["input"].astype(np.float64)}, "ExpectColumnValuesToBeInSet on array 'input'", "dtype does not match"),
-    ("input missing from train", "train", lambda a: {"input": None, "pixels": a["input"]}, "ExpectColumnValuesToBeInSet on array 'input'", "present does not match"),
+    (
+        "unknown label in train",
+        "train",
+        lambda a: {"labels": np.where(np.arange(len(a["labels"])) == 0, 12, a["labels"])},
+        "ExpectColumnValuesToBeBetween on array 'labels'",
+        "labels outside 0..9, e.g. 12",
+    ),
+    (
+        "class missing from eval",
+        "eval",
+        lambda a: {"input": a["input"][a["labels"] != 3], "labels": a["labels"][a["labels"] != 3]},
+        "ExpectColumnDistinctValuesToContainSet on array 'labels'",
+        "classes [3] missing",
+    ),
+    (
+        "calibration drawn elsewhere",
+        "calibration",
+        lambda a: {"input": a["input"] * 0.2 + 3.0},
+        "ExpectColumnValuesToBeBetween on the calibration inputs",
+        "shifted more than 0.5",
+    ),
+    (
+        "wrong dtype in calibration",
+        "calibration",
+        lambda a: {"input": a["input"].astype(np.float64)},
+        "ExpectColumnValuesToBeInSet on array 'input'",
+        "dtype does not match",
+    ),
+    (
+        "input missing from train",
+        "train",
+        lambda a: {"input": None, "pixels": a["input"]},
+        "ExpectColumnValuesToBeInSet on array 'input'",
+        "present does not match",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case,role,change,expectation,detail", CONTRACTS, ids=[c[0] for c in CONTRACTS])
-def test_data_contracts_name_the_expectation_file_and_array(pulled, digits_dir, tmp_path, case, role, change, expectation, detail):
+def test_data_contracts_name_the_expectation_file_and_array(
+    pulled, digits_dir, tmp_path, case, role, change, expectation, detail
+):
     bad = _file(tmp_path, digits_dir, role, change)
-    path = write_params(tmp_path, digits_dir, **{f"data__{role}": str(bad)}, contracts={"strict": True, "all_classes": True})
+    path = write_params(
+        tmp_path, digits_dir, **{f"data__{role}": str(bad)}, contracts={"strict": True, "all_classes": True}
+    )
     proc = sh(BIN / "squeezeflow", "--params", path, "check-data", check=False)
     assert proc.returncode == 2
     line = error_line(proc)
@@ -172,9 +210,13 @@ def test_a_1000_class_model_evaluated_on_60_classes_passes_check_data(local_regi
 
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.normal(size=(64, 1000)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["output"])], "g",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1000])], [w])
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["output"])],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1000])],
+        [w],
+    )
     model = tmp_path / "wide.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
     register_onnx(model, "digits-cnn", alias="champion")
@@ -210,10 +252,22 @@ def test_passing_data_checks_read_as_passing(local_registry, digits_onnx, digits
 
 
 ORDINARY_BAD_EVAL = [
-    ("float16 inputs", lambda a: {"input": a["input"].astype(np.float16)}, "has dtype float16, the model expects float32"),
-    ("float64 inputs", lambda a: {"input": a["input"].astype(np.float64)}, "has dtype float64, the model expects float32"),
+    (
+        "float16 inputs",
+        lambda a: {"input": a["input"].astype(np.float16)},
+        "has dtype float16, the model expects float32",
+    ),
+    (
+        "float64 inputs",
+        lambda a: {"input": a["input"].astype(np.float64)},
+        "has dtype float64, the model expects float32",
+    ),
     ("int8 inputs", lambda a: {"input": a["input"].astype(np.int8)}, "has dtype int8, the model expects float32"),
-    ("9x9 for 8x8", lambda a: {"input": np.pad(a["input"], ((0, 0), (0, 0), (0, 1), (0, 1)))}, "has shape [360, 1, 9, 9], the model expects"),
+    (
+        "9x9 for 8x8",
+        lambda a: {"input": np.pad(a["input"], ((0, 0), (0, 0), (0, 1), (0, 1)))},
+        "has shape [360, 1, 9, 9], the model expects",
+    ),
     ("no channel axis", lambda a: {"input": a["input"][:, 0]}, "has shape [360, 8, 8], the model expects"),
     ("labels [N, 1]", lambda a: {"labels": a["labels"][:, None]}, "`labels` must be a 1-D integer array"),
     ("float labels", lambda a: {"labels": a["labels"].astype(np.float32)}, "`labels` must be a 1-D integer array"),
@@ -224,7 +278,9 @@ ORDINARY_BAD_EVAL = [
 
 @pytest.mark.parametrize("case,change,message", ORDINARY_BAD_EVAL, ids=[c[0] for c in ORDINARY_BAD_EVAL])
 def test_check_data_refuses_ordinary_bad_eval_data_first(pulled, digits_dir, tmp_path, case, change, message):
-    """What evaluate refuses with exit 2, check-data refuses first, with one line, never as a squeezeflow bug (exit 4) or the model's fault."""
+    """What evaluate refuses with exit 2, check-data refuses first, with one line, never as a squeezeflow bug (exit 4)
+    or the model's fault.
+    """
     bad = _file(tmp_path, digits_dir, "eval", change)
     samples = len(np.load(bad)["labels"])
     message = message.replace("360", str(samples))

@@ -15,7 +15,13 @@ pytestmark = pytest.mark.slow
 def _smoke(bench: str, tmp_path, **env) -> dict:
     """Run bench/BENCH.py --smoke (with extra environment variables); its JSON report."""
     out = tmp_path / f"{bench}.json"
-    proc = subprocess.run([sys.executable, ROOT / f"bench/{bench}.py", "--smoke", "--out", out], capture_output=True, text=True, timeout=900, env={**os.environ, **env})
+    proc = subprocess.run(
+        [sys.executable, ROOT / f"bench/{bench}.py", "--smoke", "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, **env},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -23,9 +29,21 @@ def _smoke(bench: str, tmp_path, **env) -> dict:
 def test_quantization_bench_smoke(tmp_path):
     report = _smoke("quantization", tmp_path)
     variants = report["models"]["digits-cnn"]["variants"]
-    assert set(variants) == {"fp32", "ort-dynamic-default", "ort-static-default", "squeezeflow-static", "squeezeflow-dynamic", "squeezeflow-auto"}
+    assert set(variants) == {
+        "fp32",
+        "ort-dynamic-default",
+        "ort-static-default",
+        "squeezeflow-static",
+        "squeezeflow-dynamic",
+        "squeezeflow-auto",
+    }
     assert all(v["size_ratio"] > 3 for k, v in variants.items() if k != "fp32")
-    assert report["models"]["digits-cnn"]["auto"]["chosen"] in {"fp32", "static-weighted", "static-gptq-bias-correction", "static-weighted-smoothquant"} | {f"{m}-{g}" for m in ("static", "dynamic") for g in ("per-channel", "per-tensor")}
+    assert report["models"]["digits-cnn"]["auto"]["chosen"] in {
+        "fp32",
+        "static-weighted",
+        "static-gptq-bias-correction",
+        "static-weighted-smoothquant",
+    } | {f"{m}-{g}" for m in ("static", "dynamic") for g in ("per-channel", "per-tensor")}
     hard = report["hard_cases"]
     assert not hard["ptq-static-per-tensor"]["meets_budget"]  # the constructed case really breaks per-tensor INT8
     assert hard["fallback"]["kept_float"]
@@ -45,7 +63,15 @@ def test_pruning_bench_smoke(tmp_path):
 
 def test_distillation_bench_smoke(tmp_path):
     rows = _smoke("distillation", tmp_path)["models"]["digits-cnn"]
-    assert {"fp32", "teacher-digits-mlp", "teacher-digits-cnn-shallow", "hard-labels-only", "kd-cnn", "kd-all", "kd-cnn-int8"} <= set(rows)
+    assert {
+        "fp32",
+        "teacher-digits-mlp",
+        "teacher-digits-cnn-shallow",
+        "hard-labels-only",
+        "kd-cnn",
+        "kd-all",
+        "kd-cnn-int8",
+    } <= set(rows)
     assert rows["kd-all"]["teachers"] == ["digits-cnn/1", "digits-mlp/1", "digits-cnn-shallow/1"]
     assert all(rows[k]["param_ratio"] <= 0.25 for k in rows if k.startswith(("kd", "hard")))
     assert rows["hard-labels-only"]["hard_labels_only"] and not rows["kd-cnn"]["hard_labels_only"]
@@ -63,10 +89,18 @@ def test_gate_stability_bench_smoke(tmp_path):
 def test_peers_bench_smoke(tmp_path):
     row = _smoke("peers", tmp_path)["models"]["digits-cnn"]
     rows = row["variants"]
-    assert set(rows) == {"onnxruntime-fp32", "ort-dynamic-default", "ort-static-default", "squeezeflow-selected", "torch-fp32", "torchao-dynamic"}
+    assert set(rows) == {
+        "onnxruntime-fp32",
+        "ort-dynamic-default",
+        "ort-static-default",
+        "squeezeflow-selected",
+        "torch-fp32",
+        "torchao-dynamic",
+    }
     assert row["squeezeflow"]["selected"] in row["squeezeflow"]["recipes"]
     assert all(rows[k]["size_ratio"] > 3 for k in ("ort-dynamic-default", "ort-static-default", "squeezeflow-selected"))
-    assert rows["torchao-dynamic"]["size_bytes"] < rows["torch-fp32"]["size_bytes"] / 2  # its Linear weights really are int8
+    # its Linear weights really are int8
+    assert rows["torchao-dynamic"]["size_bytes"] < rows["torch-fp32"]["size_bytes"] / 2
     assert all(v["batch32_p50_ms"] > v["batch1_p50_ms"] for v in rows.values())
     assert all(abs(v["accuracy_drop_points"]) < 5 for v in rows.values())
 
@@ -74,13 +108,27 @@ def test_peers_bench_smoke(tmp_path):
 def test_overhead_bench_smoke(tmp_path):
     row = _smoke("overhead", tmp_path)["models"]["digits-cnn"]
     cold = row["repro"]["cold"]
-    assert set(cold["stages"]) == {"pull", "check-data", "soft-labels", "compress int8-static", "compress int8-dynamic", "evaluate baseline",
-                                   "evaluate int8-static", "evaluate int8-dynamic", "gate", "promote"}
+    assert set(cold["stages"]) == {
+        "pull",
+        "check-data",
+        "soft-labels",
+        "compress int8-static",
+        "compress int8-dynamic",
+        "evaluate baseline",
+        "evaluate int8-static",
+        "evaluate int8-dynamic",
+        "gate",
+        "promote",
+    }
     assert 0 < cold["compute_s"] + cold["imports_s"] < cold["wall_s"]
     promo = row["promotion"]
     assert promo["register"]["by_endpoint"].get("POST /api/2.0/mlflow/model-versions/create") == 1
-    assert promo["none"]["requests"] < promo["register"]["requests"] and "POST /api/2.0/mlflow/model-versions/create" not in promo["none"]["by_endpoint"]
-    assert not any("metrics/get-history" in k for k in promo["register"]["by_endpoint"])  # metrics are logged once the model exists
+    assert (
+        promo["none"]["requests"] < promo["register"]["requests"]
+        and "POST /api/2.0/mlflow/model-versions/create" not in promo["none"]["by_endpoint"]
+    )
+    # metrics are logged once the model exists
+    assert not any("metrics/get-history" in k for k in promo["register"]["by_endpoint"])
 
 
 def test_scale_bench_smoke_takes_the_external_data_path(tmp_path):
@@ -96,10 +144,12 @@ def test_zoo_bench_smoke(tmp_path):
     report = _smoke("zoo", tmp_path)
     row = report["models"]["efficientnet-lite1"]
     assert row["task"] == "classification" and row["fp32_accuracy"] == 1.0  # labels are the FP32 model's own top-1
-    (name, cand), = row["candidates"].items()
+    ((name, cand),) = row["candidates"].items()
     assert cand["size_ratio"] > 3 and cand["speedup_batch1"] > 0 and cand["speedup_batch8"] > 0
     assert 0 <= cand["agreement"] <= 1 and cand["status"] in {"pass", "fail", "inconclusive", "pass-warning"}
-    assert {"pull", "check-data", "compress " + name, "evaluate baseline", "evaluate " + name, "gate"} <= set(row["stages_wall_s"])
+    assert {"pull", "check-data", "compress " + name, "evaluate baseline", "evaluate " + name, "gate"} <= set(
+        row["stages_wall_s"]
+    )
 
 
 def test_calibration_bench_smoke(tmp_path):
@@ -115,30 +165,56 @@ def test_stages_bench_smoke(tmp_path):
     report = _smoke("stages", tmp_path)
     model = report["models"]["digits-cnn"]
     assert set(model["runs"]) == {f"{stage} {n}" for stage in ("check-data", "compress", "evaluate") for n in (32, 128)}
-    assert all(r["peak_rss_bytes"] > 0.5 * model["libraries_rss_bytes"][r_name.split()[0]] for r_name, r in model["runs"].items())
-    assert set(report["growth"]) == {"check-data", "compress", "evaluate"} and all(g > 0 for g in report["growth"].values())
+    assert all(
+        r["peak_rss_bytes"] > 0.5 * model["libraries_rss_bytes"][r_name.split()[0]]
+        for r_name, r in model["runs"].items()
+    )
+    assert set(report["growth"]) == {"check-data", "compress", "evaluate"} and all(
+        g > 0 for g in report["growth"].values()
+    )
 
 
 def test_toolkits_bench_smoke(tmp_path):
     report = _smoke("toolkits", tmp_path)["models"]["digits-cnn"]
     rows = report["variants"]
-    assert {"fp32", "ort-static-default", "squeezeflow-static", "squeezeflow-static-bias-correction", "squeezeflow-static-gptq-bias-correction", "squeezeflow-static-weighted", "squeezeflow-auto"} <= set(rows)
-    assert rows["squeezeflow-static"]["integer_kernels"].get("QLinearConv") == 2  # ORT fuses squeezeflow's QDQ layout into integer convolutions
-    assert not rows["fp32"]["integer_kernels"] and rows["fp32"]["accuracy_drop"] == 0 and rows["fp32"]["interval"] == [0, 0]
+    assert {
+        "fp32",
+        "ort-static-default",
+        "squeezeflow-static",
+        "squeezeflow-static-bias-correction",
+        "squeezeflow-static-gptq-bias-correction",
+        "squeezeflow-static-weighted",
+        "squeezeflow-auto",
+    } <= set(rows)
+    # ORT fuses squeezeflow's QDQ layout into integer convolutions
+    assert rows["squeezeflow-static"]["integer_kernels"].get("QLinearConv") == 2
+    assert (
+        not rows["fp32"]["integer_kernels"]
+        and rows["fp32"]["accuracy_drop"] == 0
+        and rows["fp32"]["interval"] == [0, 0]
+    )
     low, high = rows["squeezeflow-static"]["interval"]
     assert low <= rows["squeezeflow-static"]["value"] <= high
     assert report["peers"]["skipped"] and report["task"] == "classification"
     verdict = report["verdict"]
-    assert verdict["best_peer"].startswith("ort-") and verdict["auto_chose"] == report["squeezeflow"]["squeezeflow-auto"]["chosen"]
+    assert (
+        verdict["best_peer"].startswith("ort-")
+        and verdict["auto_chose"] == report["squeezeflow"]["squeezeflow-auto"]["chosen"]
+    )
 
 
 def test_targets_bench_smoke(tmp_path):
     report = _smoke("targets", tmp_path)["models"]["digits-cnn"]
     per = report["targets"]
     assert set(per) == {"x86-edge", "openvino", "mobile"}
-    assert per["mobile"]["runtime"]["runtime"] == "executorch" and set(per["mobile"]["candidates"]) == {"mobile-int8"}  # only the .pte recipe runs there
-    assert set(per["x86-edge"]["candidates"]) == {"int8-static", "int8-dynamic"} and report["matrix"]["mobile-int8"]["x86-edge"] == "n/a"
-    assert per["x86-edge"]["candidates"]["int8-dynamic"]["status"] == "fail"  # dynamic INT8 convolutions: slower than FP32 on x86 ONNX Runtime
+    # only the .pte recipe runs there
+    assert per["mobile"]["runtime"]["runtime"] == "executorch" and set(per["mobile"]["candidates"]) == {"mobile-int8"}
+    assert (
+        set(per["x86-edge"]["candidates"]) == {"int8-static", "int8-dynamic"}
+        and report["matrix"]["mobile-int8"]["x86-edge"] == "n/a"
+    )
+    # dynamic INT8 convolutions: slower than FP32 on x86 ONNX Runtime
+    assert per["x86-edge"]["candidates"]["int8-dynamic"]["status"] == "fail"
     for row in report["rejected_here_accepted_there"]:
         assert all(report["matrix"][row["candidate"]][t].startswith("pass") for t in row["accepted_by"])
 

@@ -8,14 +8,18 @@ import pytest
 from onnxruntime.quantization import CalibrationMethod
 from onnxruntime.quantization.calibrate import create_calibrator, load_tensors_data
 
-from squeezeflow import calibration, data
+from squeezeflow import data
+from squeezeflow.quantization import calibration
 
 
 def _ort_ranges(model, inputs, method, workdir, num_bins=2048, percentile=99.999):
     """What ONNX Runtime's own calibrator computes, every sample kept until the end (its way)."""
-    calibrator = create_calibrator(model, augmented_model_path=str(workdir / f"ort-{method}.onnx"),
-                                   calibrate_method=getattr(CalibrationMethod, calibration.METHODS[method]),
-                                   extra_options={"num_bins": num_bins, "percentile": percentile})
+    calibrator = create_calibrator(
+        model,
+        augmented_model_path=str(workdir / f"ort-{method}.onnx"),
+        calibrate_method=getattr(CalibrationMethod, calibration.METHODS[method]),
+        extra_options={"num_bins": num_bins, "percentile": percentile},
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         calibrator.collect_data(calibration.reader(inputs, 1))
         return {k: tuple(float(np.ravel(x)[0]) for x in v.range_value) for k, v in calibrator.compute_data().items()}
@@ -24,7 +28,8 @@ def _ort_ranges(model, inputs, method, workdir, num_bins=2048, percentile=99.999
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
 def test_streamed_ranges_equal_onnxruntime_calibrators(method, digits_onnx, digits_dir, tmp_path):
     inputs = {"input": np.load(digits_dir / "calibration.npz")["input"][:96]}
-    ours = calibration.ranges(digits_onnx, lambda n: data.batches(inputs, n), 96, method, tmp_path, batch_bytes=4096)  # several samples per batch, ragged last batch
+    # several samples per batch, ragged last batch
+    ours = calibration.ranges(digits_onnx, lambda n: data.batches(inputs, n), 96, method, tmp_path, batch_bytes=4096)
     streamed = {k: tuple(float(np.ravel(x)[0]) for x in v.range_value) for k, v in load_tensors_data(ours).items()}
     expected = _ort_ranges(digits_onnx, inputs, method, tmp_path)
     assert streamed.keys() == expected.keys() and len(streamed) > 5
@@ -48,11 +53,15 @@ def test_mse_clips_a_long_tail_and_keeps_a_uniform_distribution_whole():
     for values, clipped in ((uniform, False), (laplace, True)):
         t = np.float32(np.abs(values).max())
         counts, edges = np.histogram(values, 2048, range=(-t, t))
-        low, high = (float(x) for x in calibration._mse_range(counts, edges.astype(np.float32), values.min(), values.max()))
+        low, high = (
+            float(x) for x in calibration._mse_range(counts, edges.astype(np.float32), values.min(), values.max())
+        )
         assert low < 0 < high
         assert (max(-low, high) < 0.95 * float(t)) is clipped  # the largest magnitude is cut
         # measured on the samples themselves, not on the histogram it searched
-        assert _quantization_mse(values, low, high) <= _quantization_mse(values, float(values.min()), float(values.max())) * (0.9 if clipped else 1.01)
+        assert _quantization_mse(values, low, high) <= _quantization_mse(
+            values, float(values.min()), float(values.max())
+        ) * (0.9 if clipped else 1.01)
 
 
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
@@ -68,7 +77,8 @@ def test_a_subset_of_rows_is_read_without_the_rest_of_the_file(save, tmp_path):
     assert data.samples_in(path, "calibration") == 300
     for name, full in arrays.items():
         np.testing.assert_array_equal(picked[name], full[rows])
-    np.testing.assert_array_equal(picked["input"], calibration.subset(arrays, 40, seed=3)["input"])  # the same subset as before
+    # the same subset as before
+    np.testing.assert_array_equal(picked["input"], calibration.subset(arrays, 40, seed=3)["input"])
     assert data.head(path, "calibration", 1000)["labels"].shape == (300,)
     streamed = list(data.stream(path, "calibration", rows, 16))
     assert [len(b["input"]) for b in streamed] == [16, 16, 8] and all(set(b) == {"input"} for b in streamed)

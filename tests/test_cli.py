@@ -9,16 +9,30 @@ HEAVY = ("torch", "mlflow", "onnx", "onnxruntime", "great_expectations", "pandas
 
 
 def test_help_imports_no_heavy_library():
-    code = "import sys; from squeezeflow import cli; import contextlib\n" \
-           "with contextlib.suppress(SystemExit): cli.main(['--help'])\n" \
-           f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    code = (
+        "import sys; from squeezeflow.cli import commands as cli; import contextlib\n"
+        "with contextlib.suppress(SystemExit): cli.main(['--help'])\n"
+        f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "HEAVY="
 
 
 def test_every_stage_has_a_subcommand():
     out = sh(BIN / "squeezeflow", "--help").stdout
-    for command in ("pull", "soft-labels", "compress", "evaluate", "gate", "promote", "demo", "lineage", "webhook", "steps", "init"):
+    for command in (
+        "pull",
+        "soft-labels",
+        "compress",
+        "evaluate",
+        "gate",
+        "promote",
+        "demo",
+        "lineage",
+        "webhook",
+        "steps",
+        "init",
+    ):
         assert command in out
 
 
@@ -39,5 +53,12 @@ def test_bad_params_is_one_line_exit_2(tmp_path):
 def test_debug_env_shows_traceback(tmp_path):
     import os
 
-    proc = sh(BIN / "squeezeflow", "--params", tmp_path / "missing.yaml", "gate", check=False, env={**os.environ, "SQUEEZEFLOW_DEBUG": "1"})
+    proc = sh(
+        BIN / "squeezeflow",
+        "--params",
+        tmp_path / "missing.yaml",
+        "gate",
+        check=False,
+        env={**os.environ, "SQUEEZEFLOW_DEBUG": "1"},
+    )
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr

@@ -30,14 +30,35 @@ def _edit(tmp_path, edit):
 
 BAD = [
     ("unknown top-level key", lambda p: p.update(budget={}), "budget is not a known key"),
-    ("unknown nested key", lambda p: p["budgets"].update(max_acc_drop=0.1), "budgets.max_acc_drop is not a known key. Known keys: inconclusive, max_accuracy_drop, max_class_accuracy_drop"),
+    (
+        "unknown nested key",
+        lambda p: p["budgets"].update(max_acc_drop=0.1),
+        "budgets.max_acc_drop is not a known key. Known keys: inconclusive, max_accuracy_drop, max_class_accuracy_drop",
+    ),
     ("wrong type", lambda p: p["target"].update(threads="two"), "target.threads must be a valid integer"),
     ("impossible value", lambda p: p["target"].update(threads=0), "target.threads"),
     ("negative budget", lambda p: p["budgets"].update(max_accuracy_drop=-1), "budgets.max_accuracy_drop"),
-    ("unknown step", lambda p: p["recipes"].update(x=[{"quantise": {}}]), "recipes.x.0: Unknown step 'quantise'. Known steps: cluster, distill, executorch, finetune, prune, qat, quantize."),
-    ("unknown step key", lambda p: p["recipes"].update(x=[{"quantize": {"bits": 4}}]), "recipes.x.0.quantize.bits is not a known key"),
-    ("wrong step value", lambda p: p["recipes"].update(x=[{"quantize": {"per_channel": "yes please"}}]), "recipes.x.0.quantize.per_channel must be a valid boolean"),
-    ("two steps in one item", lambda p: p["recipes"].update(x=[{"quantize": {}, "prune": {}}]), "recipes.x.0 must be a mapping with exactly one step name"),
+    (
+        "unknown step",
+        lambda p: p["recipes"].update(x=[{"quantise": {}}]),
+        "recipes.x.0: Unknown step 'quantise'. Known steps: cluster, distill, executorch, finetune, prune, qat, "
+        "quantize.",
+    ),
+    (
+        "unknown step key",
+        lambda p: p["recipes"].update(x=[{"quantize": {"bits": 4}}]),
+        "recipes.x.0.quantize.bits is not a known key",
+    ),
+    (
+        "wrong step value",
+        lambda p: p["recipes"].update(x=[{"quantize": {"per_channel": "yes please"}}]),
+        "recipes.x.0.quantize.per_channel must be a valid boolean",
+    ),
+    (
+        "two steps in one item",
+        lambda p: p["recipes"].update(x=[{"quantize": {}, "prune": {}}]),
+        "recipes.x.0 must be a mapping with exactly one step name",
+    ),
     ("empty recipe", lambda p: p["recipes"].update(x=[]), "recipes.x must be a non-empty list"),
     ("bad model uri", lambda p: p["source"].update(model_uri="runs:/abc/model"), "source.model_uri"),
     ("missing section", lambda p: p.pop("promote"), "promote is required"),
@@ -63,10 +84,22 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_params(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("step,field", [("cluster", "epochs"), ("finetune", "epochs"), ("finetune", "patience"), ("distill", "epochs"), ("qat", "epochs"),
-                                        ("prune", "epochs"), ("prune", "frequency")])
+@pytest.mark.parametrize(
+    "step,field",
+    [
+        ("cluster", "epochs"),
+        ("finetune", "epochs"),
+        ("finetune", "patience"),
+        ("distill", "epochs"),
+        ("qat", "epochs"),
+        ("prune", "epochs"),
+        ("prune", "frequency"),
+    ],
+)
 def test_training_lengths_are_bounded(tmp_path, step, field):
-    """`epochs: 1000000000` is a typo, not a run that trains until it is killed (`1e9` is a YAML string, refused as not an integer)."""
+    """`epochs: 1000000000` is a typo, not a run that trains until it is killed (`1e9` is a YAML string, refused as not
+    an integer).
+    """
     path = tmp_path / "params.yaml"
     raw = (ROOT / "params.yaml").read_text()
     base = yaml.safe_load(raw)

@@ -6,27 +6,33 @@ import numpy as np
 import pytest
 
 from conftest import register_onnx
-from squeezeflow import artifacts, data, modelio, registry, zoo
+from squeezeflow import data, registry
 from squeezeflow.config import load_params
+from squeezeflow.data import artifacts
 from squeezeflow.errors import ModelError
+from squeezeflow.onnx import modelfile, sessions
 from squeezeflow.stages.compress import compress
 from squeezeflow.stages.evaluate import evaluate
 from squeezeflow.stages.gate import gate
 from squeezeflow.stages.promote import promote
 from squeezeflow.stages.pull import pull
+from squeezeflow.torch import architectures, export
 
 
 @pytest.fixture
 def external_model(local_registry, tmp_path, monkeypatch):
     """A small transformer exported and registered with its weights as external data; eval.npz labelled by it."""
     monkeypatch.setenv("SQUEEZEFLOW_EXTERNAL_DATA_BYTES", "10000")
-    model = zoo.text_transformer(200, 8, 2, dim=32, heads=2, layers=2, ff=64).eval()
+    model = architectures.text_transformer(200, 8, 2, dim=32, heads=2, layers=2, ff=64).eval()
     rng = np.random.default_rng(0)
-    inputs = {"input_ids": rng.integers(0, 200, size=(64, 8), dtype=np.int64), "attention_mask": np.ones((64, 8), dtype=np.int64)}
+    inputs = {
+        "input_ids": rng.integers(0, 200, size=(64, 8), dtype=np.int64),
+        "attention_mask": np.ones((64, 8), dtype=np.int64),
+    }
     path = tmp_path / "export" / "model.onnx"
     path.parent.mkdir()
-    modelio.export_onnx(model, {k: v[:8] for k, v in inputs.items()}, path)
-    labels = modelio.run(modelio.session(path), inputs).argmax(-1)
+    export.export_onnx(model, {k: v[:8] for k, v in inputs.items()}, path)
+    labels = sessions.run(sessions.session(path), inputs).argmax(-1)
     np.savez(tmp_path / "eval.npz", **inputs, labels=labels)
     register_onnx(path, "big", alias="champion")
     return path
@@ -38,8 +44,12 @@ def _params(tmp_path):
     params = {
         "source": {"model_uri": "models:/big@champion"},
         "data": {"eval": str(tmp_path / "eval.npz"), "calibration": str(tmp_path / "eval.npz")},
-        "recipes": {"int8-dynamic": [{"quantize": {"mode": "dynamic"}}], "int4": [{"quantize": {"mode": "int4", "block_size": 16}}],
-                    "int8-static": [{"quantize": {"mode": "static", "calibration": "entropy"}}], "fp16": [{"quantize": {"mode": "fp16"}}]},
+        "recipes": {
+            "int8-dynamic": [{"quantize": {"mode": "dynamic"}}],
+            "int4": [{"quantize": {"mode": "int4", "block_size": 16}}],
+            "int8-static": [{"quantize": {"mode": "static", "calibration": "entropy"}}],
+            "fp16": [{"quantize": {"mode": "fp16"}}],
+        },
         "budgets": {"max_accuracy_drop": 1.0},
         "target": {"warmup": 2, "repeats": 20, "max_seconds": 2},
         "promote": {"registered_model": "big-edge"},
@@ -51,10 +61,12 @@ def _params(tmp_path):
 def test_export_writes_external_data_and_copy_renames_it(external_model, tmp_path):
     assert artifacts.side_file(external_model).stat().st_size > 10000
     assert external_model.stat().st_size < 100_000  # the graph alone
-    copied = modelio.copy_onnx(external_model, tmp_path / "elsewhere.onnx")
+    copied = modelfile.copy_onnx(external_model, tmp_path / "elsewhere.onnx")
     assert artifacts.side_file(copied).is_file()
     feed = {k: v[:4] for k, v in data.inputs_of(dict(np.load(tmp_path / "eval.npz"))).items()}
-    np.testing.assert_array_equal(modelio.run(modelio.session(copied), feed), modelio.run(modelio.session(external_model), feed))
+    np.testing.assert_array_equal(
+        sessions.run(sessions.session(copied), feed), sessions.run(sessions.session(external_model), feed)
+    )
 
 
 def test_pipeline_keeps_external_data_from_pull_to_promotion(external_model, tmp_path):
@@ -62,13 +74,14 @@ def test_pipeline_keeps_external_data_from_pull_to_promotion(external_model, tmp
     source = pull(params)
     src_model = artifacts.model_path("artifacts/source")
     assert artifacts.side_file(src_model).is_file()
-    assert source["sha256"] == artifacts.model_digest(src_model) != data.digest(src_model)  # the weights are in the digest
+    # the weights are in the digest
+    assert source["sha256"] == artifacts.model_digest(src_model) != data.digest(src_model)
     for recipe in params.recipes:
         compress(params, recipe)
     for recipe in params.recipes:  # every mode keeps the weights beside the graph
         assert artifacts.side_file(artifacts.model_path(f"artifacts/candidates/{recipe}")).is_file(), recipe
     cand = artifacts.model_path("artifacts/candidates/int8-dynamic")
-    assert modelio.metadata(cand)["squeezeflow.recipe"]
+    assert modelfile.metadata(cand)["squeezeflow.recipe"]
     # a changed weight file is caught by the manifest check
     blob = bytearray(artifacts.side_file(cand).read_bytes())
     original = bytes(blob)
@@ -78,19 +91,27 @@ def test_pipeline_keeps_external_data_from_pull_to_promotion(external_model, tmp
         artifacts.read_manifest(cand.parent)
     artifacts.side_file(cand).write_bytes(original)
     metrics = {name: evaluate(params, name) for name in ["baseline", *params.recipes]}
-    assert metrics["int4"]["size_mb"] * 1e6 == sum(f.stat().st_size for f in artifacts.model_files(artifacts.model_path("artifacts/candidates/int4")))
+    assert metrics["int4"]["size_mb"] * 1e6 == sum(
+        f.stat().st_size for f in artifacts.model_files(artifacts.model_path("artifacts/candidates/int4"))
+    )
     verdict = gate(params)
     promoted = promote(params)
     assert promoted["action"] == "register"
     # the registered version holds the weights too, and runs the same as the candidate
     import mlflow.artifacts
 
-    local = mlflow.artifacts.download_artifacts(f"models:/big-edge/{promoted['version']}", dst_path=str(tmp_path / "dl"))
+    local = mlflow.artifacts.download_artifacts(
+        f"models:/big-edge/{promoted['version']}", dst_path=str(tmp_path / "dl")
+    )
     got = tmp_path / "dl" / "model.onnx"
     import onnx
 
     assert local and any(t.external_data for t in onnx.load(str(got), load_external_data=False).graph.initializer)
     feed = {k: v[:8] for k, v in data.inputs_of(dict(np.load(tmp_path / "eval.npz"))).items()}
     selected = artifacts.model_path(f"artifacts/candidates/{verdict['selected']}")
-    np.testing.assert_allclose(modelio.run(modelio.session(got), feed), modelio.run(modelio.session(selected), feed), rtol=1e-5, atol=1e-6)
-    assert registry.resolve(f"models:/big-edge/{promoted['version']}").tags["squeezeflow.artifact_sha256"] == artifacts.model_digest(selected)
+    np.testing.assert_allclose(
+        sessions.run(sessions.session(got), feed), sessions.run(sessions.session(selected), feed), rtol=1e-5, atol=1e-6
+    )
+    assert registry.resolve(f"models:/big-edge/{promoted['version']}").tags[
+        "squeezeflow.artifact_sha256"
+    ] == artifacts.model_digest(selected)

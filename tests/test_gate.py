@@ -6,16 +6,29 @@ import numpy as np
 import pytest
 
 from squeezeflow.config import Budgets
+from squeezeflow.evaluate.budgets import decide
 from squeezeflow.evaluate.stats import mean_interval, paired_drop
-from squeezeflow.gate import decide
 
 BASE = {"accuracy": 0.98, "latency_p50_ms": 1.0, "latency_p95_ms": 1.2, "speedup": 1.0, "size_mb": 1.0}
 
 
 def _row(speedup, low, high, drop=0.0, drop_low=-0.002, drop_high=0.002):
-    return {"accuracy": 0.98 - drop, "accuracy_drop": drop, "accuracy_drop_ci_low": drop_low, "accuracy_drop_ci_high": drop_high,
-            "latency_p50_ms": 1 / speedup, "latency_p95_ms": 1.2 / speedup, "latency_p95_ms_ci_low": 1.1 / speedup, "latency_p95_ms_ci_high": 1.3 / speedup,
-            "speedup": speedup, "speedup_ci_low": low, "speedup_ci_high": high, "size_mb": 0.3, "compression_ratio": 3.3, "class_accuracy_drop_max": 0.01}
+    return {
+        "accuracy": 0.98 - drop,
+        "accuracy_drop": drop,
+        "accuracy_drop_ci_low": drop_low,
+        "accuracy_drop_ci_high": drop_high,
+        "latency_p50_ms": 1 / speedup,
+        "latency_p95_ms": 1.2 / speedup,
+        "latency_p95_ms_ci_low": 1.1 / speedup,
+        "latency_p95_ms_ci_high": 1.3 / speedup,
+        "speedup": speedup,
+        "speedup_ci_low": low,
+        "speedup_ci_high": high,
+        "size_mb": 0.3,
+        "compression_ratio": 3.3,
+        "class_accuracy_drop_max": 0.01,
+    }
 
 
 def test_mean_interval_matches_the_t_formula():
@@ -51,13 +64,17 @@ def test_speedup_budget_is_judged_on_the_interval(low, high, status):
 
 
 def test_inconclusive_can_be_a_warning():
-    verdict = decide(BASE, {"c": _row(1.2, 1.15, 1.25)}, Budgets(min_speedup=1.2, inconclusive="warn"), "latency_p95_ms")
+    verdict = decide(
+        BASE, {"c": _row(1.2, 1.15, 1.25)}, Budgets(min_speedup=1.2, inconclusive="warn"), "latency_p95_ms"
+    )
     assert verdict["verdict"] == "pass" and verdict["candidates"]["c"]["status"] == "pass-warning"
 
 
 def test_accuracy_drop_uses_its_conservative_bound_and_class_budget():
-    rows = {"sure": _row(1.5, 1.4, 1.6, drop=0.001, drop_low=-0.001, drop_high=0.004),
-            "unsure": _row(1.5, 1.4, 1.6, drop=0.004, drop_low=0.0, drop_high=0.012)}
+    rows = {
+        "sure": _row(1.5, 1.4, 1.6, drop=0.001, drop_low=-0.001, drop_high=0.004),
+        "unsure": _row(1.5, 1.4, 1.6, drop=0.004, drop_low=0.0, drop_high=0.012),
+    }
     verdict = decide(BASE, rows, Budgets(max_accuracy_drop=0.01, max_class_accuracy_drop=0.05), "latency_p95_ms")
     assert verdict["candidates"]["sure"]["status"] == "pass"
     assert verdict["candidates"]["unsure"]["status"] == "inconclusive"
@@ -66,24 +83,32 @@ def test_accuracy_drop_uses_its_conservative_bound_and_class_budget():
 
 
 def test_failed_recipes_are_rows_that_are_never_selected():
-    from squeezeflow import report
+    from squeezeflow.report import markdown
 
     crashed = {"failed": True, "failed_step": "prune", "failure": "step 'prune' needs a PyTorch model"}
     verdict = decide(BASE, {"crashed": crashed, "ok": _row(1.5, 1.4, 1.6)}, Budgets(min_speedup=1.2), "latency_p95_ms")
-    assert verdict["selected"] == "ok" and verdict["candidates"]["crashed"]["status"] == "failed" and not verdict["candidates"]["crashed"]["passed"]
-    assert report.failed_lines(verdict) == ["crashed: failed at step prune: step 'prune' needs a PyTorch model"]
-    assert "- crashed: failed at step prune" in report.markdown(verdict) and "failed" in report.text_table(verdict)
+    assert (
+        verdict["selected"] == "ok"
+        and verdict["candidates"]["crashed"]["status"] == "failed"
+        and not verdict["candidates"]["crashed"]["passed"]
+    )
+    assert markdown.failed_lines(verdict) == ["crashed: failed at step prune: step 'prune' needs a PyTorch model"]
+    assert "- crashed: failed at step prune" in markdown.markdown(verdict) and "failed" in markdown.text_table(verdict)
     alone = decide(BASE, {"crashed": crashed}, Budgets(min_speedup=1.2), "latency_p95_ms")
     assert alone["verdict"] == "fail" and alone["selected"] is None
 
 
 def test_selection_ranks_by_the_interleaved_speedup_and_breaks_ties_by_size():
-    rows = {"fast-big": {**_row(1.50, 1.40, 1.60), "size_mb": 0.5}, "fast-small": {**_row(1.45, 1.38, 1.52), "size_mb": 0.2},
-            "slow": {**_row(1.20, 1.15, 1.25), "size_mb": 0.1}}
+    rows = {
+        "fast-big": {**_row(1.50, 1.40, 1.60), "size_mb": 0.5},
+        "fast-small": {**_row(1.45, 1.38, 1.52), "size_mb": 0.2},
+        "slow": {**_row(1.20, 1.15, 1.25), "size_mb": 0.1},
+    }
     verdict = decide(BASE, rows, Budgets(min_speedup=1.1), "speedup", tie_break="size_mb")
     assert verdict["selected"] == "fast-small"  # its interval overlaps the best one's; the smaller file wins the tie
     assert verdict["selection_rule"] == "speedup tied within the 95% intervals of fast-big, fast-small; size_mb chose"
     rows["fast-small"].update(speedup=1.25, speedup_ci_low=1.22, speedup_ci_high=1.28)  # clearly slower now: no tie
     verdict = decide(BASE, rows, Budgets(min_speedup=1.1), "speedup", tie_break="size_mb")
     assert verdict["selected"] == "fast-big" and verdict["selection_rule"] == "best speedup"
-    assert decide(BASE, rows, Budgets(min_speedup=1.1), "size_mb", tie_break="speedup")["selected"] == "slow"  # no interval on size: plain ranking
+    # no interval on size: plain ranking
+    assert decide(BASE, rows, Budgets(min_speedup=1.1), "size_mb", tie_break="speedup")["selected"] == "slow"

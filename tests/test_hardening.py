@@ -45,7 +45,14 @@ def _stored(name: str, version: str = "1") -> Path:
 
 
 def _run(*args, env=None, timeout=300, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SQUEEZEFLOW), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [str(SQUEEZEFLOW), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _refused(proc: subprocess.CompletedProcess, code: int, *words: str) -> str:
@@ -57,6 +64,7 @@ def _refused(proc: subprocess.CompletedProcess, code: int, *words: str) -> str:
 
 
 # 1. pickle consent -------------------------------------------------------------------------------
+
 
 def _pt2_model(digits_cnn, digits_dir, name: str) -> Path:
     example = np.load(digits_dir / "eval.npz")["input"][:4]
@@ -90,7 +98,8 @@ def test_pull_never_unpickles_without_consent(local_registry, digits_cnn, digits
     _refused(_run("pull", env=env), 2, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true")
     assert not marker.exists()
     assert not (tmp_path / "artifacts" / "source").exists()
-    _run("pull", env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"})  # with consent the payload is live: the test is real
+    # with consent the payload is live: the test is real
+    _run("pull", env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"})
     assert marker.exists()
 
 
@@ -129,7 +138,8 @@ def test_code_in_a_pt2_graph_never_runs(local_registry, digits_cnn, digits_dir, 
     data_dir = _pt2_model(digits_cnn, digits_dir, "digits-cnn")
     marker = tmp_path / "code-ran"
     _with_code_in_graph(data_dir / "model.pt2", where, marker)
-    torch.export.load(data_dir / "model.pt2").module()(torch.zeros(2, 1, 8, 8))  # the payload is live when torch loads the file itself
+    # the payload is live when torch loads the file itself
+    torch.export.load(data_dir / "model.pt2").module()(torch.zeros(2, 1, 8, 8))
     assert marker.read_text() == "ran"
     marker.unlink()
     write_params(tmp_path, digits_dir)
@@ -138,65 +148,90 @@ def test_code_in_a_pt2_graph_never_runs(local_registry, digits_cnn, digits_dir, 
     assert not (tmp_path / "artifacts" / "source").exists()
     init_dir = tmp_path / "init"
     init_dir.mkdir()
-    _refused(_run("init", "--from-model", "models:/digits-cnn@champion", env=env, cwd=init_dir), 2, "would run as Python code")
+    _refused(
+        _run("init", "--from-model", "models:/digits-cnn@champion", env=env, cwd=init_dir),
+        2,
+        "would run as Python code",
+    )
     assert not marker.exists() and not (init_dir / "params.yaml").exists()
 
 
 def test_every_pt2_load_goes_through_the_graph_check():
-    """pull, init, soft-labels, search, distill's teachers and the executorch target all load through modelio.load_torch."""
+    """pull, init, soft-labels, search, distill's teachers and the executorch target all load through
+    export.load_torch.
+    """
     from conftest import ROOT
 
     def loads_a_model(line: str) -> bool:
         code = line.split("#")[0]
-        return "mlflow.pytorch.load_model(" in code or "torch.export.load(" in code or ("torch.load(" in code and "weights_only=True" not in code)
+        return (
+            "mlflow.pytorch.load_model(" in code
+            or "torch.export.load(" in code
+            or ("torch.load(" in code and "weights_only=True" not in code)
+        )
 
-    callers = {str(p.relative_to(ROOT)) for p in (ROOT / "plugin").rglob("*.py") for line in p.read_text().splitlines()
-               if loads_a_model(line) and not line.lstrip().startswith((">>>", "`"))}
-    assert callers == {"plugin/squeezeflow/modelio.py"}, callers
+    callers = {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "plugin").rglob("*.py")
+        for line in p.read_text().splitlines()
+        if loads_a_model(line) and not line.lstrip().startswith((">>>", "`"))
+    }
+    assert callers == {"plugin/squeezeflow/torch/export.py"}, callers
 
 
 def test_a_damaged_pt2_graph_member_is_one_config_error(tmp_path):
     """A deflated models/model.json whose bytes are damaged: zlib's error is bad input, not a squeezeflow bug."""
-    from squeezeflow import pt2check
     from squeezeflow.errors import ConfigError
+    from squeezeflow.torch import pt2check
 
     archive = tmp_path / "m.pt2"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr("m/models/model.json", json.dumps({"graph_module": {"graph": {"nodes": [{"target": "torch.ops.aten.add.Tensor"}] * 200}}}))
+        z.writestr(
+            "m/models/model.json",
+            json.dumps({"graph_module": {"graph": {"nodes": [{"target": "torch.ops.aten.add.Tensor"}] * 200}}}),
+        )
     data = bytearray(archive.read_bytes())
     start = data.find(b"m/models/model.json") + 40
-    data[start:start + 20] = b"\xff" * 20
+    data[start : start + 20] = b"\xff" * 20
     archive.write_bytes(bytes(data))
     with pytest.raises(ConfigError, match="cannot be read as JSON"):
         pt2check.check_archive(archive, "")
 
 
-@pytest.mark.parametrize("field,value,refused", [
-    ("expr_str", "Mul(Integer(2), Symbol('s0', positive=True, integer=True))", False),
-    ("expr_str", "Add(FloorDiv(Add(Symbol('s53', positive=True, integer=True), Integer(-1)), Integer(2)), Integer(1))", False),
-    ("expr_str", "s0 + 2*s1", False),
-    ("expr_str", "Symbol('s0', positive=True, integer=True).__class__", True),
-    ("expr_str", "Symbol(__import__('os').getcwd())", True),
-    ("expr_str", "exec('1')", True),
-    ("expr_str", "Pow(Integer(10), Integer(1000000000))", True),  # a big-integer computation, not code, but unbounded time
-    ("expr_str", "lambda: 1", True),
-    ("expr_str", "Ｓymbol('s0')", True),  # non-ASCII names are NFKC-normalized by Python's parser
-    ("guards_code", "((6*L['x'].size()[0]) % (2*(L['x'].size()[0] // 2))) == 0", False),
-    ("guards_code", "L['y'].size()[0] == L['x'].size()[0]", False),
-    ("guards_code", "L['x'].size()[0] == 2 or open('f')", True),
-    ("guards_code", "L['x'].__class__", True),
-    ("guards_code", "L['x\\'].size()[0] == 1", True),
-    ("target", "torch.ops.aten.conv2d.default", False),
-    ("target", "_operator.floordiv", False),
-    ("target", "torch.save", True),
-    ("target", "torch.ops.higher_order.run_const_graph", True),
-    ("target", "#custom.op", True),
-    ("as_string", "bij,bjk->bik", False),
-    ("as_string", "x' or __import__('os') or '", True),
-    ("class_fqn", "__torch__.torch.classes.evil", True),
-])
+@pytest.mark.parametrize(
+    "field,value,refused",
+    [
+        ("expr_str", "Mul(Integer(2), Symbol('s0', positive=True, integer=True))", False),
+        (
+            "expr_str",
+            "Add(FloorDiv(Add(Symbol('s53', positive=True, integer=True), Integer(-1)), Integer(2)), Integer(1))",
+            False,
+        ),
+        ("expr_str", "s0 + 2*s1", False),
+        ("expr_str", "Symbol('s0', positive=True, integer=True).__class__", True),
+        ("expr_str", "Symbol(__import__('os').getcwd())", True),
+        ("expr_str", "exec('1')", True),
+        # a big-integer computation, not code, but unbounded time
+        ("expr_str", "Pow(Integer(10), Integer(1000000000))", True),
+        ("expr_str", "lambda: 1", True),
+        ("expr_str", "Ｓymbol('s0')", True),  # non-ASCII names are NFKC-normalized by Python's parser
+        ("guards_code", "((6*L['x'].size()[0]) % (2*(L['x'].size()[0] // 2))) == 0", False),
+        ("guards_code", "L['y'].size()[0] == L['x'].size()[0]", False),
+        ("guards_code", "L['x'].size()[0] == 2 or open('f')", True),
+        ("guards_code", "L['x'].__class__", True),
+        ("guards_code", "L['x\\'].size()[0] == 1", True),
+        ("target", "torch.ops.aten.conv2d.default", False),
+        ("target", "_operator.floordiv", False),
+        ("target", "torch.save", True),
+        ("target", "torch.ops.higher_order.run_const_graph", True),
+        ("target", "#custom.op", True),
+        ("as_string", "bij,bjk->bik", False),
+        ("as_string", "x' or __import__('os') or '", True),
+        ("class_fqn", "__torch__.torch.classes.evil", True),
+    ],
+)
 def test_pt2_graph_grammar(field, value, refused):
-    from squeezeflow import pt2check
+    from squeezeflow.torch import pt2check
 
     graph = {"graph_module": {"graph": {"nodes": [{field: value} if field != "guards_code" else {}]}}}
     if field == "guards_code":
@@ -210,6 +245,7 @@ def test_pt2_graph_grammar(field, value, refused):
 
 
 # 2, 3. ONNX external data ------------------------------------------------------------------------
+
 
 def _point_weights_at(model_file: Path, location: str, length: int | None = None) -> None:
     """Make the largest initializer of `model_file` read its bytes from `location`."""
@@ -228,15 +264,25 @@ def _point_weights_at(model_file: Path, location: str, length: int | None = None
 
 EXTERNAL = [
     ("absolute path", lambda secret, folder: str(secret), "not a file name inside the model folder"),
-    ("parent folder", lambda secret, folder: os.path.relpath(secret, folder), "not a file name inside the model folder"),
+    (
+        "parent folder",
+        lambda secret, folder: os.path.relpath(secret, folder),
+        "not a file name inside the model folder",
+    ),
     ("symlink", lambda secret, folder: (folder / "weights.bin").symlink_to(secret) or "weights.bin", "symlink"),
     ("device", lambda secret, folder: "/dev/zero", "not a file name inside the model folder"),
-    ("symlink to a device", lambda secret, folder: (folder / "zero.bin").symlink_to("/dev/zero") or "zero.bin", "symlink"),
+    (
+        "symlink to a device",
+        lambda secret, folder: (folder / "zero.bin").symlink_to("/dev/zero") or "zero.bin",
+        "symlink",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case,location,message", EXTERNAL, ids=[c[0] for c in EXTERNAL])
-def test_external_data_outside_the_model_is_refused(local_registry, digits_onnx, digits_dir, tmp_path, case, location, message):
+def test_external_data_outside_the_model_is_refused(
+    local_registry, digits_onnx, digits_dir, tmp_path, case, location, message
+):
     secret = tmp_path / "secret.txt"
     secret.write_bytes(b"TOP-SECRET-" * 4000)
     register_onnx(digits_onnx, "digits-cnn", alias="champion")
@@ -259,6 +305,7 @@ def test_declared_length_past_the_end_of_the_file_is_refused(local_registry, dig
 
 # 4. outputs that cannot be scored ----------------------------------------------------------------
 
+
 def _onnx_with_output(path: Path, tail: str) -> Path:
     """A linear digits classifier whose logits are reshaped by `tail` before they leave the graph."""
     import onnx
@@ -275,8 +322,13 @@ def _onnx_with_output(path: Path, tail: str) -> Path:
     elif tail == "1,C":
         nodes.append(helper.make_node("ReduceMean", ["logits"], ["output"], axes=[0], keepdims=1))
     shape = {"N,C,1": ["batch", 10, 1], "N": ["batch"], "1,C": [1, 10]}[tail]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -293,8 +345,17 @@ def test_outputs_that_cannot_be_scored_are_refused(local_registry, digits_dir, t
 
 # 5. recipe names ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,message", [("..", "is not allowed"), ("", "is not allowed"), ("a/b", "is not allowed"), (".hidden", "is not allowed"),
-                                          ("baseline", "is reserved")])
+
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("..", "is not allowed"),
+        ("", "is not allowed"),
+        ("a/b", "is not allowed"),
+        (".hidden", "is not allowed"),
+        ("baseline", "is reserved"),
+    ],
+)
 def test_recipe_names_that_are_paths_or_reserved(tmp_path, digits_dir, name, message):
     raw = yaml.safe_load(write_params(tmp_path, digits_dir).read_text())
     raw["recipes"] = {name: [{"quantize": {"mode": "dynamic"}}], "int8-static": [{"quantize": {"mode": "static"}}]}
@@ -308,18 +369,25 @@ def test_recipe_names_that_are_paths_or_reserved(tmp_path, digits_dir, name, mes
 
 # 6. webhook receiver -----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def receiver(tmp_path):
     """A webhook receiver on 127.0.0.1 in this process (1 s socket timeout); yields (port, start)."""
     import threading
 
-    from squeezeflow import webhook
+    from squeezeflow.cli import webhook
 
     servers = []
 
     def start(state: Path | None = tmp_path / "deliveries", deadline_s: float = webhook.REQUEST_DEADLINE_S):
-        httpd = webhook.server("127.0.0.1", 0, webhook.Verifier("s3cret", 300, state), webhook.Trigger("m", "champion", ("true",)), timeout_s=1.0,
-                               deadline_s=deadline_s)
+        httpd = webhook.server(
+            "127.0.0.1",
+            0,
+            webhook.Verifier("s3cret", 300, state),
+            webhook.Trigger("m", "champion", ("true",)),
+            timeout_s=1.0,
+            deadline_s=deadline_s,
+        )
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         servers.append(httpd)
         return httpd.server_address[1]
@@ -346,16 +414,27 @@ def _raw(port: int, request: bytes, wait: float = 5.0) -> bytes:
 
 
 def _signed(delivery: str, body: bytes = b"{}") -> bytes:
-    from squeezeflow.webhook import sign
+    from squeezeflow.cli.webhook import sign
 
     stamp = str(int(time.time()))
-    headers = {"X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": stamp, "X-MLflow-Signature": sign("s3cret", delivery, stamp, body),
-               "Content-Length": str(len(body))}
-    return b"POST / HTTP/1.1\r\nHost: x\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n" + body
+    headers = {
+        "X-MLflow-Delivery-Id": delivery,
+        "X-MLflow-Timestamp": stamp,
+        "X-MLflow-Signature": sign("s3cret", delivery, stamp, body),
+        "Content-Length": str(len(body)),
+    }
+    return (
+        b"POST / HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+        + b"\r\n"
+        + body
+    )
 
 
 def _trickle(port: int, source: str, stop, closed: list) -> None:
-    """A client that sends a request one byte every 0.4 s (under the 1 s read timeout) until `stop` is set or the server closes."""
+    """A client that sends a request one byte every 0.4 s (under the 1 s read timeout) until `stop` is set or the server
+    closes.
+    """
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0)) as s:
             for byte in b"POST / HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 1000:
@@ -372,7 +451,9 @@ def test_webhook_slow_clients_cannot_hold_the_receiver(receiver):
 
     port = receiver(deadline_s=3.0)
     stop, closed = threading.Event(), []
-    clients = [threading.Thread(target=_trickle, args=(port, "127.0.0.2", stop, closed), daemon=True) for _ in range(33)]
+    clients = [
+        threading.Thread(target=_trickle, args=(port, "127.0.0.2", stop, closed), daemon=True) for _ in range(33)
+    ]
     try:
         for c in clients:
             c.start()
@@ -381,7 +462,8 @@ def test_webhook_slow_clients_cannot_hold_the_receiver(receiver):
         assert answer.startswith(b"HTTP/1.0 200") or answer.startswith(b"HTTP/1.1 200"), answer[:200]
         for c in clients:
             c.join(timeout=15)
-        assert len(closed) == 33  # each was cut off (over the per-address limit at once, or at the 3 s request deadline), none still held
+        # each was cut off (over the per-address limit at once, or at the 3 s request deadline), none still held
+        assert len(closed) == 33
     finally:
         stop.set()
 
@@ -411,7 +493,8 @@ def test_webhook_half_sent_request_is_dropped(receiver):
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
         start = time.monotonic()
-        reply = s.recv(65536)  # the server gives up on the body: it answers 400 or closes; without a socket timeout this blocks for 30 s
+        # the server gives up on the body: it answers 400 or closes; without a socket timeout this blocks for 30 s
+        reply = s.recv(65536)
         waited = time.monotonic() - start
     assert waited < 20 and (reply == b"" or b" 400 " in reply[:20]), (waited, reply[:100])
 
@@ -423,6 +506,7 @@ def test_webhook_replay_is_refused_after_a_restart(receiver):
 
 
 # 7. npz bounds -----------------------------------------------------------------------------------
+
 
 def _npz_declaring(path: Path, shape: tuple, payload: bytes = b"\0" * 64, member: str = "input.npy") -> Path:
     header = {"descr": "<f4", "fortran_order": False, "shape": shape}
@@ -447,13 +531,42 @@ def _with_eval(tmp_path, digits_dir, path) -> None:
 
 
 NPZ = [
-    ("declares 20 GB", lambda p: _npz_declaring(p, (5_000_000_000, 1, 8, 8)), {}, "declares shape [5000000000, 1, 8, 8]"),
-    ("declares 20 GB, no .npy suffix", lambda p: _npz_declaring(p, (5_000_000_000, 1, 8, 8), member="input"), {}, "declares shape [5000000000, 1, 8, 8]"),
-    ("zip bomb", lambda p: np.savez_compressed(p, input=np.zeros((200_000, 1, 8, 8), np.float32)) or p, {"SQUEEZEFLOW_MAX_DATA_BYTES": "10000000"},
-     "inflates to 51200"),
-    ("object array", lambda p: np.savez(p, input=np.array([{"a": 1}] * 3, dtype=object)) or p, {}, "holds Python objects"),
-    ("zero samples", lambda p: np.savez(p, input=np.zeros((0, 1, 8, 8), np.float32), labels=np.zeros(0, np.int64)) or p, {}, "holds 0 samples"),
-    ("labels shorter", lambda p: np.savez(p, input=np.zeros((10, 1, 8, 8), np.float32), labels=np.zeros(5, np.int64)) or p, {}, "different numbers of samples"),
+    (
+        "declares 20 GB",
+        lambda p: _npz_declaring(p, (5_000_000_000, 1, 8, 8)),
+        {},
+        "declares shape [5000000000, 1, 8, 8]",
+    ),
+    (
+        "declares 20 GB, no .npy suffix",
+        lambda p: _npz_declaring(p, (5_000_000_000, 1, 8, 8), member="input"),
+        {},
+        "declares shape [5000000000, 1, 8, 8]",
+    ),
+    (
+        "zip bomb",
+        lambda p: np.savez_compressed(p, input=np.zeros((200_000, 1, 8, 8), np.float32)) or p,
+        {"SQUEEZEFLOW_MAX_DATA_BYTES": "10000000"},
+        "inflates to 51200",
+    ),
+    (
+        "object array",
+        lambda p: np.savez(p, input=np.array([{"a": 1}] * 3, dtype=object)) or p,
+        {},
+        "holds Python objects",
+    ),
+    (
+        "zero samples",
+        lambda p: np.savez(p, input=np.zeros((0, 1, 8, 8), np.float32), labels=np.zeros(0, np.int64)) or p,
+        {},
+        "holds 0 samples",
+    ),
+    (
+        "labels shorter",
+        lambda p: np.savez(p, input=np.zeros((10, 1, 8, 8), np.float32), labels=np.zeros(5, np.int64)) or p,
+        {},
+        "different numbers of samples",
+    ),
     ("not a zip", lambda p: p.write_bytes(b"\x93NUMPY junk") and p, {}, "not an .npz"),
 ]
 
@@ -467,10 +580,13 @@ def test_npz_files_are_checked_before_loading(pulled_source, digits_dir, case, m
 
 # 8. YAML aliases ---------------------------------------------------------------------------------
 
+
 def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, digits_dir):
     text = write_params(tmp_path, digits_dir).read_text()
-    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-                                                              for p, c in zip("abcdefgh", "bcdefghi"))
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi")
+    )
     (tmp_path / "params.yaml").write_text(text + "bomb:\n  - " + bomb.replace("\n", "\n    ").rstrip() + "\n")
     proc = _run("pull", timeout=60, cwd=tmp_path)  # 10^9 strings when expanded: minutes and gigabytes
     line = _refused(proc, 2, "aliases (*name) expand to more than 100000 values")
@@ -481,11 +597,14 @@ def test_yaml_aliases_that_stay_small_are_fine(tmp_path, digits_dir):
     from squeezeflow.config import load_params
 
     text = write_params(tmp_path, digits_dir).read_text()
-    (tmp_path / "params.yaml").write_text(text.replace("recipes:", "recipes:\n  one: [{quantize: &q {mode: static}}]\n  two: [{quantize: *q}]", 1))
+    (tmp_path / "params.yaml").write_text(
+        text.replace("recipes:", "recipes:\n  one: [{quantize: &q {mode: static}}]\n  two: [{quantize: *q}]", 1)
+    )
     assert load_params(tmp_path / "params.yaml").recipes["two"][0].mode == "static"
 
 
 # 9. bounded warm-up, sane seeds ------------------------------------------------------------------
+
 
 def test_huge_warmup_is_bounded_by_max_seconds(pulled_source, digits_dir):
     write_params(pulled_source, digits_dir, target__warmup=10**9, target__max_seconds=2)
@@ -500,6 +619,7 @@ def test_huge_seed_is_a_config_error(tmp_path, digits_dir):
 
 
 # 10. bad input never exits 1 ---------------------------------------------------------------------
+
 
 @pytest.fixture
 def fake_server():
@@ -532,12 +652,15 @@ def fake_server():
         httpd.shutdown()
 
 
-@pytest.mark.parametrize("status,body,code,message", [
-    (401, b"Unauthorized", 2, "refused access"),
-    (403, b'{"error_code": "PERMISSION_DENIED", "message": "no"}', 2, "refused access"),
-    (404, b"<html>not here</html>", 3, "does not answer as an MLflow tracking server"),
-    (200, b"<html>a web page</html>", 3, "does not answer as an MLflow tracking server"),
-])
+@pytest.mark.parametrize(
+    "status,body,code,message",
+    [
+        (401, b"Unauthorized", 2, "refused access"),
+        (403, b'{"error_code": "PERMISSION_DENIED", "message": "no"}', 2, "refused access"),
+        (404, b"<html>not here</html>", 3, "does not answer as an MLflow tracking server"),
+        (200, b"<html>a web page</html>", 3, "does not answer as an MLflow tracking server"),
+    ],
+)
 def test_servers_that_are_not_a_usable_registry(fake_server, tmp_path, digits_dir, status, body, code, message):
     write_params(tmp_path, digits_dir)
     env = {"MLFLOW_TRACKING_URI": fake_server(status, body), "SQUEEZEFLOW_REGISTRY_DEADLINE": "5"}
@@ -552,16 +675,19 @@ def test_a_fast_answer_under_a_short_deadline_is_never_a_timeout(fake_server, tm
 
 
 def test_lineage_of_garbage_or_malformed_files(tmp_path, digits_onnx):
-    from squeezeflow import modelio
+    from squeezeflow.onnx import modelfile
 
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(os.urandom(4096))
     _refused(_run("lineage", str(garbage)), 2, "not a valid ONNX model")
     forged = tmp_path / "forged.onnx"
     forged.write_bytes(digits_onnx.read_bytes())
-    modelio.set_metadata(forged, {"squeezeflow.root": "{not json", "squeezeflow.steps": "[]"})
+    modelfile.set_metadata(forged, {"squeezeflow.root": "{not json", "squeezeflow.steps": "[]"})
     _refused(_run("lineage", str(forged)), 2, "malformed squeezeflow lineage")
-    modelio.set_metadata(forged, {"squeezeflow.root": json.dumps({"name": "x", "version": "1"}), "squeezeflow.steps": json.dumps([{"kind": 3}])})
+    modelfile.set_metadata(
+        forged,
+        {"squeezeflow.root": json.dumps({"name": "x", "version": "1"}), "squeezeflow.steps": json.dumps([{"kind": 3}])},
+    )
     _refused(_run("lineage", str(forged)), 2, "malformed squeezeflow lineage")
 
 
@@ -590,6 +716,7 @@ def test_a_symlink_in_the_artifact_store_is_refused(local_registry, digits_onnx,
 
 # 11. the registry deadline -----------------------------------------------------------------------
 
+
 def _closed_port() -> int:
     return free_port()  # bound once, then released: nothing listens
 
@@ -608,7 +735,9 @@ def test_registry_deadline_bounds_the_whole_call(tmp_path, digits_dir, kind):
     write_params(tmp_path, digits_dir)
     start = time.monotonic()
     try:
-        proc = _run("pull", env={"MLFLOW_TRACKING_URI": uri, "SQUEEZEFLOW_REGISTRY_DEADLINE": "3"}, cwd=tmp_path, timeout=120)
+        proc = _run(
+            "pull", env={"MLFLOW_TRACKING_URI": uri, "SQUEEZEFLOW_REGISTRY_DEADLINE": "3"}, cwd=tmp_path, timeout=120
+        )
     finally:
         if listener:
             listener.close()
@@ -619,15 +748,24 @@ def test_registry_deadline_bounds_the_whole_call(tmp_path, digits_dir, kind):
 
 # 12. credentials with an unencoded @ -------------------------------------------------------------
 
+
 def test_password_with_at_sign_is_hidden_whole(tmp_path, digits_dir):
     assert registry.redact("postgresql://admin:S3c@ret@db.example:5432/m") == "postgresql://***@db.example:5432/m"
     write_params(tmp_path, digits_dir)
-    proc = _run("pull", env={"MLFLOW_TRACKING_URI": f"http://admin:S3c@ret@127.0.0.1:{_closed_port()}", "SQUEEZEFLOW_REGISTRY_DEADLINE": "1"}, cwd=tmp_path)
+    proc = _run(
+        "pull",
+        env={
+            "MLFLOW_TRACKING_URI": f"http://admin:S3c@ret@127.0.0.1:{_closed_port()}",
+            "SQUEEZEFLOW_REGISTRY_DEADLINE": "1",
+        },
+        cwd=tmp_path,
+    )
     assert proc.returncode == 3
     assert "S3c" not in proc.stderr + proc.stdout and "ret@" not in proc.stderr + proc.stdout, proc.stderr
 
 
 # 13. a killed promote --------------------------------------------------------------------------
+
 
 def _promote_runs(c) -> list:
     exp = c.get_experiment_by_name("squeezeflow")
@@ -645,14 +783,19 @@ def test_killed_promote_is_marked_killed_by_the_next_one(local_registry, digits_
     run_until_gate(path)
     gate(load_params(path), params_file=path)
     c = registry.client()
-    proc = subprocess.Popen([str(SQUEEZEFLOW), "promote"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(SQUEEZEFLOW), "promote"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     import sqlite3
 
     # watch the registry's database read-only, a query per millisecond, and kill at once
-    query = {"after the run started": "SELECT count(*) FROM runs WHERE name LIKE 'promote-%'",
-             "after the model upload":  # 2: LoggedModelStatus.READY, the upload is done
-             "SELECT count(*) FROM logged_models m JOIN runs r ON m.source_run_id = r.run_uuid WHERE r.name LIKE 'promote-%' AND m.status = 2",
-             "after the version row": "SELECT count(*) FROM model_versions WHERE name = 'digits-cnn-edge'"}[when]
+    query = {
+        "after the run started": "SELECT count(*) FROM runs WHERE name LIKE 'promote-%'",
+        "after the model upload":  # 2: LoggedModelStatus.READY, the upload is done
+        "SELECT count(*) FROM logged_models m JOIN runs r ON m.source_run_id = r.run_uuid WHERE r.name LIKE "
+        "'promote-%' AND m.status = 2",
+        "after the version row": "SELECT count(*) FROM model_versions WHERE name = 'digits-cnn-edge'",
+    }[when]
     deadline = time.monotonic() + 120
     with sqlite3.connect(f"file:{tmp_path / 'mlflow.db'}?mode=ro", uri=True, timeout=5) as db:
         while not db.execute(query).fetchone()[0]:
@@ -668,13 +811,18 @@ def test_killed_promote_is_marked_killed_by_the_next_one(local_registry, digits_
     assert c.get_run(killed).info.status == "KILLED"
     assert "killed" in c.get_run(killed).data.tags["squeezeflow.outcome"]
     assert registry.alias_version("digits-cnn-edge", "candidate") is not None
-    if when == "after the version row":  # the later promote found the version: it moved the alias, closed the dead run and made none of its own
-        assert "after registering version 1" in c.get_run(killed).data.tags["squeezeflow.outcome"] and len(_promote_runs(c)) == 1
+    # the later promote found the version: it moved the alias, closed the dead run and made none of its own
+    if when == "after the version row":
+        assert (
+            "after registering version 1" in c.get_run(killed).data.tags["squeezeflow.outcome"]
+            and len(_promote_runs(c)) == 1
+        )
     else:
         assert {r.info.status for r in _promote_runs(c) if r.info.run_id != killed} == {"FINISHED"}
 
 
 # 2. metrics files the gate did not see written ---------------------------------------------------
+
 
 @pytest.fixture
 def gated(local_registry, digits_onnx, digits_dir, tmp_path, monkeypatch):
@@ -682,18 +830,28 @@ def gated(local_registry, digits_onnx, digits_dir, tmp_path, monkeypatch):
     from helpers import run_until_gate
 
     register_onnx(digits_onnx, "digits-cnn", alias="champion")
-    path = write_params(tmp_path, digits_dir, recipes={"int8-static": [{"quantize": {"mode": "static"}}], "int8-dynamic": [{"quantize": {"mode": "dynamic"}}]})
+    path = write_params(
+        tmp_path,
+        digits_dir,
+        recipes={
+            "int8-static": [{"quantize": {"mode": "static"}}],
+            "int8-dynamic": [{"quantize": {"mode": "dynamic"}}],
+        },
+    )
     monkeypatch.chdir(tmp_path)
     run_until_gate(path)
     return path
 
 
-@pytest.mark.parametrize("tamper,message", [
-    ("edited", "numbers changed after evaluate wrote them"),
-    ("another candidate's file", "measured another candidate model"),
-    ("eval data changed", "measured another eval data"),
-    ("no record", "no record of what it measured"),
-])
+@pytest.mark.parametrize(
+    "tamper,message",
+    [
+        ("edited", "numbers changed after evaluate wrote them"),
+        ("another candidate's file", "measured another candidate model"),
+        ("eval data changed", "measured another eval data"),
+        ("no record", "no record of what it measured"),
+    ],
+)
 def test_gate_refuses_metrics_it_cannot_tie_to_the_candidate(gated, tamper, message):
     metrics = Path("metrics/int8-dynamic.json")
     row = json.loads(metrics.read_text())
@@ -731,11 +889,15 @@ def test_promote_refuses_a_candidate_changed_after_the_gate(gated):
 
 # 13. a broken pipeline is not a failed recipe ------------------------------------------------------
 
-@pytest.mark.parametrize("damage,message", [
-    ("source folder missing", "manifest.json: not found"),
-    ("manifest corrupt", "corrupt manifest (JSONDecodeError)"),
-    ("model.onnx truncated", "sha256 mismatch"),
-])
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        ("source folder missing", "manifest.json: not found"),
+        ("manifest corrupt", "corrupt manifest (JSONDecodeError)"),
+        ("model.onnx truncated", "sha256 mismatch"),
+    ],
+)
 def test_compress_on_a_broken_source_is_a_pipeline_error(pulled_source, damage, message):
     import shutil
 

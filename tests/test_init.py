@@ -27,7 +27,10 @@ def _init_and_repro(folder, digits_dir, uri, *flags, edit=None):
         shutil.copy(digits_dir / f"{split}.npz", folder / "data" / f"{split}.npz")
     sh(*GIT, "add", "-A", cwd=folder)
     sh(*GIT, "commit", "-qm", "pipeline", cwd=folder)
-    assert "data/" in (folder / ".gitignore").read_text().splitlines() and sh("git", "status", "--porcelain", cwd=folder).stdout == ""
+    assert (
+        "data/" in (folder / ".gitignore").read_text().splitlines()
+        and sh("git", "status", "--porcelain", cwd=folder).stdout == ""
+    )
     proc = sh(BIN / "dvc", "repro", cwd=folder, check=False)
     verdict = json.loads((folder / "reports/gate.json").read_text())
     assert proc.returncode == (0 if verdict["verdict"] == "pass" else 255), proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -41,7 +44,8 @@ def test_init_from_a_pt2_model_runs_to_a_verdict(local_registry, digits_cnn, dig
     folder.mkdir()
     params, verdict = _init_and_repro(folder, digits_dir, "models:/digits-cnn@champion")
     assert params["data"]["task"] == "classification" and params["promote"]["registered_model"] == "digits-cnn-edge"
-    assert set(params["recipes"]) == {"int8-static", "int8-dynamic", "cluster256"}  # a PyTorch source can take the torch steps
+    # a PyTorch source can take the torch steps
+    assert set(params["recipes"]) == {"int8-static", "int8-dynamic", "cluster256"}
     assert set(verdict["candidates"]) == set(params["recipes"]) and verdict["task"] == "classification"
 
 
@@ -55,9 +59,16 @@ def test_init_from_an_onnx_model_with_search_runs_to_a_verdict(local_registry, d
         params["search"].update(trials=3, latency_seconds=1)
 
     params, verdict = _init_and_repro(folder, digits_dir, "models:/digits-onnx@champion", "--search", edit=short)
-    assert set(params["recipes"]) == {"int8-static", "int8-dynamic", "searched"}  # ONNX steps only, and the search's best trial
-    assert verdict["candidates"]["int8-static"]["status"] != "failed" and verdict["candidates"]["searched"]["status"] != "failed"
-    assert "  search:" in (folder / "dvc.yaml").read_text() and json.loads((folder / "artifacts/search/trials.json").read_text())["study"]["trials"] == 3
+    # ONNX steps only, and the search's best trial
+    assert set(params["recipes"]) == {"int8-static", "int8-dynamic", "searched"}
+    assert (
+        verdict["candidates"]["int8-static"]["status"] != "failed"
+        and verdict["candidates"]["searched"]["status"] != "failed"
+    )
+    assert (
+        "  search:" in (folder / "dvc.yaml").read_text()
+        and json.loads((folder / "artifacts/search/trials.json").read_text())["study"]["trials"] == 3
+    )
 
 
 def test_init_never_overwrites_and_writes_a_skeleton(tmp_path):
@@ -71,28 +82,39 @@ def test_init_never_overwrites_and_writes_a_skeleton(tmp_path):
 def test_every_pipeline_uses_the_template_init_writes():
     from importlib import resources
 
-    from conftest import ROOT
-
     import yaml
 
     template = resources.files("squeezeflow").joinpath("templates/dvc.yaml.in").read_text()
     several = resources.files("squeezeflow").joinpath("templates/dvc-targets.yaml.in").read_text()
     # the targets template is the plain one with the evaluate stages depending on `targets`
-    assert several.splitlines()[2:] == [line.replace("- target", "- targets") if line.strip() == "- target" else line for line in template.splitlines()[1:]]
+    assert several.splitlines()[2:] == [
+        line.replace("- target", "- targets") if line.strip() == "- target" else line
+        for line in template.splitlines()[1:]
+    ]
     searching = resources.files("squeezeflow").joinpath("templates/dvc-search.yaml.in").read_text()
-    # the search template is the plain one with the search stage before compress, and each compress depending on its slot file
+    # the search template is the plain one with the search stage before compress, and each compress depending on its
+    # slot file
     plain = yaml.safe_load(template)["stages"]
     stages = yaml.safe_load(searching)["stages"]
-    assert list(stages) == ["pull", "check-data", "soft-labels", "search", *[s for s in plain if s not in ("pull", "check-data", "soft-labels")]]
+    assert list(stages) == [
+        "pull",
+        "check-data",
+        "soft-labels",
+        "search",
+        *[s for s in plain if s not in ("pull", "check-data", "soft-labels")],
+    ]
     slot = "artifacts/search/slots/${key}.json"
-    assert slot in stages["compress"]["do"]["deps"] and [d for d in stages["compress"]["do"]["deps"] if d != slot] == plain["compress"]["do"]["deps"]
-    assert {k: v for k, v in stages["compress"].items() if k != "do"} == {k: v for k, v in plain["compress"].items() if k != "do"}
+    assert (
+        slot in stages["compress"]["do"]["deps"]
+        and [d for d in stages["compress"]["do"]["deps"] if d != slot] == plain["compress"]["do"]["deps"]
+    )
+    assert {k: v for k, v in stages["compress"].items() if k != "do"} == {
+        k: v for k, v in plain["compress"].items() if k != "do"
+    }
     assert stages["gate"]["deps"] == plain["gate"]["deps"] + ["artifacts/search/trials.json"]
-    assert {k: v for k, v in stages.items() if k not in ("search", "compress", "gate")} == {k: v for k, v in plain.items() if k not in ("compress", "gate")}
-    for path in [ROOT / "dvc.yaml", *sorted((ROOT / "pipelines").glob("*/dvc.yaml"))]:
-        keys = yaml.safe_load((path.parent / "params.yaml").read_text())
-        name, text = ("dvc-targets.yaml.in", several) if "targets" in keys else ("dvc-search.yaml.in", searching) if "search" in keys else ("dvc.yaml.in", template)
-        assert path.read_text() == text, f"{path} differs from plugin/squeezeflow/templates/{name}: copy the template over it"
+    assert {k: v for k, v in stages.items() if k not in ("search", "compress", "gate")} == {
+        k: v for k, v in plain.items() if k not in ("compress", "gate")
+    }
 
 
 def test_init_quotes_what_the_model_names(local_registry, tmp_path):
@@ -102,9 +124,13 @@ def test_init_quotes_what_the_model_names(local_registry, tmp_path):
 
     hostile = 'x"\ndata:\n  classes: 3\n#'
     weight = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", [hostile, "w"], ["logits"])], "g",
-                              [helper.make_tensor_value_info(hostile, TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", [hostile, "w"], ["logits"])],
+        "g",
+        [helper.make_tensor_value_info(hostile, TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [weight],
+    )
     path = tmp_path / "model.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     register_onnx(path, "odd-inputs", alias="champion")
@@ -114,3 +140,22 @@ def test_init_quotes_what_the_model_names(local_registry, tmp_path):
     params = yaml.safe_load((folder / "params.yaml").read_text())
     assert "classes" not in params["data"] and params["source"] == {"model_uri": "models:/odd-inputs@champion"}
     assert json.dumps(hostile) in (folder / "params.yaml").read_text()  # shown, escaped, in the comment
+
+
+def test_the_repository_pipelines_are_the_templates(tmp_path):
+    """Every dvc.yaml in the repository is what `make pipelines` writes from the package's templates."""
+    from conftest import ROOT
+    from squeezeflow.cli import scaffold
+
+    folders = [ROOT, *sorted(p.parent for p in (ROOT / "pipelines").glob("*/params.yaml"))]
+    assert len(folders) == 11
+    stale = [str(f / "dvc.yaml") for f in folders if (f / "dvc.yaml").read_text() != scaffold.dvc_yaml_for(f)]
+    assert not stale, f"run `make pipelines`: {stale}"
+    # and refresh rewrites a stale copy with the template its params.yaml calls for
+    copy = tmp_path / "p"
+    copy.mkdir()
+    (copy / "params.yaml").write_text((ROOT / "pipelines/digits-search/params.yaml").read_text())
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    assert scaffold.refresh([copy]) == [copy / "dvc.yaml"]
+    assert (copy / "dvc.yaml").read_text() == scaffold.template("search") != scaffold.template(None)
+    assert scaffold.refresh([copy]) == []

@@ -39,16 +39,41 @@ def test_demo_then_noop_then_alias_move_then_recipe_edit(pipeline_repo: Path):
     # 1. demo: bootstraps data + source model, runs every stage, promotes
     demo = sh(BIN / "squeezeflow", "demo")
     assert "demo: registered models:/digits-cnn/1 as @champion" in demo.stdout
-    assert {"pull", "compress@int8-static", "compress@int8-dynamic", "evaluate-baseline", "evaluate@int8-static", "evaluate@int8-dynamic", "gate", "promote"} <= _ran(demo)
+    assert {
+        "pull",
+        "compress@int8-static",
+        "compress@int8-dynamic",
+        "evaluate-baseline",
+        "evaluate@int8-static",
+        "evaluate@int8-dynamic",
+        "gate",
+        "promote",
+    } <= _ran(demo)
     promotion = json.loads(Path("reports/promotion.json").read_text())
     assert f"promoted: {promotion['model_uri']}" in demo.stdout and "verdict: PASS" in demo.stdout
     assert _versions("digits-cnn-edge") == ["1"]
     for name in ("baseline", "int8-static", "int8-dynamic"):
         metrics = json.loads(Path(f"metrics/{name}.json").read_text())
-        assert {"accuracy", "accuracy_drop", "agreement", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_per_s", "speedup", "size_mb", "size_gzip_mb", "compression_ratio", "params", "sparsity"} <= set(metrics)
+        assert {
+            "accuracy",
+            "accuracy_drop",
+            "agreement",
+            "latency_p50_ms",
+            "latency_p95_ms",
+            "latency_p99_ms",
+            "throughput_per_s",
+            "speedup",
+            "size_mb",
+            "size_gzip_mb",
+            "compression_ratio",
+            "params",
+            "sparsity",
+        } <= set(metrics)
     assert json.loads(Path("metrics/int8-static.json").read_text())["compression_ratio"] > 3
     shown = json.loads(sh(BIN / "dvc", "plots", "show", "--json").stdout)
-    _plots_have_data(shown, ["plots/int8-static.json", "plots/classes/int8-static.json", "reports/pareto.json", "pareto-size"])
+    _plots_have_data(
+        shown, ["plots/int8-static.json", "plots/classes/int8-static.json", "reports/pareto.json", "pareto-size"]
+    )
 
     # 2. again: only pull runs (always_changed), nothing downstream, no new version
     again = sh(BIN / "squeezeflow", "demo")
@@ -66,7 +91,15 @@ def test_demo_then_noop_then_alias_move_then_recipe_edit(pipeline_repo: Path):
     model.load_state_dict(sd)
     registry.register_torch(model, "digits-cnn", np.load("data/eval.npz")["input"][:4], alias="champion")
     moved = sh(BIN / "dvc", "repro")
-    assert {"pull", "compress@int8-static", "compress@int8-dynamic", "evaluate-baseline", "evaluate@int8-static", "evaluate@int8-dynamic", "gate"} <= _ran(moved)
+    assert {
+        "pull",
+        "compress@int8-static",
+        "compress@int8-dynamic",
+        "evaluate-baseline",
+        "evaluate@int8-static",
+        "evaluate@int8-dynamic",
+        "gate",
+    } <= _ran(moved)
     manifest = json.loads(Path("artifacts/source/manifest.json").read_text())
     assert manifest["root"]["version"] == "2"
     assert len(_versions("digits-cnn-edge")) == 2
@@ -105,7 +138,9 @@ def test_impossible_budget_fails_the_experiment_and_registers_nothing(pipeline_r
     assert _versions("digits-cnn-edge") == before
     assert registry.alias_version("digits-cnn-edge", "candidate") == alias_before
     c = registry.client()
-    runs = c.search_runs([c.get_experiment_by_name("squeezeflow").experiment_id], filter_string="attributes.run_name = 'gate-failed'")
+    runs = c.search_runs(
+        [c.get_experiment_by_name("squeezeflow").experiment_id], filter_string="attributes.run_name = 'gate-failed'"
+    )
     assert [r.info.status for r in runs] == ["FAILED"]
     assert runs[0].data.params["budgets.max_size_mb"] == "1e-06"
 
@@ -119,18 +154,46 @@ def test_experiments_do_not_ship_unless_asked(pipeline_repo: Path):
     assert json.loads(Path("reports/promotion.json").read_text())["dry_run"] is True
     assert _versions("digits-cnn-exp") == []
 
-    shipped = sh(BIN / "dvc", "exp", "run", "-n", "ship-it", "-S", "promote.registered_model=digits-cnn-exp", "-S", "+promote.from_experiments=true")  # +: a key params.yaml does not have yet
+    # +: a key params.yaml does not have yet
+    shipped = sh(
+        BIN / "dvc",
+        "exp",
+        "run",
+        "-n",
+        "ship-it",
+        "-S",
+        "promote.registered_model=digits-cnn-exp",
+        "-S",
+        "+promote.from_experiments=true",
+    )
     assert "promote: registered models:/digits-cnn-exp/1" in shipped.stdout, shipped.stdout[-3000:]
     tags = registry.client().get_model_version("digits-cnn-exp", "1").tags
-    assert tags["squeezeflow.dvc.experiment"] == "ship-it" and tags["squeezeflow.git.dirty"] == "true" and "params.yaml" in tags["squeezeflow.git.changed"]
+    assert (
+        tags["squeezeflow.dvc.experiment"] == "ship-it"
+        and tags["squeezeflow.git.dirty"] == "true"
+        and "params.yaml" in tags["squeezeflow.git.changed"]
+    )
     assert "from DVC experiment ship-it" in sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn-exp/1").stdout
 
     # the compact summary is what `dvc exp show` compares experiments by
     summary = json.loads(Path("reports/summary.json").read_text())
-    assert summary["verdict"] == "pass" and summary["selected"] and summary["selected_speedup"] > 0 and summary["candidates"] == 2
-    keep = r"Experiment|verdict|selected|passing|failed_recipes|budgets\.|recipes\."  # the README's readable `dvc exp show`
+    assert (
+        summary["verdict"] == "pass"
+        and summary["selected"]
+        and summary["selected_speedup"] > 0
+        and summary["candidates"] == 2
+    )
+    # the README's readable `dvc exp show`
+    keep = r"Experiment|verdict|selected|passing|failed_recipes|budgets\.|recipes\."
     header = sh(BIN / "dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep).stdout.splitlines()[0].split(",")
-    assert {"Experiment", "verdict", "selected", "selected_speedup", "budgets.min_speedup", "recipes.int8-static"} <= set(header) and len(header) < 20, header
+    assert {
+        "Experiment",
+        "verdict",
+        "selected",
+        "selected_speedup",
+        "budgets.min_speedup",
+        "recipes.int8-static",
+    } <= set(header) and len(header) < 20, header
 
 
 def test_a_failing_recipe_is_a_row_and_the_others_still_ship(pipeline_repo: Path, digits_onnx):
@@ -139,7 +202,10 @@ def test_a_failing_recipe_is_a_row_and_the_others_still_ship(pipeline_repo: Path
 
     register_onnx(digits_onnx, "digits-cnn", alias="champion")
     params = yaml.safe_load(Path("params.yaml").read_text())
-    params["recipes"] = {"int8-static": [{"quantize": {"mode": "static"}}], "pruned": [{"prune": {"method": "structured", "amount": 0.5}}]}
+    params["recipes"] = {
+        "int8-static": [{"quantize": {"mode": "static"}}],
+        "pruned": [{"prune": {"method": "structured", "amount": 0.5}}],
+    }
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "two recipes")
 
@@ -159,7 +225,25 @@ def test_mnist_variant_runs_from_its_folder(tmp_path, monkeypatch):
     from conftest import ROOT
 
     repo = tmp_path / "repo"
-    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", ".git", "artifacts", "metrics", "reports", "mlflow.db", "mlruns", "data", "*.egg-info", "__pycache__", "dvc.lock", "tmp", "cache"))
+    shutil.copytree(
+        ROOT,
+        repo,
+        ignore=shutil.ignore_patterns(
+            ".venv",
+            ".git",
+            "artifacts",
+            "metrics",
+            "reports",
+            "mlflow.db",
+            "mlruns",
+            "data",
+            "*.egg-info",
+            "__pycache__",
+            "dvc.lock",
+            "tmp",
+            "cache",
+        ),
+    )
     monkeypatch.chdir(repo)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     sh("git", "init", "-q", "-b", "main")
@@ -169,7 +253,8 @@ def test_mnist_variant_runs_from_its_folder(tmp_path, monkeypatch):
     params = yaml.safe_load((folder / "params.yaml").read_text())
     params["target"].update(warmup=3, repeats=20, max_seconds=5)
     params["demo"]["epochs"] = 1
-    params["recipes"] = {k: params["recipes"][k] for k in ("int8-static", "distilled")}  # what the test checks: one that distills, one that does not
+    # what the test checks: one that distills, one that does not
+    params["recipes"] = {k: params["recipes"][k] for k in ("int8-static", "distilled")}
     params["recipes"]["distilled"][0]["distill"]["epochs"] = 2
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     demo = sh(BIN / "squeezeflow", "demo", cwd=folder)
@@ -179,7 +264,8 @@ def test_mnist_variant_runs_from_its_folder(tmp_path, monkeypatch):
     assert [s["kind"] for s in distilled["steps"]] == ["distill", "quantize"]
     assert distilled["steps"][0]["stats"]["teachers"][0]["name"] == "mnist-cnn"
     assert json.loads((folder / "artifacts/soft-labels/distilled/index.json").read_text())["source"]["version"] == "1"
-    assert json.loads((folder / "artifacts/soft-labels/int8-static/index.json").read_text()) == {}  # it does not distill
+    # it does not distill
+    assert json.loads((folder / "artifacts/soft-labels/int8-static/index.json").read_text()) == {}
     noop = sh(BIN / "dvc", "repro", "pipelines/mnist-cnn/dvc.yaml", cwd=repo)
     assert _ran(noop) == {"pipelines/mnist-cnn/dvc.yaml:pull"} or _ran(noop) == {"pull"}
 
@@ -191,22 +277,31 @@ def test_mnist_variant_runs_from_its_folder(tmp_path, monkeypatch):
 
 
 def test_targets_pipeline_runs_with_dvc(tmp_path, monkeypatch):
-    """pipelines/digits-targets under `dvc repro`: metrics per target that `dvc metrics show` reads, a verdict and an alias per target."""
+    """pipelines/digits-targets under `dvc repro`: metrics per target that `dvc metrics show` reads, a verdict and an
+    alias per target.
+    """
     from conftest import repo_of_pipeline
 
     def short(params):
-        params["targets"] = {t: {**params["targets"][t], "warmup": 3, "repeats": 20, "max_seconds": 3} for t in ("x86-edge", "mobile")}
+        params["targets"] = {
+            t: {**params["targets"][t], "warmup": 3, "repeats": 20, "max_seconds": 3} for t in ("x86-edge", "mobile")
+        }
         params["demo"]["epochs"] = 2
 
     repo_of_pipeline("digits-targets", tmp_path / "repo", monkeypatch, short)
     demo = sh(BIN / "squeezeflow", "demo", check=False)
     verdict = json.loads(Path("reports/gate.json").read_text())
-    assert verdict["targets"]["mobile"]["selected"] == "mobile-int8" and verdict["matrix"]["int8-static"]["mobile"] == "n/a", demo.stdout[-2000:]
+    assert (
+        verdict["targets"]["mobile"]["selected"] == "mobile-int8"
+        and verdict["matrix"]["int8-static"]["mobile"] == "n/a"
+    ), demo.stdout[-2000:]
     shown = json.loads(sh(BIN / "dvc", "metrics", "show", "--json").stdout)
     flat = json.dumps(shown)
-    assert '"x86-edge"' in flat and '"mobile"' in flat and "speedup" in flat  # the per-target sections, as DVC reads them
+    # the per-target sections, as DVC reads them
+    assert '"x86-edge"' in flat and '"mobile"' in flat and "speedup" in flat
     if verdict["verdict"] == "pass":
         assert demo.returncode == 0 and "promoted for mobile" in demo.stdout
         assert registry.alias_version("digits-cnn-edge", "candidate-mobile") is not None
     noop = sh(BIN / "dvc", "repro")
-    assert not {n for n in _ran(noop) if n.startswith(("compress@", "evaluate"))}  # nothing re-measured when nothing changed
+    # nothing re-measured when nothing changed
+    assert not {n for n in _ran(noop) if n.startswith(("compress@", "evaluate"))}

@@ -13,7 +13,7 @@ from conftest import write_params
 
 
 def test_ctc_greedy_decoding_by_hand():
-    from squeezeflow.pretrained import ocr
+    from squeezeflow.demo.pretrained import ocr
 
     def one_hot(classes):
         logits = np.full((len(classes), len(ocr.CHARACTERS) + 1), -5.0)
@@ -22,7 +22,20 @@ def test_ctc_greedy_decoding_by_hand():
 
     code = {ch: ocr.CHARACTERS.index(ch) + 1 for ch in "Gate1"}
     # blank G G blank a a t blank t e 1 1: repeats merge, a blank separates a real double letter
-    columns = [0, code["G"], code["G"], 0, code["a"], code["a"], code["t"], 0, code["t"], code["e"], code["1"], code["1"]]
+    columns = [
+        0,
+        code["G"],
+        code["G"],
+        0,
+        code["a"],
+        code["a"],
+        code["t"],
+        0,
+        code["t"],
+        code["e"],
+        code["1"],
+        code["1"],
+    ]
     assert ocr.read(np.stack([one_hot(columns), one_hot([0] * 12)])) == ["Gatte1", ""]
 
 
@@ -34,11 +47,13 @@ def _weights_or_skip(module: str) -> None:
 
 
 def test_recognizer_reads_rendered_words():
-    """english_g2 with the published weights reads words drawn in a DejaVu face: a wrong layer order or pooling would read garbage."""
+    """english_g2 with the published weights reads words drawn in a DejaVu face: a wrong layer order or pooling would
+    read garbage.
+    """
     _weights_or_skip("easyocr_en_models")
     import torch
 
-    from squeezeflow.pretrained import ocr
+    from squeezeflow.demo.pretrained import ocr
 
     rng = np.random.default_rng(0)
     words = ["release", "Accuracy", "budget", "compressed", "1992", "lineage"]
@@ -54,12 +69,21 @@ def test_detector_scores_text_above_background():
     import torch
     from PIL import Image, ImageDraw
 
-    from squeezeflow.pretrained import ocr, photos
+    from squeezeflow.demo.pretrained import ocr, photos
 
     plain = photos.crop(photos.photos(("coffee",))[0], np.random.default_rng(0), ocr.SCENE)
     written = Image.fromarray(np.ascontiguousarray(plain))
-    ImageDraw.Draw(written).text((20, 30), "squeeze the model", fill=(0, 0, 0), font=ocr._font("DejaVuSerif", 32), stroke_width=1, stroke_fill=(255, 255, 255))
-    x = np.stack([((np.asarray(im, np.float32) / 255 - photos.MEAN) / photos.STD).transpose(2, 0, 1) for im in (written, plain)]).astype(np.float32)
+    ImageDraw.Draw(written).text(
+        (20, 30),
+        "squeeze the model",
+        fill=(0, 0, 0),
+        font=ocr._font("DejaVuSerif", 32),
+        stroke_width=1,
+        stroke_fill=(255, 255, 255),
+    )
+    x = np.stack(
+        [((np.asarray(im, np.float32) / 255 - photos.MEAN) / photos.STD).transpose(2, 0, 1) for im in (written, plain)]
+    ).astype(np.float32)
     with torch.no_grad():
         region, features = ocr.craft()(torch.from_numpy(x))
     assert region.shape == (2, 96, 160, 2) and features.shape == (2, 32, 96, 160)
@@ -71,9 +95,10 @@ def test_onet_tells_faces_from_other_crops():
     _weights_or_skip("facenet_pytorch")
     import torch
 
-    from squeezeflow.pretrained import faces
+    from squeezeflow.demo.pretrained import faces
 
-    crops = faces._crops(("astronaut", "brick"), 20, np.random.default_rng(0))  # even: around the astronaut's face; odd: anywhere
+    # even: around the astronaut's face; odd: anywhere
+    crops = faces._crops(("astronaut", "brick"), 20, np.random.default_rng(0))
     with torch.no_grad():
         boxes, landmarks, probability = faces.build("mtcnn-onet")(torch.from_numpy(crops))
     assert boxes.shape == (20, 4) and landmarks.shape == (20, 10)
@@ -82,7 +107,7 @@ def test_onet_tells_faces_from_other_crops():
 
 
 def test_unknown_pretrained_model_is_a_config_error():
-    from squeezeflow import pretrained
+    from squeezeflow.demo import pretrained
     from squeezeflow.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown pretrained model 'resnet'"):
@@ -112,11 +137,21 @@ def test_pt2_model_with_two_outputs_keeps_both(local_registry, digits_dir, tmp_p
 
     x = data.load(digits_dir / "eval.npz", "eval")["input"]
     registry.register_torch(TwoHeads().eval(), "digits-cnn", x[:4], alias="champion")
-    path = write_params(tmp_path, digits_dir, data__task="regression", budgets={"max_mae_increase": 0.05}, selection={"objective": "size_mb"},
-                        recipes={"cluster16": [{"cluster": {"clusters": 16}}]})
+    path = write_params(
+        tmp_path,
+        digits_dir,
+        data__task="regression",
+        budgets={"max_mae_increase": 0.05},
+        selection={"objective": "size_mb"},
+        recipes={"cluster16": [{"cluster": {"clusters": 16}}]},
+    )
     run_until_gate(path)
     names = lambda f: [o.name for o in onnx.load(str(f), load_external_data=False).graph.output]  # noqa: E731
-    assert names(tmp_path / "artifacts/source/model.onnx") == names(tmp_path / "artifacts/candidates/cluster16/model.onnx") == ["output0", "output1"]
+    assert (
+        names(tmp_path / "artifacts/source/model.onnx")
+        == names(tmp_path / "artifacts/candidates/cluster16/model.onnx")
+        == ["output0", "output1"]
+    )
     metrics = json.loads((tmp_path / "metrics" / "cluster16.json").read_text())
     per_output = [metrics["output.output0.mae_increase"], metrics["output.output1.mae_increase"]]
     assert all(v > 0 for v in per_output) and metrics["mae_increase"] == max(per_output)

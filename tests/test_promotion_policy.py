@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from conftest import register_onnx, sh, write_params
-from squeezeflow import gitstate, lineage, registry
+from squeezeflow import registry
 from squeezeflow.config import load_params
+from squeezeflow.registry import gitstate, lineage
 
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
 
@@ -58,13 +59,20 @@ def test_dirty_tree_is_a_dry_run_unless_allowed(gated_repo, capsys):
     params = _edit(gated_repo, registered_model="digits-cnn-dirty")  # an uncommitted edit of params.yaml
     held = promote(params)
     assert held["dry_run"] and held["version"] is None and "uncommitted changes (params.yaml)" in held["held"][0]
-    assert "promote: dry run, the registry is not written: the working tree has uncommitted changes (params.yaml)" in capsys.readouterr().out
+    assert (
+        "promote: dry run, the registry is not written: the working tree has uncommitted changes (params.yaml)"
+        in capsys.readouterr().out
+    )
     assert not registry.client().search_registered_models(filter_string="name='digits-cnn-dirty'")
 
     shipped = promote(_edit(gated_repo, from_dirty=True))
     assert shipped["action"] == "register" and not shipped["dry_run"] and shipped["held"] == []
     tags = registry.client().get_model_version("digits-cnn-dirty", shipped["version"]).tags
-    assert tags["squeezeflow.git.dirty"] == "true" and tags["squeezeflow.git.changed"] == "params.yaml" and tags["squeezeflow.git.branch"] == "main"
+    assert (
+        tags["squeezeflow.git.dirty"] == "true"
+        and tags["squeezeflow.git.changed"] == "params.yaml"
+        and tags["squeezeflow.git.branch"] == "main"
+    )
     text = lineage.render(lineage.walk(shipped["model_uri"]), "text")
     assert "on main + UNCOMMITTED CHANGES (params.yaml)" in text
     assert json.loads(lineage.render(lineage.walk(shipped["model_uri"]), "json"))[0]["git_dirty"] == "true"
@@ -111,5 +119,6 @@ def test_github_variables_count_only_inside_actions(gated_repo, monkeypatch):
     monkeypatch.setenv("GITHUB_SHA", "0" * 40)
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     assert (gitstate.state().branch, gitstate.state().commit) == ("feature", head)
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")  # a detached Actions checkout names its branch this way; HEAD still names the commit
+    # a detached Actions checkout names its branch this way; HEAD still names the commit
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
     assert (gitstate.state().branch, gitstate.state().commit) == ("main", head)

@@ -8,11 +8,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from squeezeflow import graph, modelio, train
+from squeezeflow.onnx import modelfile, rewrites, sessions
 from squeezeflow.steps import StepContext
 from squeezeflow.steps.cluster import ClusterConfig, cluster
 from squeezeflow.steps.finetune import FinetuneConfig, finetune
 from squeezeflow.steps.prune import PruneConfig, prune, schedule, sparsity
+from squeezeflow.torch import export, train
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_structured_removes_channels_and_exports_faithfully(digits_cnn, ctx, imp
     assert result.model[-1].out_features == 10  # the classifier keeps its outputs
     x, _ = _eval(ctx.train.parent, 64)
     path = tmp_path / "pruned.onnx"
-    modelio.export_onnx(result.model, {"input": x}, path)  # checks ORT against torch
+    export.export_onnx(result.model, {"input": x}, path)  # checks ORT against torch
     assert path.stat().st_size < 0.8 * sum(p.numel() for p in digits_cnn.parameters()) * 4
 
 
@@ -66,7 +67,13 @@ class _Residual(torch.nn.Module):
         super().__init__()
         self.pool = pool
         self.stem = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU())
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16))
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(16, 16, 3, padding=1),
+            torch.nn.BatchNorm2d(16),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 16, 3, padding=1),
+            torch.nn.BatchNorm2d(16),
+        )
         self.branch = torch.nn.Conv2d(16, 8, 1)
         self.head = torch.nn.Linear(24 if pool else 24 * 64, 10)
 
@@ -84,10 +91,10 @@ def test_torch_pruning_keeps_a_residual_network_consistent(ctx, tmp_path):
     assert pruned.stem[0].out_channels == pruned.body[3].out_channels < 16  # residual partners pruned together
     assert pruned.head.in_features == pruned.stem[0].out_channels + pruned.branch.out_channels
     path = tmp_path / "resnet.onnx"
-    modelio.export_onnx(pruned, {"input": x}, path)
+    export.export_onnx(pruned, {"input": x}, path)
     with torch.no_grad():
         expected = pruned(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(modelio.run(modelio.session(path), {"input": x}), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(sessions.run(sessions.session(path), {"input": x}), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_a_model_the_pruner_breaks_is_refused(ctx):
@@ -108,21 +115,26 @@ def test_cluster_palettizes_and_shrinks_the_file(digits_cnn, digits_onnx, ctx):
     result = cluster(copy.deepcopy(digits_cnn), ClusterConfig(clusters=16), ctx)
     model = onnx.load(str(result.model))
     indices = [i for i in model.graph.initializer if i.name.endswith("_indices")]
-    assert len(indices) == result.stats["layers_palettized"] == result.stats["layers_clustered"] == 3 and all(i.data_type == onnx.TensorProto.UINT8 for i in indices)
+    assert len(indices) == result.stats["layers_palettized"] == result.stats["layers_clustered"] == 3 and all(
+        i.data_type == onnx.TensorProto.UINT8 for i in indices
+    )
     for i in indices:
         assert numpy_helper.to_array(i).max() < 16
-    assert "Gather" in modelio.op_counts(result.model)
+    assert "Gather" in modelfile.op_counts(result.model)
     assert result.model.stat().st_size * 3.5 <= digits_onnx.stat().st_size
     x, y = _eval(ctx.train.parent)
-    fp32 = modelio.run(modelio.session(digits_onnx), {"input": x})
-    clustered = modelio.run(modelio.session(result.model), {"input": x})
+    fp32 = sessions.run(sessions.session(digits_onnx), {"input": x})
+    clustered = sessions.run(sessions.session(result.model), {"input": x})
     assert (fp32.argmax(1) == clustered.argmax(1)).mean() >= 0.97
 
 
 def test_cluster_after_pruning_keeps_zeros_and_centroid_tuning_keeps_k(digits_cnn, ctx):
     pruned = prune(copy.deepcopy(digits_cnn), PruneConfig(amount=0.8), ctx).model
     result = cluster(pruned, ClusterConfig(clusters=8, epochs=1), ctx)
-    assert result.stats["centroid_epochs"] == 1 and result.stats["layers_palettized"] == result.stats["layers_clustered"] == 3
+    assert (
+        result.stats["centroid_epochs"] == 1
+        and result.stats["layers_palettized"] == result.stats["layers_clustered"] == 3
+    )
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(result.model)).graph.initializer}
     zeros = total = 0
     for name, codebook in inits.items():
@@ -143,9 +155,9 @@ def test_palettize_is_exact(digits_onnx, tmp_path):
             init.CopyFrom(numpy_helper.from_array((np.sign(arr) * 0.5).astype(np.float32), init.name))
     onnx.save(model, str(quantized))
     out = tmp_path / "p.onnx"
-    assert graph.palettize(quantized, out, max_values=256) >= 3
+    assert rewrites.palettize(quantized, out, max_values=256) >= 3
     x = {"input": np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)}
-    np.testing.assert_array_equal(modelio.run(modelio.session(out), x), modelio.run(modelio.session(quantized), x))
+    np.testing.assert_array_equal(sessions.run(sessions.session(out), x), sessions.run(sessions.session(quantized), x))
 
 
 @pytest.fixture
@@ -159,7 +171,7 @@ def pt2_and_pickle(local_registry, digits_cnn, digits_dir, tmp_path, monkeypatch
         registry.register_torch(digits_cnn, f"cnn-{fmt}", example, alias="champion", serialization_format=fmt)
         folder = registry.download(registry.resolve(f"models:/cnn-{fmt}@champion"), tmp_path / fmt)
         monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true" if fmt == "pickle" else "")
-        loaded[fmt] = modelio.load_torch(folder)
+        loaded[fmt] = export.load_torch(folder)
     return loaded
 
 
@@ -171,7 +183,11 @@ def _same_weights(a, b):
 
 def test_pt2_source_has_its_layers_back(pt2_and_pickle, digits_dir):
     pt2, pickled = pt2_and_pickle["pt2"], pt2_and_pickle["pickle"]
-    kinds = lambda m: [type(c).__name__ for c in m.modules() if isinstance(c, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm))]  # noqa: E731
+    kinds = lambda m: [
+        type(c).__name__
+        for c in m.modules()
+        if isinstance(c, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm))
+    ]  # noqa: E731
     assert kinds(pt2) == [k.replace("BatchNorm2d", "BatchNorm") for k in kinds(pickled)]
     x, _ = _eval(digits_dir, 32)
     with torch.no_grad():
@@ -182,12 +198,19 @@ def test_pt2_source_has_its_layers_back(pt2_and_pickle, digits_dir):
 def test_pt2_and_pickle_prune_alike(pt2_and_pickle, ctx, digits_dir, tmp_path):
     config = PruneConfig(method="structured", amount=0.5)
     pruned = {fmt: prune(copy.deepcopy(m), config, ctx) for fmt, m in pt2_and_pickle.items()}
-    assert pruned["pt2"].stats["params_after"] == pruned["pickle"].stats["params_after"] < 0.6 * pruned["pickle"].stats["params_before"]
+    assert (
+        pruned["pt2"].stats["params_after"]
+        == pruned["pickle"].stats["params_after"]
+        < 0.6 * pruned["pickle"].stats["params_before"]
+    )
     assert _same_weights(pruned["pt2"].model, pruned["pickle"].model) == 0.0
-    tuned = {fmt: finetune(r.model, FinetuneConfig(epochs=1, lr=1e-3, patience=0), ctx).model for fmt, r in pruned.items()}
-    assert _same_weights(tuned["pt2"], tuned["pickle"]) < 1e-5  # BatchNorm trains in both (batch statistics, running averages)
+    tuned = {
+        fmt: finetune(r.model, FinetuneConfig(epochs=1, lr=1e-3, patience=0), ctx).model for fmt, r in pruned.items()
+    }
+    # BatchNorm trains in both (batch statistics, running averages)
+    assert _same_weights(tuned["pt2"], tuned["pickle"]) < 1e-5
     x, _ = _eval(digits_dir, 64)
-    modelio.export_onnx(tuned["pt2"], {"input": x}, tmp_path / "pt2.onnx")  # ORT checked against torch
+    export.export_onnx(tuned["pt2"], {"input": x}, tmp_path / "pt2.onnx")  # ORT checked against torch
 
 
 def test_pt2_and_pickle_cluster_alike(pt2_and_pickle, ctx, tmp_path, digits_dir):
@@ -196,14 +219,20 @@ def test_pt2_and_pickle_cluster_alike(pt2_and_pickle, ctx, tmp_path, digits_dir)
     for fmt, model in pt2_and_pickle.items():
         work = tmp_path / f"cluster-{fmt}"
         work.mkdir()
-        result = cluster(copy.deepcopy(model), ClusterConfig(clusters=16, min_size=256), StepContext(workdir=work, train=ctx.train, calibration=ctx.calibration))
+        result = cluster(
+            copy.deepcopy(model),
+            ClusterConfig(clusters=16, min_size=256),
+            StepContext(workdir=work, train=ctx.train, calibration=ctx.calibration),
+        )
         assert "note" not in result.stats  # every clustered layer is palettized: BatchNorm was folded first
         sizes[fmt] = result.model.stat().st_size
-        outputs[fmt] = modelio.run(modelio.session(result.model), {"input": x})
-    modelio.export_onnx(pt2_and_pickle["pickle"], {"input": x}, tmp_path / "fp32.onnx")
+        outputs[fmt] = sessions.run(sessions.session(result.model), {"input": x})
+    export.export_onnx(pt2_and_pickle["pickle"], {"input": x}, tmp_path / "fp32.onnx")
     fp32 = (tmp_path / "fp32.onnx").stat().st_size
-    assert fp32 / sizes["pt2"] >= 3.5 and fp32 / sizes["pickle"] >= 3.5  # what the pickled path reached; the pt2 one got 2.8x before
-    assert sizes["pt2"] == pytest.approx(sizes["pickle"], rel=0.05)  # the same weights; node names and graph metadata differ
+    # what the pickled path reached; the pt2 one got 2.8x before
+    assert fp32 / sizes["pt2"] >= 3.5 and fp32 / sizes["pickle"] >= 3.5
+    # the same weights; node names and graph metadata differ
+    assert sizes["pt2"] == pytest.approx(sizes["pickle"], rel=0.05)
     assert float(np.abs(outputs["pt2"] - outputs["pickle"]).max()) < 1e-4
 
 
@@ -212,5 +241,9 @@ def test_cluster_needs_no_labels_without_centroid_finetuning(digits_cnn, digits_
     np.savez(tmp_path / "unlabelled.npz", input=np.load(digits_dir / "train.npz")["input"][:64])
     work = tmp_path / "work"
     work.mkdir()
-    result = cluster(copy.deepcopy(digits_cnn), ClusterConfig(clusters=16), StepContext(workdir=work, train=tmp_path / "unlabelled.npz"))
+    result = cluster(
+        copy.deepcopy(digits_cnn),
+        ClusterConfig(clusters=16),
+        StepContext(workdir=work, train=tmp_path / "unlabelled.npz"),
+    )
     assert result.stats["layers_palettized"] >= 3

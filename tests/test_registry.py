@@ -12,7 +12,7 @@ from helpers import run_until_gate
 from squeezeflow import registry
 from squeezeflow.config import load_params
 from squeezeflow.errors import GateFailedError, NotFoundError
-from squeezeflow.lineage import walk
+from squeezeflow.registry.lineage import walk
 from squeezeflow.stages.gate import gate
 from squeezeflow.stages.promote import promote
 from squeezeflow.stages.pull import pull
@@ -25,7 +25,11 @@ def _example(digits_dir):
 def test_pull_resolves_alias_version_and_latest(local_registry, digits_cnn, digits_dir, tmp_path):
     registry.register_torch(digits_cnn, "digits-cnn", _example(digits_dir), alias="champion")
     registry.register_torch(digits_cnn, "digits-cnn", _example(digits_dir))
-    for folder, uri, version in [("a", "models:/digits-cnn@champion", "1"), ("v", "models:/digits-cnn/2", "2"), ("l", "models:/digits-cnn/latest", "2")]:
+    for folder, uri, version in [
+        ("a", "models:/digits-cnn@champion", "1"),
+        ("v", "models:/digits-cnn/2", "2"),
+        ("l", "models:/digits-cnn/latest", "2"),
+    ]:
         params = load_params(write_params(tmp_path, digits_dir, source__model_uri=uri))
         manifest = pull(params, out_dir=tmp_path / folder)
         assert manifest["root"]["version"] == version and manifest["root"]["requested"] == uri
@@ -40,15 +44,23 @@ def test_pull_resolves_alias_version_and_latest(local_registry, digits_cnn, digi
 
 
 def test_two_input_torch_model_registers_as_pt2_and_pulls(local_registry, tmp_path):
-    from squeezeflow import zoo
+    from squeezeflow.torch import architectures
 
     rng = np.random.default_rng(0)
     ids, mask = rng.integers(0, 100, size=(16, 8)), np.ones((16, 8), dtype=np.int64)
     np.savez(tmp_path / "eval.npz", input_ids=ids, attention_mask=mask, labels=rng.integers(0, 2, 16))
-    registry.register_torch(zoo.text_transformer(100, 8, 2, dim=32, heads=2, layers=1, ff=64), "tw", (ids[:4], mask[:4]), alias="champion")
+    registry.register_torch(
+        architectures.text_transformer(100, 8, 2, dim=32, heads=2, layers=1, ff=64),
+        "tw",
+        (ids[:4], mask[:4]),
+        alias="champion",
+    )
     params = load_params(write_params(tmp_path, tmp_path, source__model_uri="models:/tw@champion"))
     manifest = pull(params, out_dir=tmp_path / "src")
-    assert manifest["root"]["flavor"] == "pytorch" and [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
+    assert manifest["root"]["flavor"] == "pytorch" and [i["name"] for i in manifest["inputs"]] == [
+        "input_ids",
+        "attention_mask",
+    ]
 
 
 def test_pull_onnx_flavor_keeps_the_file(local_registry, digits_onnx, digits_dir, tmp_path):
@@ -61,7 +73,7 @@ def test_pull_onnx_flavor_keeps_the_file(local_registry, digits_onnx, digits_dir
 
 
 def test_unchanged_pull_skips_mlflow_and_sees_a_moved_alias(local_registry, digits_onnx, digits_dir, tmp_path):
-    from squeezeflow import peek
+    from squeezeflow.registry import fast_lookup
 
     register_onnx(digits_onnx, "digits-onnx", alias="prod")
     path = write_params(tmp_path, digits_dir, source__model_uri="models:/digits-onnx@prod")
@@ -69,21 +81,27 @@ def test_unchanged_pull_skips_mlflow_and_sees_a_moved_alias(local_registry, digi
     again = sh(BIN / "python", "-X", "importtime", "-m", "squeezeflow", "--params", path, "pull", cwd=tmp_path)
     imported = {line.split("|")[-1].strip() for line in again.stderr.splitlines() if line.startswith("import time:")}
     assert "squeezeflow.stages.pull" in imported and not any(m.startswith("mlflow") for m in imported)
-    assert peek.version("models:/digits-onnx@prod")[:2] == ("digits-onnx", "1")
-    assert peek.version("models:/digits-onnx@gold") is None and peek.version("models:/digits-onnx/latest") is None
+    assert fast_lookup.version("models:/digits-onnx@prod")[:2] == ("digits-onnx", "1")
+    assert (
+        fast_lookup.version("models:/digits-onnx@gold") is None
+        and fast_lookup.version("models:/digits-onnx/latest") is None
+    )
     register_onnx(digits_onnx, "digits-onnx", alias="prod")  # the alias moves: the lookup must see it
-    assert peek.version("models:/digits-onnx@prod")[:2] == ("digits-onnx", "2")
+    assert fast_lookup.version("models:/digits-onnx@prod")[:2] == ("digits-onnx", "2")
     sh(BIN / "squeezeflow", "--params", path, "pull", cwd=tmp_path)
     assert json.loads((tmp_path / "artifacts/source/manifest.json").read_text())["root"]["version"] == "2"
     registry.client().delete_model_version("digits-onnx", "1")
-    assert peek.version("models:/digits-onnx/1") is None
+    assert fast_lookup.version("models:/digits-onnx/1") is None
 
 
-@pytest.mark.parametrize("uri,message", [
-    ("models:/nope@champion", "registered model 'nope' does not exist"),
-    ("models:/digits-onnx@gold", "has no alias 'gold'. Its aliases: prod"),
-    ("models:/digits-onnx/7", "has no version 7"),
-])
+@pytest.mark.parametrize(
+    "uri,message",
+    [
+        ("models:/nope@champion", "registered model 'nope' does not exist"),
+        ("models:/digits-onnx@gold", "has no alias 'gold'. Its aliases: prod"),
+        ("models:/digits-onnx/7", "has no version 7"),
+    ],
+)
 def test_missing_model_alias_or_version(local_registry, digits_onnx, digits_dir, tmp_path, uri, message):
     register_onnx(digits_onnx, "digits-onnx", alias="prod")
     path = write_params(tmp_path, digits_dir, source__model_uri=uri)
@@ -135,11 +153,13 @@ def test_promote_registers_once_with_lineage(local_registry, digits_onnx, digits
     # the run's metrics are linked to the promoted model (logged after it, in one request)
     model_id = registry.resolve("models:/digits-cnn-edge/1").model_id
     logged = c.get_logged_model(model_id)
-    assert {m.key for m in logged.metrics} == set(run.data.metrics) and all(m.model_id == model_id for m in logged.metrics)
+    assert {m.key for m in logged.metrics} == set(run.data.metrics) and all(
+        m.model_id == model_id for m in logged.metrics
+    )
     # the compressed ONNX file carries its lineage too
-    from squeezeflow import modelio
+    from squeezeflow.onnx import modelfile
 
-    props = modelio.metadata(Path("artifacts/candidates") / verdict["selected"] / "model.onnx")
+    props = modelfile.metadata(Path("artifacts/candidates") / verdict["selected"] / "model.onnx")
     assert json.loads(props["squeezeflow.root"])["name"] == "digits-cnn"
 
     # same artifact again: no new version; a moved alias is moved back
@@ -194,11 +214,14 @@ def test_lineage_formats_descendants_and_onnx_file(local_registry, digits_onnx, 
     params = _promotable(local_registry, digits_onnx, digits_dir, tmp_path)
     verdict = gate(params)
     promote(params)
-    chain = json.loads(sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn-edge@candidate", "--format", "json").stdout)
+    chain = json.loads(
+        sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn-edge@candidate", "--format", "json").stdout
+    )
     assert [link["uri"] for link in chain] == ["models:/digits-cnn-edge/1", "models:/digits-cnn/1"]
     newest = chain[0]
     assert newest["recipe"] == verdict["selected"] and len(newest["recipe_digest"]) == 64
-    assert newest["steps"][0]["kind"] == "quantize" and "per_channel" in newest["steps"][0]  # parameters, not just kinds
+    # parameters, not just kinds
+    assert newest["steps"][0]["kind"] == "quantize" and "per_channel" in newest["steps"][0]
     assert set(newest["data"]) == {"eval", "calibration", "train"} and newest["verdict"] == "pass"
     assert newest["metrics"]["accuracy"] > 0.9 and newest["parent"] == "models:/digits-cnn/1"
     mermaid = sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn-edge/1", "--format", "mermaid").stdout
@@ -208,11 +231,20 @@ def test_lineage_formats_descendants_and_onnx_file(local_registry, digits_onnx, 
 
     down = sh(BIN / "squeezeflow", "lineage", "models:/digits-cnn/1", "--descendants", "--format", "json").stdout
     (root,) = json.loads(down)
-    assert root["uri"] == "models:/digits-cnn/1" and [c["uri"] for c in root["children"]] == ["models:/digits-cnn-edge/1"]
+    assert root["uri"] == "models:/digits-cnn/1" and [c["uri"] for c in root["children"]] == [
+        "models:/digits-cnn-edge/1"
+    ]
 
     # the ONNX file alone, with no registry at all
     onnx_file = Path("artifacts/candidates") / verdict["selected"] / "model.onnx"
-    offline = sh(BIN / "squeezeflow", "lineage", str(onnx_file), "--format", "json", env={**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}).stdout
+    offline = sh(
+        BIN / "squeezeflow",
+        "lineage",
+        str(onnx_file),
+        "--format",
+        "json",
+        env={**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+    ).stdout
     links = json.loads(offline)
     assert links[0]["recipe"] == verdict["selected"] and links[1]["uri"] == "models:/digits-cnn/1"
 
@@ -235,7 +267,8 @@ def test_runs_in_a_pipeline_folder_carry_git_and_dvc_lock(local_registry, tmp_pa
     assert tags["squeezeflow.git.commit"] == sh("git", "rev-parse", "HEAD").stdout.strip()
     assert tags["squeezeflow.git.branch"] == "release" and tags["squeezeflow.git.dirty"] == "false"
     assert tags["squeezeflow.dvc_lock_digest"] == digest(tmp_path / "dvc.lock")
-    (tmp_path / "dvc.lock").write_text("changed\n")  # what dvc repro rewrites is not an uncommitted change of the pipeline
+    # what dvc repro rewrites is not an uncommitted change of the pipeline
+    (tmp_path / "dvc.lock").write_text("changed\n")
     run_id = registry.start_run("squeezeflow", "probe", {})
     assert registry.client().get_run(run_id).data.tags["squeezeflow.git.dirty"] == "false"
     (tmp_path / "dvc.yaml").write_text("stages: {a: {cmd: 'true'}}\n")
@@ -249,17 +282,27 @@ def test_pickled_source_needs_explicit_permission(local_registry, digits_cnn, di
 
     monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
     monkeypatch.delenv("MLFLOW_ALLOW_MODEL_CODE_EXECUTION", raising=False)
-    registry.register_torch(digits_cnn, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion", serialization_format="pickle")
+    registry.register_torch(
+        digits_cnn,
+        "digits-cnn",
+        np.load(digits_dir / "eval.npz")["input"][:4],
+        alias="champion",
+        serialization_format="pickle",
+    )
     path = write_params(tmp_path, digits_dir)
     proc = sh(BIN / "squeezeflow", "--params", path, "pull", check=False)
     assert proc.returncode == 2
     assert "pickle format" in error_line(proc) and "MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true" in error_line(proc)
-    allowed = sh(BIN / "squeezeflow", "--params", path, "pull", env={**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"})
+    allowed = sh(
+        BIN / "squeezeflow", "--params", path, "pull", env={**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+    )
     assert "models:/digits-cnn/1" in allowed.stdout
 
 
 def test_promoted_version_keeps_the_source_signature(local_registry, digits_cnn, digits_dir, tmp_path):
-    """The compressed version carries the source's signature and serves the source's input example through mlflow.pyfunc."""
+    """The compressed version carries the source's signature and serves the source's input example through
+    mlflow.pyfunc.
+    """
     import mlflow.pyfunc
     import torch
     from mlflow.models import get_model_info

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import register_onnx, write_params
 from helpers import run_until_gate
-from squeezeflow import peek, registry
+from squeezeflow import registry
+from squeezeflow.registry import fast_lookup
 from squeezeflow.stages.gate import gate
 from squeezeflow.stages.promote import promote
 
@@ -22,7 +23,13 @@ def test_pull_gate_promote_over_http(server, request, digits_onnx, digits_dir, t
     source, target = f"src-{suffix}", f"edge-{suffix}"
     register_onnx(digits_onnx, source, alias="champion")
     # what crosses HTTP is under test, not speed: a 25-microsecond CNN timed beside a busy server can sit at 1.0x
-    path = write_params(tmp_path, digits_dir, source__model_uri=f"models:/{source}@champion", promote__registered_model=target, budgets__min_speedup=0.5)
+    path = write_params(
+        tmp_path,
+        digits_dir,
+        source__model_uri=f"models:/{source}@champion",
+        promote__registered_model=target,
+        budgets__min_speedup=0.5,
+    )
     params = run_until_gate(path)
     verdict = gate(params)
     first = promote(params)
@@ -32,9 +39,9 @@ def test_pull_gate_promote_over_http(server, request, digits_onnx, digits_dir, t
     assert mv.tags["squeezeflow.recipe.name"] == verdict["selected"]
     assert registry.alias_version(target, "candidate") == first["version"]
     # the lookup `pull` makes without MLflow on a no-op `dvc repro` reads the same over REST
-    assert peek.version(f"models:/{target}@candidate") == (target, first["version"], mv.source)
-    assert peek.version(f"models:/{target}/{first['version']}") == (target, first["version"], mv.source)
-    assert peek.version(f"models:/{target}@nope") is None
+    assert fast_lookup.version(f"models:/{target}@candidate") == (target, first["version"], mv.source)
+    assert fast_lookup.version(f"models:/{target}/{first['version']}") == (target, first["version"], mv.source)
+    assert fast_lookup.version(f"models:/{target}@nope") is None
     # the promoted artifact is downloadable over HTTP and is the candidate byte for byte
     import mlflow.artifacts
 

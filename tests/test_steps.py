@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import yaml
 
-from squeezeflow import modelio
 from squeezeflow.config import parse_recipes, step_params
+from squeezeflow.onnx import modelfile, sessions
 from squeezeflow.steps import StepContext, config_class, get_step, known_steps
+from squeezeflow.torch import export
 
 
 @pytest.mark.parametrize("kind", known_steps())
@@ -40,22 +41,26 @@ def test_runs_on_tiny_model_and_exports_for_ort(kind, digits_onnx, digits_cnn, d
     cls = config_class(kind)
     config = cls(epochs=1) if "epochs" in cls.model_fields else cls()
     soft = _soft_labels(digits_onnx, digits_dir, tmp_path) if kind == "distill" else None
-    ctx = StepContext(workdir=tmp_path, calibration=digits_dir / "calibration.npz", train=digits_dir / "train.npz", soft_labels=soft)
+    ctx = StepContext(
+        workdir=tmp_path, calibration=digits_dir / "calibration.npz", train=digits_dir / "train.npz", soft_labels=soft
+    )
     model = copy.deepcopy(digits_cnn) if cls.input_format == "torch" else digits_onnx
     result = get_step(config)(model, config, ctx)
     if not isinstance(result.model, type(digits_onnx)):
         result_path = tmp_path / "exported.onnx"
-        modelio.export_onnx(result.model, {"input": np.load(digits_dir / "eval.npz")["input"][:8]}, result_path)
+        export.export_onnx(result.model, {"input": np.load(digits_dir / "eval.npz")["input"][:8]}, result_path)
         result = type(result)(result_path, result.stats)
     eval_set = np.load(digits_dir / "eval.npz")
     if result.model.suffix == ".pte":  # the executorch step's program runs on ExecuTorch, not ORT
         from squeezeflow import runtimes
         from squeezeflow.config import Target
 
-        runner = runtimes.open_model(result.model, Target(runtime="executorch"), modelio.session(digits_onnx).get_inputs())
+        runner = runtimes.open_model(
+            result.model, Target(runtime="executorch"), sessions.session(digits_onnx).get_inputs()
+        )
     else:
-        runner = modelio.session(result.model)
-    logits = modelio.run(runner, {"input": eval_set["input"]})
+        runner = sessions.session(result.model)
+    logits = sessions.run(runner, {"input": eval_set["input"]})
     assert logits.shape == (len(eval_set["labels"]), 10)
     assert result.stats
 
@@ -65,15 +70,27 @@ def _soft_labels(onnx_path, digits_dir, folder):
     import shutil
 
     from conftest import write_params
-    from squeezeflow import artifacts, data
+    from squeezeflow import data
     from squeezeflow.config import load_params
+    from squeezeflow.data import artifacts
     from squeezeflow.stages.soft_labels import soft_labels
 
     source = folder / "source"
     source.mkdir()
     shutil.copyfile(onnx_path, artifacts.model_path(source))
     root = {"name": "digits-cnn", "version": "1"}
-    artifacts.write_manifest(source, {"format": "onnx", "files": {"model": artifacts.MODEL_FILE}, "sha256": data.digest(onnx_path), "parent_digest": None, "steps": [], "root": root, "inputs": []})
+    artifacts.write_manifest(
+        source,
+        {
+            "format": "onnx",
+            "files": {"model": artifacts.MODEL_FILE},
+            "sha256": data.digest(onnx_path),
+            "parent_digest": None,
+            "steps": [],
+            "root": root,
+            "inputs": [],
+        },
+    )
     params = load_params(write_params(folder, digits_dir, recipes={"kd": [{"distill": {}}]}))
     soft_labels(params, source_dir=source, registered_dir=folder / "registered", out_dir=folder / "soft-labels")
     return folder / "soft-labels" / "kd"
@@ -81,8 +98,16 @@ def _soft_labels(onnx_path, digits_dir, folder):
 
 MODES = [
     ({"mode": "static", "per_channel": True}, {"QuantizeLinear", "DequantizeLinear"}, {"ConvInteger", "MatMulInteger"}),
-    ({"mode": "static", "calibration": "percentile", "per_channel": False}, {"QuantizeLinear", "DequantizeLinear"}, {"ConvInteger"}),
-    ({"mode": "dynamic", "per_channel": True}, {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}, {"QuantizeLinear"}),
+    (
+        {"mode": "static", "calibration": "percentile", "per_channel": False},
+        {"QuantizeLinear", "DequantizeLinear"},
+        {"ConvInteger"},
+    ),
+    (
+        {"mode": "dynamic", "per_channel": True},
+        {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"},
+        {"QuantizeLinear"},
+    ),
     ({"mode": "dynamic", "op_types": ["MatMul", "Gemm"]}, {"DynamicQuantizeLinear", "MatMulInteger"}, {"ConvInteger"}),
 ]
 
@@ -93,15 +118,15 @@ def test_quantize_modes(options, present, absent, digits_onnx, digits_dir, tmp_p
 
     config = QuantizeConfig(**options)
     result = quantize(digits_onnx, config, StepContext(workdir=tmp_path, calibration=digits_dir / "calibration.npz"))
-    ops = modelio.op_counts(result.model)
+    ops = modelfile.op_counts(result.model)
     assert present <= set(ops), ops
     assert not absent & set(ops), ops
     assert result.stats["mode"] == options["mode"] and result.stats["bits"] == 8
     if options["mode"] == "static":
         assert result.stats["calibration_samples"] == 179  # the whole calibration split (< num_samples)
     eval_set = np.load(digits_dir / "eval.npz")
-    fp32 = modelio.run(modelio.session(digits_onnx), {"input": eval_set["input"]})
-    int8 = modelio.run(modelio.session(result.model), {"input": eval_set["input"]})
+    fp32 = sessions.run(sessions.session(digits_onnx), {"input": eval_set["input"]})
+    int8 = sessions.run(sessions.session(result.model), {"input": eval_set["input"]})
     agreement = float((fp32.argmax(1) == int8.argmax(1)).mean())
     assert agreement >= 0.97
     if not options.get("op_types"):  # every weight quantized: about 4x smaller

@@ -5,7 +5,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from squeezeflow import contracts, data, modelio
+from squeezeflow import data
+from squeezeflow.data import contracts
+from squeezeflow.onnx import sessions
 
 
 def test_contract_summary_streamed_equals_whole_file(tmp_path):
@@ -16,11 +18,18 @@ def test_contract_summary_streamed_equals_whole_file(tmp_path):
     labels = rng.integers(0, 10, 203)
     path = tmp_path / "data.npz"
     np.savez(path, x=x, ids=ids, labels=labels)
-    specs = [SimpleNamespace(name="x", shape=["batch", 4, 5], type="tensor(float)"), SimpleNamespace(name="ids", shape=["batch", 7], type="tensor(int64)")]
-    summary = contracts.summarize("eval", path, specs, batch_bytes=16 * 80)  # 16 samples a batch: 13 batches, the last ragged
+    specs = [
+        SimpleNamespace(name="x", shape=["batch", 4, 5], type="tensor(float)"),
+        SimpleNamespace(name="ids", shape=["batch", 7], type="tensor(int64)"),
+    ]
+    # 16 samples a batch: 13 batches, the last ragged
+    summary = contracts.summarize("eval", path, specs, batch_bytes=16 * 80)
     assert summary["samples"] == 203 and np.array_equal(summary["labels"], labels)
     expected = (~np.isfinite(x.reshape(203, -1))).sum(axis=1)
-    assert np.array_equal(summary["nonfinite"]["x"], expected) and expected[150] == 2 and "ids" not in summary["nonfinite"]  # int inputs cannot be NaN
+    # int inputs cannot be NaN
+    assert (
+        np.array_equal(summary["nonfinite"]["x"], expected) and expected[150] == 2 and "ids" not in summary["nonfinite"]
+    )
     count, mean, m2, peak = summary["features"]["ids"]
     flat = ids.reshape(203, -1).astype(np.float64)
     assert count == 203 and peak == np.abs(flat).max()
@@ -36,11 +45,11 @@ def test_contract_summary_streamed_equals_whole_file(tmp_path):
 
 def test_evaluate_outputs_streamed_equal_whole_file(digits_onnx, digits_dir):
     path = digits_dir / "eval.npz"
-    sess = modelio.session(digits_onnx)
-    whole = modelio.run_outputs(sess, data.load(path, "eval"), 256)
+    sess = sessions.session(digits_onnx)
+    whole = sessions.run_outputs(sess, data.load(path, "eval"), 256)
     size = data.batch_for(data.head(path, "eval", 1), budget=7 * 256)  # 7 samples of 8x8 float32 a batch
     assert size == 7
-    streamed = modelio.run_batches(sess, data.stream(path, "eval", range(data.samples_in(path, "eval")), size))
+    streamed = sessions.run_batches(sess, data.stream(path, "eval", range(data.samples_in(path, "eval")), size))
     assert streamed.keys() == whole.keys()
     for name in whole:
         assert streamed[name].shape == whole[name].shape
@@ -49,13 +58,16 @@ def test_evaluate_outputs_streamed_equal_whole_file(digits_onnx, digits_dir):
 
 @pytest.mark.parametrize("budget,most,expected", [(32 << 20, 256, 256), (1, 256, 1), (10 * 256, 4, 4)])
 def test_batch_for_bounds(budget, most, expected):
-    assert data.batch_for({"input": np.zeros((3, 1, 8, 8), np.float32), "labels": np.zeros(3)}, budget, most) == expected
+    assert (
+        data.batch_for({"input": np.zeros((3, 1, 8, 8), np.float32), "labels": np.zeros(3)}, budget, most) == expected
+    )
 
 
 def test_bootstrap_in_chunks_matches_the_normal_interval():
     from squeezeflow.evaluate import stats
 
-    values = np.random.default_rng(1).exponential(1.0, 50_000)  # 2000 resamples of 50,000 would be 800 MB at once; drawn 10 at a time here
+    # 2000 resamples of 50,000 would be 800 MB at once; drawn 10 at a time here
+    values = np.random.default_rng(1).exponential(1.0, 50_000)
     mean, lo, hi = stats.bootstrap_mean(values, seed=0)
     half = 1.96 * values.std() / np.sqrt(len(values))
     assert mean == pytest.approx(values.mean())

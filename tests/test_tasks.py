@@ -57,11 +57,14 @@ def test_classification_keeps_its_metrics():
     assert plots["class_accuracy"]["baseline"] == {"0": 1.0, "1": 1.0}
 
 
-@pytest.mark.parametrize("task,outputs,message", [
-    ("embedding", {"e": np.ones((4, 2, 2))}, "needs [4, dimensions]"),
-    ("generic", {"y": np.ones((1, 3))}, "needs the sample axis first"),
-    ("classification", {"y": np.ones((4, 3, 1))}, "task classification needs [4, classes]"),
-])
+@pytest.mark.parametrize(
+    "task,outputs,message",
+    [
+        ("embedding", {"e": np.ones((4, 2, 2))}, "needs [4, dimensions]"),
+        ("generic", {"y": np.ones((1, 3))}, "needs the sample axis first"),
+        ("classification", {"y": np.ones((4, 3, 1))}, "task classification needs [4, classes]"),
+    ],
+)
 def test_outputs_the_task_cannot_score(task, outputs, message):
     with pytest.raises(ModelError, match=message.replace("[", r"\[")):
         tasks.check_outputs(outputs, 4, task, "m.onnx")
@@ -82,33 +85,64 @@ def _two_layer(path, outputs: dict[str, int]):
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.normal(scale=0.2, size=(64, 64)).astype(np.float32), "w0")]
-    nodes = [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w0"], ["h0"]), helper.make_node("Relu", ["h0"], ["h"])]
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w0"], ["h0"]),
+        helper.make_node("Relu", ["h0"], ["h"]),
+    ]
     outs = []
     for name, width in outputs.items():
         inits.append(numpy_helper.from_array(rng.normal(scale=0.2, size=(64, width)).astype(np.float32), f"w_{name}"))
         nodes.append(helper.make_node("MatMul", ["h", f"w_{name}"], [name]))
         outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width]))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])], outs, inits)
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])], outs, inits
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
 
-@pytest.mark.parametrize("task,heads,budgets,keys", [
-    ("embedding", {"embedding": 16}, {"min_cosine": 0.95, "min_retrieval_agreement": 0.5, "max_size_mb": 1.0}, ["cosine", "retrieval_agreement"]),
-    ("generic", {"scores": 10, "boxes": 4}, {"max_output_error": 0.05, "max_size_mb": 1.0}, ["output.scores.mean_rel_error", "output.boxes.mean_rel_error"]),
-])
+@pytest.mark.parametrize(
+    "task,heads,budgets,keys",
+    [
+        (
+            "embedding",
+            {"embedding": 16},
+            {"min_cosine": 0.95, "min_retrieval_agreement": 0.5, "max_size_mb": 1.0},
+            ["cosine", "retrieval_agreement"],
+        ),
+        (
+            "generic",
+            {"scores": 10, "boxes": 4},
+            {"max_output_error": 0.05, "max_size_mb": 1.0},
+            ["output.scores.mean_rel_error", "output.boxes.mean_rel_error"],
+        ),
+    ],
+)
 def test_small_models_of_other_tasks_run_end_to_end(local_registry, digits_dir, tmp_path, task, heads, budgets, keys):
     from helpers import run_until_gate
-    from squeezeflow import report
     from squeezeflow.config import load_params
+    from squeezeflow.report import markdown
     from squeezeflow.stages.gate import gate
 
     register_onnx(_two_layer(tmp_path / "m.onnx", heads), "digits-cnn", alias="champion")
-    path = write_params(tmp_path, digits_dir, data__task=task, budgets=budgets, selection={"objective": "size_mb"},
-                        recipes={"int8-dynamic": [{"quantize": {"mode": "dynamic", "per_channel": True}}], "int8-static": [{"quantize": {"mode": "static"}}]})
+    path = write_params(
+        tmp_path,
+        digits_dir,
+        data__task=task,
+        budgets=budgets,
+        selection={"objective": "size_mb"},
+        recipes={
+            "int8-dynamic": [{"quantize": {"mode": "dynamic", "per_channel": True}}],
+            "int8-static": [{"quantize": {"mode": "static"}}],
+        },
+    )
     run_until_gate(path)
     metrics = json.loads((tmp_path / "metrics" / "int8-dynamic.json").read_text())
     assert all(k in metrics for k in keys) and "accuracy" not in metrics
     verdict = gate(load_params(path), params_file=path)
     assert verdict["verdict"] == "pass" and verdict["task"] == task
-    assert report.columns(verdict)[0] == tasks.PRIMARY[task][0] and tasks.PRIMARY[task][0] in (tmp_path / "reports" / "gate.md").read_text()
+    assert (
+        markdown.columns(verdict)[0] == tasks.PRIMARY[task][0]
+        and tasks.PRIMARY[task][0] in (tmp_path / "reports" / "gate.md").read_text()
+    )

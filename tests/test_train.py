@@ -2,12 +2,14 @@
 
 import numpy as np
 
-from squeezeflow import train, zoo
+from squeezeflow.torch import architectures, train
 
 
 def _weights(digits_dir, seed):
     arrays = np.load(digits_dir / "train.npz")
-    model = train.fit(zoo.small_cnn(8, seed=seed), arrays["input"][:300], arrays["labels"][:300], epochs=1, seed=seed)
+    model = train.fit(
+        architectures.small_cnn(8, seed=seed), arrays["input"][:300], arrays["labels"][:300], epochs=1, seed=seed
+    )
     return np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
 
 
@@ -23,5 +25,5 @@ def test_zoo_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    zoo.small_cnn(8, seed=7)
+    architectures.small_cnn(8, seed=7)
     assert torch.equal(torch.rand(3), expected)

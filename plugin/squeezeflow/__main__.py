@@ -1,5 +1,5 @@
 """`python -m squeezeflow` runs the CLI."""
 
-from squeezeflow.cli import main
+from squeezeflow.cli.commands import main
 
 raise SystemExit(main())

@@ -1,8 +1,14 @@
 """One exception root; each kind of failure carries its documented exit code.
 
 Exit codes: 0 ok, 1 gate failed, 2 bad input or config, 3 registry or service unreachable,
-4 an error squeezeflow did not anticipate (a bug: never read as a failed gate).
+4 an error squeezeflow did not anticipate (a bug: never read as a failed gate). Messages never carry
+credentials: `redact` and `url_without_credentials` clean what a message quotes.
 """
+
+from __future__ import annotations
+
+import re
+import urllib.parse
 
 INTERNAL_EXIT = 4
 
@@ -26,7 +32,9 @@ class ModelError(SqueezeflowError):
 
 
 class PipelineError(ModelError):
-    """An upstream stage's output (a model folder, its manifest) is missing or corrupt: the pipeline is broken, not the recipe."""
+    """An upstream stage's output (a model folder, its manifest) is missing or corrupt: the pipeline is broken, not the
+    recipe.
+    """
 
 
 class NotFoundError(SqueezeflowError):
@@ -51,3 +59,28 @@ class GateFailedError(SqueezeflowError):
     """No candidate met the budgets (or the verdict forbids promotion)."""
 
     exit_code = 1
+
+
+def redact(text: str) -> str:
+    """Hide user:password@ in URIs and token-like query values.
+
+    User info ends at the last `@` before the host: a password with an unencoded `@`
+    (`user:S3c@ret@host`) is hidden whole.
+    """
+    text = re.sub(r"(?<=://)[^/\s]+@", "***@", text)
+    return re.sub(
+        r"(?i)((?:[a-z_]*(?:token|pass|pwd|secret|key|auth|credential)[a-z_]*)(?:=|%3D))[^&;\s]+", r"\1***", text
+    )
+
+
+def url_without_credentials(url: str) -> str:
+    """scheme://host:port/path of a URL: no user info and no query (where SQLAlchemy and libpq accept
+    passwords, keys and tokens under many names), so what is left can be shown and written."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    if not (parts.scheme and parts.netloc):
+        return redact(url)[:200]
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" + ("?..." if parts.query else "")

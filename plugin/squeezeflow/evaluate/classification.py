@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from squeezeflow.errors import ModelError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -17,12 +19,15 @@ def check_logits(logits: np.ndarray, samples: int, what: str) -> np.ndarray:
     Raises:
         ModelError: the output is not [samples, classes].
     """
-    from squeezeflow.errors import ModelError
 
     shape = list(logits.shape)
     if logits.ndim != 2 or shape[0] != samples or shape[1] < 2:
-        raise ModelError(f"{what}: its first output has shape {shape} for {samples} samples; task classification needs [{samples}, classes] "
-                         "logits with at least 2 classes. Squeeze or reshape the output in the model (or export the logits as its first output).")
+        raise ModelError(
+            f"{what}: its first output has shape {shape} for {samples} samples; task classification "
+            f"needs [{samples}, classes] "
+            "logits with at least 2 classes. Squeeze or reshape the output in the model (or export "
+            "the logits as its first output)."
+        )
     return logits
 
 

@@ -5,13 +5,21 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from squeezeflow.evaluate.stats import mean_interval
+
 if TYPE_CHECKING:
     import numpy as np
     import onnxruntime
 
 
-def measure(sessions: dict[str, onnxruntime.InferenceSession], feed: dict[str, np.ndarray], warmup: int, repeats: int, progress: bool = True,
-            warmup_seconds: float = float("inf")) -> dict[str, np.ndarray]:
+def measure(
+    sessions: dict[str, onnxruntime.InferenceSession],
+    feed: dict[str, np.ndarray],
+    warmup: int,
+    repeats: int,
+    progress: bool = True,
+    warmup_seconds: float = float("inf"),
+) -> dict[str, np.ndarray]:
     """Per-call latencies in milliseconds of each session on the same input.
 
     Args:
@@ -47,11 +55,25 @@ def summarize(ms: np.ndarray, batch_size: int) -> dict[str, float]:
     import numpy as np
 
     p50, p95, p99 = (float(np.percentile(ms, q)) for q in (50, 95, 99))
-    return {"latency_p50_ms": p50, "latency_p95_ms": p95, "latency_p99_ms": p99, "throughput_per_s": batch_size * 1000.0 / p50}
+    return {
+        "latency_p50_ms": p50,
+        "latency_p95_ms": p95,
+        "latency_p99_ms": p99,
+        "throughput_per_s": batch_size * 1000.0 / p50,
+    }
 
 
-def measure_until(sessions: dict[str, onnxruntime.InferenceSession], feed: dict[str, np.ndarray], reference: str, warmup: int, min_repeats: int,
-                  ci_width: float, max_seconds: float, round_size: int = 20, progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+def measure_until(
+    sessions: dict[str, onnxruntime.InferenceSession],
+    feed: dict[str, np.ndarray],
+    reference: str,
+    warmup: int,
+    min_repeats: int,
+    ci_width: float,
+    max_seconds: float,
+    round_size: int = 20,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
     """Interleaved rounds until every speedup's 95% interval is narrow enough or time runs out.
 
     Each round times every session `round_size` times in alternation; a round gives one ratio
@@ -77,7 +99,9 @@ def measure_until(sessions: dict[str, onnxruntime.InferenceSession], feed: dict[
         if len(rounds) >= 3:  # the fewest that give an interval
             if time.monotonic() - start > max_seconds:
                 break
-            if len(rounds) * round_size >= min_repeats and all(hi / lo - 1 <= ci_width for n, (_, lo, hi) in _speedups(rounds, reference).items() if n != reference):
+            if len(rounds) * round_size >= min_repeats and all(
+                hi / lo - 1 <= ci_width for n, (_, lo, hi) in _speedups(rounds, reference).items() if n != reference
+            ):
                 break
     bar.close()
     return {n: np.concatenate([r[n] for r in rounds]) for n in sessions}, _round_stats(rounds, reference)
@@ -87,9 +111,10 @@ def _speedups(rounds: list, reference: str) -> dict[str, tuple[float, float, flo
     """Per session: geometric mean over rounds of reference p50 / session p50, with its 95% interval."""
     import numpy as np
 
-    from squeezeflow.evaluate.stats import mean_interval
-
-    return {name: mean_interval(np.array([np.median(r[reference]) / np.median(r[name]) for r in rounds]), log=True) for name in rounds[0]}
+    return {
+        name: mean_interval(np.array([np.median(r[reference]) / np.median(r[name]) for r in rounds]), log=True)
+        for name in rounds[0]
+    }
 
 
 def _round_stats(rounds: list, reference: str) -> dict[str, dict[str, float]]:
@@ -104,5 +129,12 @@ def _round_stats(rounds: list, reference: str) -> dict[str, dict[str, float]]:
         samples = np.stack([r[name] for r in rounds])  # rounds x calls
         p95s = np.percentile(samples[picks].reshape(len(picks), -1), 95, axis=1)
         p95_lo, p95_hi = (float(v) for v in np.percentile(p95s, [2.5, 97.5]))
-        out[name] = {"speedup": speedup, "speedup_ci_low": lo, "speedup_ci_high": hi, "latency_p95_ms_ci_low": p95_lo, "latency_p95_ms_ci_high": p95_hi, "latency_rounds": len(rounds)}
+        out[name] = {
+            "speedup": speedup,
+            "speedup_ci_low": lo,
+            "speedup_ci_high": hi,
+            "latency_p95_ms_ci_low": p95_lo,
+            "latency_p95_ms_ci_high": p95_hi,
+            "latency_rounds": len(rounds),
+        }
     return out

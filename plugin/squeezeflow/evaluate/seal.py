@@ -13,18 +13,21 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from squeezeflow import data
 from squeezeflow.errors import DataError
 
 if TYPE_CHECKING:
     from squeezeflow.config import Params
 
 KEY = "measured"
-GATE_ONLY = {"budgets", "optional"}  # target fields the gate reads and evaluate does not: changing them needs no new measurement
+# target fields the gate reads and evaluate does not: changing them needs no new measurement
+GATE_ONLY = {"budgets", "optional"}
 
 
 def params_digest(params: Params) -> str:
-    """sha256 of what evaluate reads besides the models: data.task, the eval file's bytes, target(s) (less their budgets and `optional`)."""
-    from squeezeflow import data
+    """sha256 of what evaluate reads besides the models: data.task, the eval file's bytes, target(s) (less their budgets
+    and `optional`).
+    """
 
     eval_file = Path(params.data.eval)
     seen = {
@@ -32,19 +35,25 @@ def params_digest(params: Params) -> str:
         "eval": str(params.data.eval),
         "eval_sha256": data.digest(eval_file) if eval_file.is_file() else None,
         "target": params.target.model_dump(mode="json", exclude=GATE_ONLY),
-        "targets": {k: t.model_dump(mode="json", exclude=GATE_ONLY) for k, t in params.targets.items()} if params.targets else None,
+        "targets": {k: t.model_dump(mode="json", exclude=GATE_ONLY) for k, t in params.targets.items()}
+        if params.targets
+        else None,
     }
     return _sha(seen)
 
 
-def stamp(metrics: dict[str, Any], candidate_sha256: str | None, source_sha256: str, params_sha256: str) -> dict[str, Any]:
+def stamp(
+    metrics: dict[str, Any], candidate_sha256: str | None, source_sha256: str, params_sha256: str
+) -> dict[str, Any]:
     """`metrics` with its `measured` block (candidate_sha256 is None for a recipe compress could not apply)."""
     body = {k: v for k, v in metrics.items() if k != KEY}
     ident = {"candidate_sha256": candidate_sha256, "source_sha256": source_sha256, "params_digest": params_sha256}
     return {**body, KEY: {**ident, "digest": _sha({"metrics": body, **ident})}}
 
 
-def verify(path: Path, row: dict[str, Any], candidate_sha256: str | None, source_sha256: str, params_sha256: str) -> dict[str, Any]:
+def verify(
+    path: Path, row: dict[str, Any], candidate_sha256: str | None, source_sha256: str, params_sha256: str
+) -> dict[str, Any]:
     """The row without its `measured` block, once it is shown to measure these artifacts with these params.
 
     Raises:
@@ -59,8 +68,11 @@ def verify(path: Path, row: dict[str, Any], candidate_sha256: str | None, source
     ident = {k: seal.get(k) for k in ("candidate_sha256", "source_sha256", "params_digest")}
     if seal.get("digest") != _sha({"metrics": body, **ident}):
         raise DataError(f"{path}: its numbers changed after evaluate wrote them (digest mismatch). {rerun}")
-    for key, now, what in (("candidate_sha256", candidate_sha256, "candidate model"), ("source_sha256", source_sha256, "source model"),
-                           ("params_digest", params_sha256, "eval data, data.task or target")):
+    for key, now, what in (
+        ("candidate_sha256", candidate_sha256, "candidate model"),
+        ("source_sha256", source_sha256, "source model"),
+        ("params_digest", params_sha256, "eval data, data.task or target"),
+    ):
         if ident[key] != now:
             raise DataError(f"{path}: measured another {what} than the one there now (stale). {rerun}")
     return body

@@ -5,10 +5,11 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+from squeezeflow.data.artifacts import model_files
+
 
 def file_bytes(path: str | Path) -> int:
     """Bytes of a model file with its external data file, if it has one."""
-    from squeezeflow.artifacts import model_files
 
     return sum(f.stat().st_size for f in model_files(path))
 
@@ -16,7 +17,6 @@ def file_bytes(path: str | Path) -> int:
 def sizes(path: str | Path) -> dict[str, float]:
     """size_mb and size_gzip_mb (1e6 bytes), plus the raw byte count, of a model with its external
     data file if it has one; read in blocks, so a model never has to fit in memory."""
-    from squeezeflow.artifacts import model_files
 
     raw = packed = 0
     for f in model_files(path):

@@ -36,19 +36,34 @@ def paired_drop(base_correct: np.ndarray, cand_correct: np.ndarray, seed: int = 
     diff = base_correct.astype(np.int8) - cand_correct.astype(np.int8)
     _, lo, hi = bootstrap_mean(diff, seed)
     worse, better = int((diff > 0).sum()), int((diff < 0).sum())
-    p = min(1.0, 2 * float(special.bdtr(min(worse, better), worse + better, 0.5))) if worse + better else 1.0  # Bin(n, 1/2) is symmetric
-    return {"accuracy_drop": float(diff.mean()), "accuracy_drop_ci_low": float(lo), "accuracy_drop_ci_high": float(hi),
-            "mcnemar_p": p, "discordant_worse": worse, "discordant_better": better}
+    # Bin(n, 1/2) is symmetric
+    p = min(1.0, 2 * float(special.bdtr(min(worse, better), worse + better, 0.5))) if worse + better else 1.0
+    return {
+        "accuracy_drop": float(diff.mean()),
+        "accuracy_drop_ci_low": float(lo),
+        "accuracy_drop_ci_high": float(hi),
+        "mcnemar_p": p,
+        "discordant_worse": worse,
+        "discordant_better": better,
+    }
 
 
 def bootstrap_mean(values: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): the mean of per-sample values with its 95% bootstrap interval (samples resampled with replacement)."""
+    """(mean, low, high): the mean of per-sample values with its 95% bootstrap interval (samples resampled with
+    replacement).
+    """
     import numpy as np
 
     values = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(BOOTSTRAP, (8 << 20) // (16 * len(values))))  # resamples drawn 8 MB at a time: memory does not grow with the eval set
-    boot = np.concatenate([values[rng.integers(0, len(values), size=(min(chunk, BOOTSTRAP - i), len(values)))].mean(axis=1) for i in range(0, BOOTSTRAP, chunk)])
+    # resamples drawn 8 MB at a time: memory does not grow with the eval set
+    chunk = max(1, min(BOOTSTRAP, (8 << 20) // (16 * len(values))))
+    boot = np.concatenate(
+        [
+            values[rng.integers(0, len(values), size=(min(chunk, BOOTSTRAP - i), len(values)))].mean(axis=1)
+            for i in range(0, BOOTSTRAP, chunk)
+        ]
+    )
     lo, hi = np.percentile(boot, [50 * (1 - LEVEL), 100 - 50 * (1 - LEVEL)])
     return float(values.mean()), float(lo), float(hi)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from squeezeflow.errors import DataError, ModelError
+from squeezeflow.evaluate import classification, stats
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,9 +31,23 @@ PRIMARY = {  # task -> (primary metric, its comparison to FP32): what tables, pl
     "generic": ("max_abs_error", "mean_abs_error"),
 }
 WORST = {  # per-output key -> whether larger is worse (how the top-level key is picked across outputs)
-    "mae": True, "rmse": True, "mae_increase": True, "mae_increase_ci_low": True, "mae_increase_ci_high": True, "rmse_increase": True,
-    "cosine": False, "cosine_min": False, "cosine_ci_low": False, "cosine_ci_high": False, "retrieval_agreement": False,
-    "max_abs_error": True, "mean_abs_error": True, "max_rel_error": True, "mean_rel_error": True, "mean_abs_error_ci_low": True, "mean_abs_error_ci_high": True,
+    "mae": True,
+    "rmse": True,
+    "mae_increase": True,
+    "mae_increase_ci_low": True,
+    "mae_increase_ci_high": True,
+    "rmse_increase": True,
+    "cosine": False,
+    "cosine_min": False,
+    "cosine_ci_low": False,
+    "cosine_ci_high": False,
+    "retrieval_agreement": False,
+    "max_abs_error": True,
+    "mean_abs_error": True,
+    "max_rel_error": True,
+    "mean_rel_error": True,
+    "mean_abs_error_ci_low": True,
+    "mean_abs_error_ci_high": True,
 }
 
 
@@ -42,21 +57,28 @@ def check_outputs(outputs: dict[str, np.ndarray], samples: int, task: str, what:
     Raises:
         ModelError: an output the task cannot score.
     """
-    from squeezeflow.evaluate import classification
 
     if task == "classification":
         classification.check_logits(next(iter(outputs.values())), samples, what)
         return outputs
     for name, out in outputs.items():
         if out.ndim == 0 or out.shape[0] != samples:
-            raise ModelError(f"{what}: output {name!r} has shape {list(out.shape)} for {samples} samples; task {task} needs the sample axis first. "
-                             "Reshape the output in the model.")
+            raise ModelError(
+                f"{what}: output {name!r} has shape {list(out.shape)} for {samples} samples; task "
+                f"{task} needs the sample axis first. "
+                "Reshape the output in the model."
+            )
         if task == "embedding" and (out.ndim != 2 or out.shape[1] < 2):
-            raise ModelError(f"{what}: output {name!r} has shape {list(out.shape)}; task embedding needs [{samples}, dimensions] vectors.")
+            raise ModelError(
+                f"{what}: output {name!r} has shape {list(out.shape)}; task embedding needs "
+                f"[{samples}, dimensions] vectors."
+            )
     return outputs
 
 
-def score(task: str, base: dict[str, np.ndarray], cand: dict[str, np.ndarray], labels: np.ndarray | None, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+def score(
+    task: str, base: dict[str, np.ndarray], cand: dict[str, np.ndarray], labels: np.ndarray | None, seed: int = 0
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, plot data) of a candidate's outputs against the baseline's, for `task`.
 
     Args:
@@ -70,7 +92,10 @@ def score(task: str, base: dict[str, np.ndarray], cand: dict[str, np.ndarray], l
         0.0
     """
     if list(base) != list(cand) or any(base[k].shape != cand[k].shape for k in base):
-        raise ModelError(f"the candidate's outputs {_shapes(cand)} differ from the source model's {_shapes(base)}; a candidate must keep the source's outputs.")
+        raise ModelError(
+            f"the candidate's outputs {_shapes(cand)} differ from the source model's {_shapes(base)}; "
+            "a candidate must keep the source's outputs."
+        )
     if task == "classification":
         return _classification(next(iter(base.values())), next(iter(cand.values())), labels, seed)
     per = {name: _ONE[task](base[name], cand[name], labels if len(base) == 1 else None, seed) for name in base}
@@ -88,13 +113,20 @@ def _shapes(outputs: dict[str, np.ndarray]) -> str:
     return ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
 
 
-def _classification(base: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    from squeezeflow.evaluate import classification, stats
+def _classification(
+    base: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
 
     if labels is None:
-        raise DataError("the eval file has no `labels` array; task classification needs one (the FP32 model's own predictions will do).")
+        raise DataError(
+            "the eval file has no `labels` array; task classification needs one (the FP32 model's own "
+            "predictions will do)."
+        )
     correct_base, correct_cand = base.argmax(axis=1) == labels, cand.argmax(axis=1) == labels
-    per_base, per_cand = classification.per_class_accuracy(base, labels), classification.per_class_accuracy(cand, labels)
+    per_base, per_cand = (
+        classification.per_class_accuracy(base, labels),
+        classification.per_class_accuracy(cand, labels),
+    )
     metrics = {
         "accuracy": float(correct_cand.mean()),
         **stats.paired_drop(correct_base, correct_cand, seed),
@@ -111,33 +143,47 @@ def _flat(a: np.ndarray) -> np.ndarray:
 def _regression(base: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, seed: int) -> dict[str, float]:
     import numpy as np
 
-    from squeezeflow.evaluate import stats
-
     ref = base if labels is None else labels
     if ref.shape != base.shape and (ref.size != base.size or len(ref) != len(base)):
-        raise DataError(f"`labels` have shape {list(ref.shape)}, the model's output {list(base.shape)}; regression labels must match the output.")
+        raise DataError(
+            f"`labels` have shape {list(ref.shape)}, the model's output {list(base.shape)}; regression "
+            "labels must match the output."
+        )
     ref = _flat(ref.reshape(base.shape))
     err_base, err_cand = np.abs(_flat(base) - ref).mean(axis=1), np.abs(_flat(cand) - ref).mean(axis=1)
     sq_base, sq_cand = ((_flat(base) - ref) ** 2).mean(axis=1), ((_flat(cand) - ref) ** 2).mean(axis=1)
     inc, lo, hi = stats.paired_mean_difference(err_cand, err_base, seed)
-    return {"mae": float(err_cand.mean()), "mae_baseline": float(err_base.mean()), "mae_increase": inc, "mae_increase_ci_low": lo, "mae_increase_ci_high": hi,
-            "rmse": float(np.sqrt(sq_cand.mean())), "rmse_increase": float(np.sqrt(sq_cand.mean()) - np.sqrt(sq_base.mean()))}
+    return {
+        "mae": float(err_cand.mean()),
+        "mae_baseline": float(err_base.mean()),
+        "mae_increase": inc,
+        "mae_increase_ci_low": lo,
+        "mae_increase_ci_high": hi,
+        "rmse": float(np.sqrt(sq_cand.mean())),
+        "rmse_increase": float(np.sqrt(sq_cand.mean()) - np.sqrt(sq_base.mean())),
+    }
 
 
 def _embedding(base: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, seed: int) -> dict[str, float]:
     import numpy as np
 
-    from squeezeflow.evaluate import stats
-
     b, c = _flat(base), _flat(cand)
     nb, nc = np.linalg.norm(b, axis=1), np.linalg.norm(c, axis=1)
     cos = (b * c).sum(axis=1) / np.maximum(nb * nc, 1e-12)
     mean, lo, hi = stats.bootstrap_mean(cos, seed)
-    return {"cosine": mean, "cosine_ci_low": lo, "cosine_ci_high": hi, "cosine_min": float(cos.min()), "retrieval_agreement": retrieval_agreement(b, c)}
+    return {
+        "cosine": mean,
+        "cosine_ci_low": lo,
+        "cosine_ci_high": hi,
+        "cosine_min": float(cos.min()),
+        "retrieval_agreement": retrieval_agreement(b, c),
+    }
 
 
 def retrieval_agreement(base: np.ndarray, cand: np.ndarray) -> float:
-    """Share of samples whose nearest other sample (cosine) is the same under both embeddings (1.0 for fewer than 3 samples)."""
+    """Share of samples whose nearest other sample (cosine) is the same under both embeddings (1.0 for fewer than 3
+    samples).
+    """
     import numpy as np
 
     if len(base) < 3:
@@ -155,14 +201,18 @@ def retrieval_agreement(base: np.ndarray, cand: np.ndarray) -> float:
 def _generic(base: np.ndarray, cand: np.ndarray, labels: np.ndarray | None, seed: int) -> dict[str, float]:
     import numpy as np
 
-    from squeezeflow.evaluate import stats
-
     diff = np.abs(_flat(cand) - _flat(base))
     per_sample = diff.mean(axis=1)
     mean, lo, hi = stats.bootstrap_mean(per_sample, seed)
     scale_max, scale_mean = float(np.abs(base).max()), float(np.abs(base).mean())
-    return {"max_abs_error": float(diff.max()), "mean_abs_error": mean, "mean_abs_error_ci_low": lo, "mean_abs_error_ci_high": hi,
-            "max_rel_error": float(diff.max()) / max(scale_max, 1e-12), "mean_rel_error": mean / max(scale_mean, 1e-12)}
+    return {
+        "max_abs_error": float(diff.max()),
+        "mean_abs_error": mean,
+        "mean_abs_error_ci_low": lo,
+        "mean_abs_error_ci_high": hi,
+        "max_rel_error": float(diff.max()) / max(scale_max, 1e-12),
+        "mean_rel_error": mean / max(scale_mean, 1e-12),
+    }
 
 
 _ONE = {"regression": _regression, "embedding": _embedding, "generic": _generic}

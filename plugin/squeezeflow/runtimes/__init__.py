@@ -1,7 +1,7 @@
 """Deployment runtimes behind one small interface: open a model for a target, run a batch, say what runs it.
 
 A runner has ONNX Runtime's `run(None, feed) -> list of arrays` and `get_inputs()`, so
-`modelio.run_batches`, `modelio.scoring_batch` and `evaluate.latency` take a runner of any runtime
+`sessions.run_batches`, `sessions.scoring_batch` and `evaluate.latency` take a runner of any runtime
 as they take an ORT session. One module per runtime:
 
 - `ort`: ONNX Runtime with the target's execution providers, threads and batch.
@@ -13,6 +13,8 @@ as they take an ORT session. One module per runtime:
 `skipped(target)` says why a target cannot run on this machine (a GPU provider or device that is
 not here): evaluate records it and the gate reports the target as skipped, never as passed. A
 runtime whose package is not installed is bad input instead (exit 2, naming the package).
+
+It may import `torch`, `onnx`, `config` and below; `evaluate` imports it.
 """
 
 from __future__ import annotations
@@ -21,12 +23,38 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from squeezeflow.errors import ConfigError
+from squeezeflow.torch.executorch import SUFFIX
+
 if TYPE_CHECKING:
     from squeezeflow.config import Target
 
-MODULES = {"onnxruntime": "squeezeflow.runtimes.ort", "openvino": "squeezeflow.runtimes.openvino", "executorch": "squeezeflow.runtimes.executorch"}
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
-             "asimd", "asimddp", "sve", "i8mm", "bf16")  # what the INT8/BF16 kernels of the runtimes dispatch on
+MODULES = {
+    "onnxruntime": "squeezeflow.runtimes.ort",
+    "openvino": "squeezeflow.runtimes.openvino",
+    "executorch": "squeezeflow.runtimes.executorch",
+}
+CPU_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "sve",
+    "i8mm",
+    "bf16",
+)  # what the INT8/BF16 kernels of the runtimes dispatch on
 
 
 def _module(target: Target) -> Any:
@@ -43,8 +71,9 @@ def skipped(target: Target) -> str | None:
 
 
 def applies(target: Target, path: str | Path) -> str | None:
-    """Why the model at `path` is not for `target` (a `.pte` program on an ONNX runtime, an ONNX model on executorch), or None."""
-    from squeezeflow.executorch_program import SUFFIX
+    """Why the model at `path` is not for `target` (a `.pte` program on an ONNX runtime, an ONNX model on executorch),
+    or None.
+    """
 
     program = Path(path).suffix == SUFFIX
     if target.runtime == "executorch" and not program:
@@ -55,7 +84,8 @@ def applies(target: Target, path: str | Path) -> str | None:
 
 
 def open_model(path: str | Path, target: Target, inputs: list[Any] | None = None) -> Any:
-    """A runner of the model at `path` on `target`; `inputs`: the source model's input specs (what a `.pte` program does not name).
+    """A runner of the model at `path` on `target`; `inputs`: the source model's input specs (what a `.pte` program does
+    not name).
 
     Raises:
         ModelError: the runtime cannot load or compile the model.
@@ -69,7 +99,9 @@ def describe(target: Target) -> dict[str, str]:
 
 
 def cpu_flags() -> list[str]:
-    """The CPU features the runtimes' kernels dispatch on that this machine has (from /proc/cpuinfo; empty where it is absent)."""
+    """The CPU features the runtimes' kernels dispatch on that this machine has (from /proc/cpuinfo; empty where it is
+    absent).
+    """
     info = Path("/proc/cpuinfo")
     if not info.is_file():
         return []
@@ -83,7 +115,9 @@ def cpu_flags() -> list[str]:
 
 def missing(package: str, runtime: str) -> None:
     """Raise the one-line error for a runtime whose package is not installed."""
-    from squeezeflow.errors import ConfigError
 
-    raise ConfigError(f"a target uses runtime {runtime}, but the {package!r} package is not installed. Install it (`pip install {package}`, or `pip install squeezeflow[targets]`) "
-                      "or remove the target.")
+    raise ConfigError(
+        f"a target uses runtime {runtime}, but the {package!r} package is not installed. Install it "
+        f"(`pip install {package}`, or `pip install squeezeflow[targets]`) "
+        "or remove the target."
+    )

@@ -1,10 +1,14 @@
-"""ExecuTorch targets: `.pte` programs (the `executorch` step's candidates; the source lowered in FP32 as the baseline) run by ExecuTorch's runtime on the XNNPACK backend."""
+"""ExecuTorch targets: `.pte` programs (the `executorch` step's candidates; the source lowered in FP32 as the baseline)
+run by ExecuTorch's runtime on the XNNPACK backend.
+"""
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from squeezeflow.errors import ModelError
 from squeezeflow.runtimes import missing
 
 if TYPE_CHECKING:
@@ -46,13 +50,14 @@ class Runner:
         arrays = [feed[spec.name] for spec in self._inputs]
         parts = []
         for start in range(0, len(arrays[0]), self._most):
-            outs = self._method.execute([torch.from_numpy(np.ascontiguousarray(a[start : start + self._most])) for a in arrays])
+            outs = self._method.execute(
+                [torch.from_numpy(np.ascontiguousarray(a[start : start + self._most])) for a in arrays]
+            )
             parts.append([o.detach().numpy() for o in outs])
         return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
 def open_model(path: Path, target: Target, inputs: list[Any] | None = None) -> Any:
-    from squeezeflow.errors import ModelError
 
     runtime = _runtime()
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
@@ -61,11 +66,13 @@ def open_model(path: Path, target: Target, inputs: list[Any] | None = None) -> A
     try:
         method = runtime.Runtime.get().load_program(str(path)).load_method("forward")
     except (RuntimeError, ValueError) as e:
-        raise ModelError(f"{path}: ExecuTorch cannot load the program ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}).") from None
+        raise ModelError(
+            f"{path}: ExecuTorch cannot load the program "
+            f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})."
+        ) from None
     return Runner(method, inputs or [])
 
 
 def describe(target: Target) -> dict[str, str]:
-    from importlib.metadata import version
 
     return {"runtime_version": version("executorch"), "device": f"{target.backend} (CPU)"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from squeezeflow.errors import ModelError
+from squeezeflow.onnx import sessions
 from squeezeflow.runtimes import missing
 
 if TYPE_CHECKING:
@@ -29,7 +31,9 @@ def skipped(target: Target) -> str | None:
 
 
 class Runner:
-    """A compiled OpenVINO model with ONNX Runtime's `run` and `get_inputs`, so squeezeflow's scoring and timing take it as they take a session."""
+    """A compiled OpenVINO model with ONNX Runtime's `run` and `get_inputs`, so squeezeflow's scoring and timing take it
+    as they take a session.
+    """
 
     def __init__(self, compiled: Any, inputs: list[Any]):
         self._request = compiled.create_infer_request()
@@ -45,15 +49,20 @@ class Runner:
 
 
 def open_model(path: Path, target: Target, inputs: list[Any] | None = None) -> Any:
-    from squeezeflow import modelio
-    from squeezeflow.errors import ModelError
 
     ov = _ov()
-    inputs = modelio.session(path).get_inputs()  # the ONNX inputs, as the data checks read them
+    inputs = sessions.session(path).get_inputs()  # the ONNX inputs, as the data checks read them
     try:
-        compiled = ov.Core().compile_model(str(path), target.device, {"INFERENCE_NUM_THREADS": target.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+        compiled = ov.Core().compile_model(
+            str(path),
+            target.device,
+            {"INFERENCE_NUM_THREADS": target.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1},
+        )
     except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
-        raise ModelError(f"{path}: OpenVINO cannot compile the model for {target.device} ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}).") from None
+        raise ModelError(
+            f"{path}: OpenVINO cannot compile the model for {target.device} "
+            f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})."
+        ) from None
     return Runner(compiled, inputs)
 
 

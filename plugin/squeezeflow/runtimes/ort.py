@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from squeezeflow.onnx import sessions
+
 if TYPE_CHECKING:
     from squeezeflow.config import Target
 
@@ -15,14 +17,16 @@ def skipped(target: Target) -> str | None:
     available = ort.get_available_providers()
     absent = [p for p in target.providers if p not in available]
     if absent:
-        return f"execution provider {absent[0]} is not available in this onnxruntime {ort.__version__} (available: {', '.join(available)}); on a machine without its device the target cannot be measured"
+        return (
+            f"execution provider {absent[0]} is not available in this onnxruntime {ort.__version__} (available: "
+            f"{', '.join(available)}); on a machine without its device the target cannot be measured"
+        )
     return None
 
 
 def open_model(path: Path, target: Target, inputs: list[Any] | None = None) -> Any:
-    from squeezeflow import modelio
 
-    return modelio.session(path, target.threads, target.providers)
+    return sessions.session(path, target.threads, target.providers)
 
 
 def describe(target: Target) -> dict[str, str]:

@@ -12,11 +12,17 @@ retried by Ray (`max_retries`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from squeezeflow import data
+from squeezeflow.errors import ConfigError, RegistryUnreachableError
 from squeezeflow.search import trial as trials
 
 RETRIES = 3
@@ -48,22 +54,36 @@ class Ray:
     """Trials as Ray tasks on the cluster at RAY_ADDRESS (a local one when unset)."""
 
     def __init__(self, setup: trials.Setup):
-        from squeezeflow.errors import ConfigError, RegistryUnreachableError
 
         try:
             import ray
         except ImportError:
-            raise ConfigError("search.executor ray needs Ray, which is not installed; pip install 'squeezeflow[ray]' (or ray), or use executor: local.") from None
+            raise ConfigError(
+                "search.executor ray needs Ray, which is not installed; pip install "
+                "'squeezeflow[ray]' (or ray), or use executor: local."
+            ) from None
 
         address = os.environ.get("RAY_ADDRESS") or None
         why = _not_ray(address) if address else None
         if why:  # ray.init waits without end on a port that answers but is not Ray's
-            raise RegistryUnreachableError(f"search: RAY_ADDRESS {address} is not a Ray cluster ({why}); start it (ray start --head) or fix RAY_ADDRESS.")
+            raise RegistryUnreachableError(
+                f"search: RAY_ADDRESS {address} is not a Ray cluster ({why}); start it "
+                "(ray start --head) or fix RAY_ADDRESS."
+            )
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                ignore_reinit_error=True,
+            )
         except Exception as e:  # noqa: BLE001 - ConnectionError, TimeoutError or RuntimeError depending on how the cluster is gone
-            raise RegistryUnreachableError(f"search: the Ray cluster at {address} did not answer ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                                           "start it (ray start --head) or fix RAY_ADDRESS.") from None
+            raise RegistryUnreachableError(
+                f"search: the Ray cluster at {address} did not answer "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                "start it (ray start --head) or fix RAY_ADDRESS."
+            ) from None
         self.ray = ray
         self.cpus = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n.get("Alive")}
         self.slots = max(1, sum(self.cpus.values()))
@@ -105,8 +125,12 @@ class Ray:
             return
         prepared = self.waiting.pop(0)
         node = prepared["node"]
-        task = self.ray.remote(_measure).options(num_cpus=self.cpus.get(node, 1), max_retries=RETRIES, retry_exceptions=False,
-                                                 scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+        task = self.ray.remote(_measure).options(
+            num_cpus=self.cpus.get(node, 1),
+            max_retries=RETRIES,
+            retry_exceptions=False,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        )
         self.pending[task.remote(self.bundle, self.setup, prepared)] = ("measure", prepared["number"])
         self.timing = True
 
@@ -119,17 +143,21 @@ def open_executor(kind: str, setup: trials.Setup) -> Local | Ray:
 
 
 def _bundle(setup: trials.Setup) -> dict[str, bytes]:
-    """The files a trial reads (source model folder, the split data files, a few eval samples for exports), by their role."""
-    from squeezeflow import data
+    """The files a trial reads (source model folder, the split data files, a few eval samples for exports), by their
+    role.
+    """
 
-    files = {f"source/{p.relative_to(setup.source_dir)}": p.read_bytes() for p in sorted(setup.source_dir.rglob("*")) if p.is_file()}
+    files = {
+        f"source/{p.relative_to(setup.source_dir)}": p.read_bytes()
+        for p in sorted(setup.source_dir.rglob("*"))
+        if p.is_file()
+    }
     for role in ("holdout", "calibration", "train"):
         path = getattr(setup, role)
         if path is not None:
             files[f"{role}.npz"] = Path(path).read_bytes()
     if setup.soft_labels is not None:
         files.update({f"soft-labels/{p.name}": p.read_bytes() for p in sorted(setup.soft_labels.iterdir())})
-    import io
 
     import numpy as np
 
@@ -140,10 +168,13 @@ def _bundle(setup: trials.Setup) -> dict[str, bytes]:
 
 
 def _local_setup(bundle: dict[str, bytes], setup: trials.Setup) -> trials.Setup:
-    """The setup with its files written once per node (a folder named after the bundle's digest) and its paths pointing there."""
-    import hashlib
+    """The setup with its files written once per node (a folder named after the bundle's digest) and its paths pointing
+    there.
+    """
 
-    digest = hashlib.sha256(b"".join(k.encode() + hashlib.sha256(v).digest() for k, v in sorted(bundle.items()))).hexdigest()[:16]
+    digest = hashlib.sha256(
+        b"".join(k.encode() + hashlib.sha256(v).digest() for k, v in sorted(bundle.items()))
+    ).hexdigest()[:16]
     root = Path(tempfile.gettempdir()) / f"squeezeflow-search-{digest}"
     if not (root / ".complete").is_file():
         root.mkdir(parents=True, exist_ok=True)
@@ -155,13 +186,23 @@ def _local_setup(bundle: dict[str, bytes], setup: trials.Setup) -> trials.Setup:
         (root / ".complete").write_text("")
     params = setup.params
     params = params.model_copy(update={"data": params.data.model_copy(update={"eval": root / "eval-head.npz"})})
-    return dataclasses.replace(setup, params=params, source_dir=root / "source", registered_dir=root / "registered", work=root,
-                               holdout=root / "holdout.npz", calibration=root / "calibration.npz" if setup.calibration else None,
-                               train=root / "train.npz" if setup.train else None, soft_labels=root / "soft-labels" if setup.soft_labels else None)
+    return dataclasses.replace(
+        setup,
+        params=params,
+        source_dir=root / "source",
+        registered_dir=root / "registered",
+        work=root,
+        holdout=root / "holdout.npz",
+        calibration=root / "calibration.npz" if setup.calibration else None,
+        train=root / "train.npz" if setup.train else None,
+        soft_labels=root / "soft-labels" if setup.soft_labels else None,
+    )
 
 
 def _mark(setup: trials.Setup, phase: str, number: int) -> None:
-    """Best effort, for operators and tests on one machine: which process runs which trial (the driver's work folder, when this node sees it)."""
+    """Best effort, for operators and tests on one machine: which process runs which trial (the driver's work folder,
+    when this node sees it).
+    """
     folder = setup.work / "ray-pids"
     if folder.is_dir():
         (folder / f"{number}-{phase}-{os.getpid()}").write_text("")
@@ -169,7 +210,6 @@ def _mark(setup: trials.Setup, phase: str, number: int) -> None:
 
 def _prepare(bundle: dict[str, bytes], setup: trials.Setup, steps: list[Any], number: int) -> dict[str, Any]:
     import ray
-    import time
 
     _mark(setup, "prepare", number)
     start = time.time()
@@ -185,7 +225,8 @@ def _measure(bundle: dict[str, bytes], setup: trials.Setup, prepared: dict[str, 
     return {**result, "node": ray.get_runtime_context().get_node_id(), "prepare_span": prepared.get("prepare_span")}
 
 
-HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + an empty SETTINGS frame
+# + an empty SETTINGS frame
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 PROBE_SECONDS = 5.0
 
 
@@ -196,7 +237,6 @@ def _not_ray(address: str, timeout: float = PROBE_SECONDS) -> str | None:
     SETTINGS frame. Anything else, or nothing within `timeout`, is not Ray. Addresses Ray resolves
     itself (`auto`, `local`) are not probed.
     """
-    import socket
 
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
@@ -213,4 +253,3 @@ def _not_ray(address: str, timeout: float = PROBE_SECONDS) -> str | None:
     if len(frame) < 4 or frame[3] != 0x04:
         return "what answers there does not speak gRPC"
     return None
-

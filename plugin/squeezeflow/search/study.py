@@ -14,9 +14,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import env
-from squeezeflow.registry import redact, url_without_credentials
+from squeezeflow import envvars
 from squeezeflow.config import METRIC_DIRECTIONS
+from squeezeflow.errors import ConfigError, RegistryUnreachableError, redact, url_without_credentials
 
 WORKER = "squeezeflow.worker"  # trial user attribute: host:pid that runs it
 DUPLICATE = "squeezeflow.duplicate_of"  # a sampled recipe that a finished trial already measured
@@ -25,9 +25,19 @@ DUPLICATE = "squeezeflow.duplicate_of"  # a sampled recipe that a finished trial
 def name_of(params: Any, source_sha256: str, entries: Any, data_digests: dict[str, str]) -> str:
     """A study name that changes whenever a trial's result could."""
     search = params.search
-    key = {"source": source_sha256, "data": data_digests, "space": entries, "objectives": params.search_objectives(), "seed": params.seed,
-           "search": search.model_dump(mode="json", include={"holdout", "prune_samples", "latency_seconds", "trial_epochs"}),
-           "budgets": params.budgets.model_dump(mode="json"), "target": search_target(params)[1].model_dump(mode="json"), "task": params.data.task}
+    key = {
+        "source": source_sha256,
+        "data": data_digests,
+        "space": entries,
+        "objectives": params.search_objectives(),
+        "seed": params.seed,
+        "search": search.model_dump(
+            mode="json", include={"holdout", "prune_samples", "latency_seconds", "trial_epochs"}
+        ),
+        "budgets": params.budgets.model_dump(mode="json"),
+        "target": search_target(params)[1].model_dump(mode="json"),
+        "task": params.data.task,
+    }
     return "squeezeflow-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -41,11 +51,16 @@ def search_target(params: Any) -> tuple[str, Any]:
 
 
 def storage_url(params: Any, search_dir: Path) -> str:
-    """search.storage, or a sqlite file in `search_dir`/study/ (kept between runs: the dvc.yaml output is persistent)."""
+    """search.storage, or a sqlite file in `search_dir`/study/ (kept between runs: the dvc.yaml output is
+    persistent).
+    """
     folder = search_dir / "study"
     folder.mkdir(parents=True, exist_ok=True)
     if params.search.storage:
-        (folder / "storage.json").write_text(json.dumps({"storage": url_without_credentials(params.search.storage)}) + "\n")  # no credentials on disk
+        # no credentials on disk
+        (folder / "storage.json").write_text(
+            json.dumps({"storage": url_without_credentials(params.search.storage)}) + "\n"
+        )
         return params.search.storage
     return f"sqlite:///{(folder / 'study.db').resolve()}"
 
@@ -59,22 +74,32 @@ def open_study(url: str, name: str, objectives: tuple[str, ...], sampler: Any) -
     import optuna
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    from squeezeflow.errors import ConfigError, RegistryUnreachableError
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["maximize" if METRIC_DIRECTIONS[o] else "minimize" for o in objectives]
     try:
-        return optuna.create_study(storage=url, study_name=name, directions=directions, sampler=sampler, load_if_exists=True)
-    except (ArgumentError, NoSuchModuleError, ValueError) as e:  # a URL SQLAlchemy cannot parse, or a driver that is not installed: the config, not the service
-        raise ConfigError(f"search.storage {url_without_credentials(url)!r} is not a database URL SQLAlchemy can open ({type(e).__name__}); "
-                          "use e.g. postgresql+psycopg://USER@HOST/DB, or remove it for the sqlite default.") from None
+        return optuna.create_study(
+            storage=url, study_name=name, directions=directions, sampler=sampler, load_if_exists=True
+        )
+    # a URL SQLAlchemy cannot parse, or a driver that is not installed: the config, not the service
+    except (ArgumentError, NoSuchModuleError, ValueError) as e:
+        raise ConfigError(
+            f"search.storage {url_without_credentials(url)!r} is not a database URL SQLAlchemy can "
+            f"open ({type(e).__name__}); "
+            "use e.g. postgresql+psycopg://USER@HOST/DB, or remove it for the sqlite default."
+        ) from None
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors for a storage that does not answer have no common base
         if url.startswith("sqlite:"):  # a local file: nothing to start, the file itself is bad
             path = url.removeprefix("sqlite:///")
-            raise ConfigError(f"search: the study file {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                              "delete it to start the study over (its trials are lost), or set search.storage.") from None
-        raise RegistryUnreachableError(f"search: the study storage {url_without_credentials(url)} did not answer ({type(e).__name__}: {redact(str(e).splitlines()[0][:200])}); "
-                                       "start the database or fix search.storage.") from None
+            raise ConfigError(
+                f"search: the study file {path} cannot be read ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:120]}); "
+                "delete it to start the study over (its trials are lost), or set search.storage."
+            ) from None
+        raise RegistryUnreachableError(
+            f"search: the study storage {url_without_credentials(url)} did not answer "
+            f"({type(e).__name__}: {redact(str(e).splitlines()[0][:200])}); "
+            "start the database or fix search.storage."
+        ) from None
 
 
 def worker_id() -> str:
@@ -94,7 +119,7 @@ def recover(study: Any) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = str(t.user_attrs.get(WORKER, ""))
         owner_host, _, pid = owner.rpartition(":")
-        if owner_host == host and pid.isdigit() and not env.process_alive(int(pid)):
+        if owner_host == host and pid.isdigit() and not envvars.process_alive(int(pid)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             study.enqueue_trial(t.params, user_attrs={"squeezeflow.retry_of": t.number})
             taken.append(t.number)
@@ -114,7 +139,9 @@ def feasible(trial: Any) -> bool:
 
 
 def ranked(trials: list[Any], objectives: tuple[str, ...]) -> list[tuple[Any, int]]:
-    """(trial, Pareto rank) of the feasible complete trials, by rank (0: the non-dominated front), then the first objective, then number."""
+    """(trial, Pareto rank) of the feasible complete trials, by rank (0: the non-dominated front), then the first
+    objective, then number.
+    """
     import optuna
 
     pool = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and feasible(t)]

@@ -1,4 +1,8 @@
-"""DVC stages: one module each, composing the library; paths are relative to the pipeline folder."""
+"""DVC stages: one module each, composing the library; paths are relative to the pipeline folder.
+
+A stage may import every library package (`steps`, `search`, `evaluate`, `report`, `registry`, ...);
+no library package imports a stage, and only `cli` and `demo` sit above.
+"""
 
 from pathlib import Path
 

@@ -5,14 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import artifacts, recipe as recipes
 from squeezeflow.config import Params
+from squeezeflow.data import artifacts
 from squeezeflow.errors import ConfigError, ModelError, PipelineError, SqueezeflowError
+from squeezeflow.search import results
 from squeezeflow.stages import CANDIDATES_DIR, REGISTERED_DIR, SEARCH_DIR, SOFT_LABELS_DIR, SOURCE_DIR
+from squeezeflow.steps import recipe as recipes
 
 
-def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_root: Path = CANDIDATES_DIR,
-             registered_dir: Path = REGISTERED_DIR, soft_labels_dir: Path = SOFT_LABELS_DIR, search_dir: Path = SEARCH_DIR) -> dict[str, Any]:
+def compress(
+    params: Params,
+    recipe: str,
+    source_dir: Path = SOURCE_DIR,
+    out_root: Path = CANDIDATES_DIR,
+    registered_dir: Path = REGISTERED_DIR,
+    soft_labels_dir: Path = SOFT_LABELS_DIR,
+    search_dir: Path = SEARCH_DIR,
+) -> dict[str, Any]:
     """Run recipe `recipe` on the source model and write artifacts/candidates/RECIPE/.
 
     Steps also see the other registered models pulled into `registered_dir` and the teachers'
@@ -34,15 +43,16 @@ def compress(params: Params, recipe: str, source_dir: Path = SOURCE_DIR, out_roo
     """
     if recipe not in params.recipes:
         raise ConfigError(f"Unknown recipe {recipe!r}. Recipes in params.yaml: {', '.join(sorted(params.recipes))}.")
-    from squeezeflow.search import results
 
     out_dir = out_root / recipe
     at = ["(start)"]  # the step being applied, for the failure record
     try:
         at[0] = "searched" if params.recipes[recipe][0].kind == "searched" else at[0]
         steps = results.expand(params.recipes[recipe], search_dir, recipe)
-        searched = steps is not params.recipes[recipe]  # a slot: its teachers' logits come from the search, which ran after the soft-labels stage
-        soft = results.soft_labels_dir(search_dir) if searched else soft_labels_dir / recipe  # this recipe's teachers only: its own DVC dependency
+        # a slot: its teachers' logits come from the search, which ran after the soft-labels stage
+        searched = steps is not params.recipes[recipe]
+        # this recipe's teachers only: its own DVC dependency
+        soft = results.soft_labels_dir(search_dir) if searched else soft_labels_dir / recipe
         return recipes.apply(params, recipe, steps, source_dir, out_dir, registered_dir, soft, at)
     except PipelineError:  # the source folder is missing or corrupt: re-run pull, no candidate is to blame
         raise

@@ -6,15 +6,21 @@ into artifacts/registered/, so that no later stage talks to the registry.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from squeezeflow import artifacts, data, modelio, registry
-from squeezeflow.artifacts import INDEX, read_index
+from squeezeflow import data, registry
 from squeezeflow.config import Params, registry_refs
+from squeezeflow.data import artifacts
+from squeezeflow.data.artifacts import INDEX, read_index
+from squeezeflow.errors import ModelError
+from squeezeflow.onnx import modelfile, sessions
+from squeezeflow.registry import fast_lookup
 from squeezeflow.stages import REGISTERED_DIR, SOURCE_DIR
+from squeezeflow.torch import export
 
 EXAMPLE_SAMPLES = 32
 
@@ -52,15 +58,19 @@ def pull(params: Params, out_dir: Path = SOURCE_DIR, registered_dir: Path = REGI
 def _unchanged(params: Params, out_dir: Path, registered_dir: Path) -> dict[str, Any] | None:
     """The source's manifest when every model already on disk is what its URI names now
     (looked up without MLflow: the no-op `dvc repro` case); None when anything differs or is unsure."""
-    from squeezeflow import peek
 
     def current(uri: str, folder: Path) -> dict[str, Any] | None:
-        hit = peek.version(uri)
+        hit = fast_lookup.version(uri)
         return hit and _current(folder, registry.ModelRef(hit[0], hit[1], uri, hit[2], None, None, {}))
 
     manifest = current(params.source.model_uri, out_dir)
     index, refs = read_index(registered_dir), registry_refs(params)
-    if manifest is None or not (registered_dir / INDEX).is_file() or set(index) != set(refs) or not all(current(uri, registered_dir / index[uri]["dir"]) for uri in refs):
+    if (
+        manifest is None
+        or not (registered_dir / INDEX).is_file()
+        or set(index) != set(refs)
+        or not all(current(uri, registered_dir / index[uri]["dir"]) for uri in refs)
+    ):
         return None
     return manifest
 
@@ -74,7 +84,14 @@ def pull_registered(refs: dict[str, registry.ModelRef], out_dir: Path, eval_path
     for uri, ref in refs.items():
         folder = f"{ref.name}-v{ref.version}"
         manifest = fetch(ref, out_dir / folder, eval_path)
-        index[uri] = {"dir": folder, "name": ref.name, "version": ref.version, "model_id": ref.model_id or "", "run_id": ref.run_id or "", "sha256": manifest["sha256"]}
+        index[uri] = {
+            "dir": folder,
+            "name": ref.name,
+            "version": ref.version,
+            "model_id": ref.model_id or "",
+            "run_id": ref.run_id or "",
+            "sha256": manifest["sha256"],
+        }
     out_dir.mkdir(parents=True, exist_ok=True)
     keep = {entry["dir"] for entry in index.values()} | {INDEX}
     for stale in out_dir.iterdir():
@@ -94,21 +111,22 @@ def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, A
         kind, rel = registry.flavor(mlflow_dir)
         signature = registry.signature(mlflow_dir)  # the promoted version gets it too
         onnx_file = artifacts.model_path(tmp)
-        eval_arrays = data.head(eval_path, "eval", EXAMPLE_SAMPLES)  # the inputs' shapes and an example, not the whole file
+        # the inputs' shapes and an example, not the whole file
+        eval_arrays = data.head(eval_path, "eval", EXAMPLE_SAMPLES)
         example = data.inputs_of(eval_arrays)
         files = {"model": artifacts.MODEL_FILE}
         if kind == "onnx":
-            modelio.copy_onnx(mlflow_dir / rel, onnx_file)
-            modelio.load_onnx(onnx_file)
+            modelfile.copy_onnx(mlflow_dir / rel, onnx_file)
+            modelfile.load_onnx(onnx_file)
             artifact_sha256 = artifacts.model_digest(mlflow_dir / rel)
             shutil.rmtree(mlflow_dir)  # the ONNX file is all later stages need
         else:
-            modelio.export_onnx(modelio.load_torch(mlflow_dir), example, onnx_file)
+            export.export_onnx(export.load_torch(mlflow_dir), example, onnx_file)
             artifact_sha256 = _tree_digest(mlflow_dir / rel)
             files["torch"] = mlflow_dir.name
-        sess = modelio.session(onnx_file)
+        sess = sessions.session(onnx_file)
         data.check_inputs(eval_arrays, sess.get_inputs(), eval_path)
-        modelio.run(sess, example)
+        sessions.run(sess, example)
         root = {
             "name": ref.name,
             "version": ref.version,
@@ -126,9 +144,12 @@ def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, A
             "parent_digest": None,
             "steps": [],
             "root": root,
-            "inputs": [{"name": i.name, "shape": [d if isinstance(d, int) else str(d) for d in i.shape], "type": i.type} for i in sess.get_inputs()],
+            "inputs": [
+                {"name": i.name, "shape": [d if isinstance(d, int) else str(d) for d in i.shape], "type": i.type}
+                for i in sess.get_inputs()
+            ],
             "signature": signature,
-            "weights": modelio.weight_stats(onnx_file),  # parameter count and sparsity, for evaluate
+            "weights": modelfile.weight_stats(onnx_file),  # parameter count and sparsity, for evaluate
         }
         artifacts.write_manifest(tmp, manifest)
     return manifest
@@ -136,14 +157,18 @@ def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, A
 
 def _current(out_dir: Path, ref: registry.ModelRef) -> dict[str, Any] | None:
     """The existing manifest when it already holds this exact version, intact; else None."""
-    from squeezeflow.errors import ModelError
 
     try:
         manifest = artifacts.read_manifest(out_dir)
     except (ModelError, ValueError, KeyError):
         return None
     root = manifest.get("root", {})
-    if (root.get("name"), root.get("version"), root.get("requested"), root.get("source")) != (ref.name, ref.version, ref.requested, ref.source):
+    if (root.get("name"), root.get("version"), root.get("requested"), root.get("source")) != (
+        ref.name,
+        ref.version,
+        ref.requested,
+        ref.source,
+    ):
         return None
     torch_dir = manifest["files"].get("torch")
     if torch_dir and not (out_dir / torch_dir).is_dir():
@@ -153,7 +178,6 @@ def _current(out_dir: Path, ref: registry.ModelRef) -> dict[str, Any] | None:
 
 def _tree_digest(path: Path) -> str:
     """sha256 of a file, or of a folder's files (relative names and contents) in sorted order."""
-    import hashlib
 
     if path.is_file():
         return data.digest(path)

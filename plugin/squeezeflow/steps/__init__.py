@@ -2,13 +2,20 @@
 
 A step is a function `handler(model_path, config, ctx) -> StepResult`. Third-party steps register
 through the `squeezeflow.steps` entry point group (the entry point imports a module that uses
-`@register_step`).
+`@register_step`). `register_step`, `StepConfig`, `StepContext` and `StepResult` (`__all__`) are
+squeezeflow's public API; every other module is internal and may change between releases.
+
+This module imports only `errors`, so `config` can parse recipes through it. The technique modules
+(`quantize`, `prune`, ...) and `recipe`, which runs them in order, may import `quantization`,
+`evaluate`, `registry`, `torch`, `onnx` and below, never a stage or `search`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,11 +23,21 @@ from pydantic import BaseModel, ConfigDict
 
 from squeezeflow.errors import ConfigError
 
+__all__ = ["StepConfig", "StepContext", "StepResult", "register_step"]
+
 ENTRY_POINT_GROUP = "squeezeflow.steps"
 MAX_EPOCHS = 1000  # every epochs/patience parameter: a typo like 1e9 is bad config, not a run that never ends
 MAX_BATCH = 1 << 16
 MAX_STEPS = 10**6  # optimizer steps between updates, calibration samples, float layers
-_BUILTIN = ("squeezeflow.steps.quantize", "squeezeflow.steps.qat", "squeezeflow.steps.finetune", "squeezeflow.steps.prune", "squeezeflow.steps.cluster", "squeezeflow.steps.distill", "squeezeflow.steps.executorch")
+_BUILTIN = (
+    "squeezeflow.steps.quantize",
+    "squeezeflow.steps.qat",
+    "squeezeflow.steps.finetune",
+    "squeezeflow.steps.prune",
+    "squeezeflow.steps.cluster",
+    "squeezeflow.steps.distill",
+    "squeezeflow.steps.executorch",
+)
 
 
 class StepConfig(BaseModel):
@@ -92,8 +109,6 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    import importlib
-    from importlib.metadata import entry_points
 
     for module in _BUILTIN:
         importlib.import_module(module)

@@ -7,7 +7,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from squeezeflow.onnx import rewrites
 from squeezeflow.steps import MAX_BATCH, MAX_EPOCHS, StepConfig, StepContext, StepResult, register_step
+from squeezeflow.steps.finetune import training_data
+from squeezeflow.torch import export, rebuild, train
 
 FIT_SAMPLES = 100_000  # k-means is fitted on a seeded sample of a layer's weights, then assigns all
 
@@ -17,8 +20,12 @@ class ClusterConfig(StepConfig):
 
     kind: ClassVar[str] = "cluster"
     input_format: ClassVar[str] = "torch"
-    clusters: int = Field(16, ge=2, le=256, description="Distinct values per layer (a zero from pruning counts as one).")
-    epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="Fine-tuning epochs of the centroids with the assignments fixed (0: none).")
+    clusters: int = Field(
+        16, ge=2, le=256, description="Distinct values per layer (a zero from pruning counts as one)."
+    )
+    epochs: int = Field(
+        0, ge=0, le=MAX_EPOCHS, description="Fine-tuning epochs of the centroids with the assignments fixed (0: none)."
+    )
     lr: float = Field(1e-4, gt=0, lt=1, description="Centroid fine-tuning learning rate.")
     batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="Centroid fine-tuning batch size.")
     min_size: int = Field(1024, ge=1, le=1 << 40, description="Layers with fewer weights are left as they are.")
@@ -32,16 +39,15 @@ def cluster(model: Any, config: ClusterConfig, ctx: StepContext) -> StepResult:
     """Cluster, optionally fine-tune the centroids, export to ONNX and palettize the clustered weights."""
     import torch
 
-    from squeezeflow import graph, modelio, torchgraph, train
-    from squeezeflow.steps.finetune import training_data
-
-    model = torchgraph.fold_batchnorm(model)  # the exporter would fold it anyway, scaling each channel and multiplying a clustered kernel's distinct values
+    # the exporter would fold it anyway, scaling each channel and multiplying a clustered kernel's distinct values
+    model = rebuild.fold_batchnorm(model)
     assignments = {}
     with torch.no_grad():
         for name, p in train.weights(model).items():
             if p.numel() >= config.min_size:
                 assignments[name] = _kmeans(p, config.clusters, ctx.seed)
-    x, y, _ = training_data(ctx, "cluster", labels_required=config.epochs > 0)  # without centroid fine-tuning the inputs are only the export example
+    # without centroid fine-tuning the inputs are only the export example
+    x, y, _ = training_data(ctx, "cluster", labels_required=config.epochs > 0)
     if config.epochs:
         params = dict(model.named_parameters())
 
@@ -54,15 +60,33 @@ def cluster(model: Any, config: ClusterConfig, ctx: StepContext) -> StepResult:
                     means[zero] = 0.0
                 p.copy_(means[index].view_as(p))
 
-        train.fit(model, x, y, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=ctx.seed, desc="cluster finetune", after_step=snap)
+        train.fit(
+            model,
+            x,
+            y,
+            epochs=config.epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            seed=ctx.seed,
+            desc="cluster finetune",
+            after_step=snap,
+        )
     exported = Path(ctx.workdir) / "clustered.onnx"
-    modelio.export_onnx(model, {k: v[:32] for k, v in x.items()}, exported)
+    export.export_onnx(model, {k: v[:32] for k, v in x.items()}, exported)
     out = Path(ctx.workdir) / "palettized.onnx"
-    count = graph.palettize(exported, out, max_values=config.clusters, min_size=config.min_size)
-    stats = {"clusters": config.clusters, "layers_clustered": len(assignments), "layers_palettized": count,
-             "weights_clustered": int(sum(len(a[0]) for a in assignments.values())), "centroid_epochs": config.epochs}
+    count = rewrites.palettize(exported, out, max_values=config.clusters, min_size=config.min_size)
+    stats = {
+        "clusters": config.clusters,
+        "layers_clustered": len(assignments),
+        "layers_palettized": count,
+        "weights_clustered": int(sum(len(a[0]) for a in assignments.values())),
+        "centroid_epochs": config.epochs,
+    }
     if count < len(assignments):
-        stats["note"] = f"{len(assignments) - count} clustered layer(s) stay dense in the file: the exporter folded a per-channel BatchNorm into them (one torch.fx could not fold before clustering)"
+        stats["note"] = (
+            f"{len(assignments) - count} clustered layer(s) stay dense in the file: the exporter "
+            "folded a per-channel BatchNorm into them (one torch.fx could not fold before clustering)"
+        )
     return StepResult(out, stats)
 
 

@@ -6,7 +6,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from squeezeflow import data
+from squeezeflow.errors import ConfigError
 from squeezeflow.steps import MAX_BATCH, MAX_EPOCHS, StepConfig, StepContext, StepResult, register_step
+from squeezeflow.torch import train
 
 
 class TrainingConfig(StepConfig):
@@ -21,7 +24,14 @@ class TrainingConfig(StepConfig):
 class EarlyStoppingConfig(TrainingConfig):
     """Training with early stopping on the labelled data.calibration, on a chosen device."""
 
-    patience: int = Field(2, ge=0, le=MAX_EPOCHS, description="Stop after this many epochs without a better accuracy on data.calibration (0: run every epoch); the best epoch's weights are kept.")
+    patience: int = Field(
+        2,
+        ge=0,
+        le=MAX_EPOCHS,
+        description="Stop after this many epochs without a better "
+        "accuracy on data.calibration (0: run every epoch); "
+        "the best epoch's weights are kept.",
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="Where to train; the model comes back on the CPU.")
 
 
@@ -34,12 +44,23 @@ class FinetuneConfig(EarlyStoppingConfig):
 @register_step(FinetuneConfig)
 def finetune(model: Any, config: FinetuneConfig, ctx: StepContext) -> StepResult:
     """Train with hard labels; zeros stay zero; statistics: epochs, accuracies before and after."""
-    from squeezeflow import train
 
     x, y, val = training_data(ctx, "finetune")
     before = train.accuracy(model, *val) if val else None
-    model = train.fit(model, x, y, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=ctx.seed, device=config.device,
-                      desc="finetune", after_step=train.keep_zeros(model), validation=val, patience=config.patience)
+    model = train.fit(
+        model,
+        x,
+        y,
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=ctx.seed,
+        device=config.device,
+        desc="finetune",
+        after_step=train.keep_zeros(model),
+        validation=val,
+        patience=config.patience,
+    )
     model.to("cpu")
     stats = {"epochs": config.epochs, "train_samples": int(len(y))}
     if val:
@@ -52,8 +73,6 @@ def training_data(ctx: StepContext, step: str, labels_required: bool = True) -> 
 
     With `labels_required=False` an unlabelled data.train gives labels None.
     """
-    from squeezeflow import data
-    from squeezeflow.errors import ConfigError
 
     if ctx.train is None:
         raise ConfigError(f"step {step} trains: set data.train in params.yaml to an npz with inputs and `labels`.")

@@ -6,7 +6,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from squeezeflow.errors import ModelError
 from squeezeflow.steps import MAX_BATCH, MAX_EPOCHS, MAX_STEPS, StepConfig, StepContext, StepResult, register_step
+from squeezeflow.steps.finetune import training_data
+from squeezeflow.torch import rebuild, train
+from squeezeflow.torch.train import weights
 
 IMPORTANCE = {"magnitude": "MagnitudeImportance", "bn_scale": "BNScaleImportance", "taylor": "TaylorImportance"}
 
@@ -16,14 +20,51 @@ class PruneConfig(StepConfig):
 
     kind: ClassVar[str] = "prune"
     input_format: ClassVar[str] = "torch"
-    method: Literal["unstructured", "structured"] = Field("unstructured", description="unstructured: zero the smallest weights (shrinks only under compression); structured: remove whole channels/filters with Torch-Pruning, so the graph itself gets smaller and faster.")
-    amount: float = Field(0.5, gt=0, lt=1, description="unstructured: final fraction of zero weights; structured: fraction of channels removed from each prunable layer.")
-    scope: Literal["global", "layer"] = Field("global", description="unstructured: one magnitude threshold over all layers, or the same sparsity in each layer.")
-    importance: Literal["magnitude", "bn_scale", "taylor"] = Field("magnitude", description="structured: how channels are ranked (L2 norm, BatchNorm scale, or first-order Taylor on a training batch).")
-    schedule: Literal["oneshot", "gradual"] = Field("oneshot", description="unstructured: prune at once (follow with finetune), or prune while fine-tuning along the polynomial schedule of Zhu & Gupta (2017).")
+    method: Literal["unstructured", "structured"] = Field(
+        "unstructured",
+        description="unstructured: zero the smallest weights (shrinks only under compression); structured: remove "
+        "whole "
+        "channels/filters with Torch-Pruning, so the graph itself gets smaller and faster.",
+    )
+    amount: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="unstructured: final fraction of zero weights; structured: "
+        "fraction of channels removed from each prunable layer.",
+    )
+    scope: Literal["global", "layer"] = Field(
+        "global",
+        description="unstructured: one magnitude threshold over all layers, or the same sparsity in each layer.",
+    )
+    importance: Literal["magnitude", "bn_scale", "taylor"] = Field(
+        "magnitude",
+        description="structured: how channels are ranked (L2 norm, BatchNorm scale, or first-order Taylor on a "
+        "training "
+        "batch).",
+    )
+    schedule: Literal["oneshot", "gradual"] = Field(
+        "oneshot",
+        description="unstructured: prune at once (follow with finetune), or prune while fine-tuning along the "
+        "polynomial "
+        "schedule of Zhu & Gupta (2017).",
+    )
     initial_sparsity: float = Field(0.0, ge=0, lt=1, description="gradual: sparsity at the first mask update.")
-    epochs: int = Field(3, ge=1, le=MAX_EPOCHS, description="gradual: fine-tuning epochs; sparsity ramps up over the first 80% of the steps.")
-    frequency: int = Field(10, ge=1, le=MAX_STEPS, description="gradual: optimizer steps between mask updates; each update re-chooses the masks by magnitude at the scheduled sparsity (pruned weights stay zero in between).")
+    epochs: int = Field(
+        3,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="gradual: fine-tuning epochs; sparsity ramps up over the first 80% of the steps.",
+    )
+    frequency: int = Field(
+        10,
+        ge=1,
+        le=MAX_STEPS,
+        description="gradual: optimizer steps between mask updates; "
+        "each update re-chooses the masks by magnitude at "
+        "the scheduled sparsity (pruned weights stay zero "
+        "in between).",
+    )
     lr: float = Field(1e-4, gt=0, lt=1, description="gradual: Adam learning rate.")
     batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="gradual and taylor: training batch size.")
 
@@ -42,14 +83,20 @@ def prune(model: Any, config: PruneConfig, ctx: StepContext) -> StepResult:
     else:
         for name, mask in magnitude_masks(model, config.amount, config.scope).items():
             dict(model.named_parameters())[name].data.mul_(mask)
-    return StepResult(model, {"method": config.method, "params_before": before, "params_after": _count(model), "sparsity": round(sparsity(model), 6)})
+    return StepResult(
+        model,
+        {
+            "method": config.method,
+            "params_before": before,
+            "params_after": _count(model),
+            "sparsity": round(sparsity(model), 6),
+        },
+    )
 
 
 def magnitude_masks(model: Any, amount: float, scope: str) -> dict[str, Any]:
     """Keep-masks zeroing the `amount` smallest-magnitude weights, globally or per layer."""
     import torch
-
-    from squeezeflow.train import weights
 
     params = weights(model)
     if scope == "layer":
@@ -65,7 +112,6 @@ def _kth(values: Any, amount: float) -> Any:
 
 def sparsity(model: Any) -> float:
     """Fraction of exact zeros over the prunable weights."""
-    from squeezeflow.train import weights
 
     params = weights(model).values()
     total = sum(p.numel() for p in params)
@@ -78,8 +124,6 @@ def _count(model: Any) -> int:
 
 def _gradual(model: Any, config: PruneConfig, ctx: StepContext) -> None:
     """Prune while fine-tuning: s_t = s_f + (s_i - s_f)(1 - t/T)^3, masks re-chosen every `frequency` steps."""
-    from squeezeflow import train
-    from squeezeflow.steps.finetune import training_data
 
     x, y, _ = training_data(ctx, "prune")
     params = dict(model.named_parameters())
@@ -87,11 +131,23 @@ def _gradual(model: Any, config: PruneConfig, ctx: StepContext) -> None:
 
     def after_step(m: Any, step: int, total: int) -> None:
         if step % config.frequency == 0 or step >= int(0.8 * total) or not masks:
-            masks.update(magnitude_masks(m, schedule(step, total, config.initial_sparsity, config.amount), config.scope))
+            masks.update(
+                magnitude_masks(m, schedule(step, total, config.initial_sparsity, config.amount), config.scope)
+            )
         for name, mask in masks.items():
             params[name].mul_(mask)
 
-    train.fit(model, x, y, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=ctx.seed, desc="gradual prune", after_step=after_step)
+    train.fit(
+        model,
+        x,
+        y,
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=ctx.seed,
+        desc="gradual prune",
+        after_step=after_step,
+    )
 
 
 def schedule(step: int, total: int, initial: float, final: float, ramp: float = 0.8) -> float:
@@ -105,19 +161,21 @@ def _structured(model: Any, config: PruneConfig, ctx: StepContext) -> Any:
     import torch
     import torch_pruning as tp
 
-    from squeezeflow import torchgraph
-    from squeezeflow.errors import ModelError
-    from squeezeflow.steps.finetune import training_data
-
-    model = torchgraph.with_modules(model)  # an exported graph (pt2) gets its Conv/Linear/BatchNorm modules back
+    model = rebuild.with_modules(model)  # an exported graph (pt2) gets its Conv/Linear/BatchNorm modules back
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     if not layers:
-        raise ModelError("structured pruning needs the model's layers (nn.Conv2d, nn.Linear), and this model has none that squeezeflow can rebuild (its convolutions and linear layers compute their weights in the graph). Use method: unstructured.")
+        raise ModelError(
+            "structured pruning needs the model's layers (nn.Conv2d, nn.Linear), and this model has "
+            "none that squeezeflow can rebuild (its convolutions and linear layers compute their "
+            "weights in the graph). Use method: unstructured."
+        )
     x, y, _ = training_data(ctx, "prune")
     example = tuple(torch.from_numpy(v[: config.batch_size]) for v in x.values())
     importance = getattr(tp.importance, IMPORTANCE[config.importance])()
     model.eval()
-    pruner = tp.pruner.MetaPruner(model, example, importance=importance, pruning_ratio=config.amount, ignored_layers=[layers[-1]])
+    pruner = tp.pruner.MetaPruner(
+        model, example, importance=importance, pruning_ratio=config.amount, ignored_layers=[layers[-1]]
+    )
     if config.importance == "taylor":
         model.zero_grad()
         torch.nn.functional.cross_entropy(model(*example), torch.from_numpy(y[: config.batch_size])).backward()
@@ -127,7 +185,9 @@ def _structured(model: Any, config: PruneConfig, ctx: StepContext) -> Any:
         with torch.no_grad():
             model(*example)
     except RuntimeError as e:
-        from squeezeflow.errors import ModelError
-
-        raise ModelError(f"structured pruning left the model inconsistent ({str(e).splitlines()[0]}). Torch-Pruning could not follow a dependency of this architecture (e.g. a flatten after a concatenation); use method: unstructured for it.") from None
+        raise ModelError(
+            f"structured pruning left the model inconsistent ({str(e).splitlines()[0]}). "
+            "Torch-Pruning could not follow a dependency of this architecture (e.g. a flatten after "
+            "a concatenation); use method: unstructured for it."
+        ) from None
     return model

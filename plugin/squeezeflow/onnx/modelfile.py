@@ -1,0 +1,211 @@
+"""ONNX model files: load with external-data checks, save, copy, metadata and graph statistics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from squeezeflow import envvars
+from squeezeflow.data.artifacts import inside, side_file
+from squeezeflow.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Read and check an ONNX file.
+
+    Raises:
+        ModelError: the file is missing, not ONNX, or fails the ONNX checker.
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found. Run the stage that writes it (`dvc repro`).")
+    model = _read(path)
+    external_data(model, path)  # before anything reads the weights
+    try:
+        onnx.checker.check_model(str(path))  # by path: works for models over 2 GB (external data)
+    except Exception as e:  # ValidationError...
+        raise ModelError(
+            f"{path}: not a valid ONNX model ({first_line(e)}). Re-create it with `dvc repro --force` "
+            "of the stage that wrote it."
+        ) from None
+    return model
+
+
+def _read(path: Path) -> onnx.ModelProto:
+    """The graph of an ONNX file; weights in external data are not read."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError, OSError...
+        raise ModelError(
+            f"{path}: not a valid ONNX model ({first_line(e)}). Re-create it with `dvc repro --force` "
+            "of the stage that wrote it."
+        ) from None
+    return model
+
+
+def first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def external_data(model: onnx.ModelProto, path: str | Path) -> dict[str, int]:
+    """The external data files of a model and the bytes its tensors declare in each, checked.
+
+    Tensor locations come from the model file, which others write: each must name a regular
+    file (not a symlink) inside the model's folder, and each tensor's offset + length must lie
+    inside that file, so that neither reading nor copying the weights touches anything else.
+
+    Raises:
+        ModelError: an absolute location, `..`, a symlink, a missing or special file, or an extent past its end.
+    """
+
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors  # initializers and attribute tensors, subgraphs included
+
+    folder = Path(path).parent
+    declared: dict[str, int] = {}
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entry = {e.key: e.value for e in tensor.external_data}
+        location = entry.get("location", "")
+        where = f"{path}: tensor {tensor.name!r} keeps its data in {location[:200]!r}"
+        rel = Path(location)
+        if not location or rel.is_absolute() or ".." in rel.parts or "\\" in location:
+            raise ModelError(
+                f"{where}, which is not a file name inside the model folder; refusing to read it. "
+                "Save the model with its weights beside it."
+            )
+        full = folder / rel
+        try:
+            info = os.lstat(full)
+        except OSError:
+            raise ModelError(
+                f"{where}, which does not exist beside the model. Copy the model with its external data file."
+            ) from None
+        if not stat.S_ISREG(info.st_mode) or not inside(folder, full):
+            raise ModelError(
+                f"{where}, which is a symlink or not a regular file; refusing to read it. Replace it "
+                "with the weights file itself."
+            )
+        try:
+            offset, length = (
+                int(entry.get("offset", 0)),
+                int(entry.get("length", info.st_size - int(entry.get("offset", 0)))),
+            )
+        except ValueError:
+            raise ModelError(f"{where} with a non-numeric offset or length; the model is corrupt.") from None
+        if offset < 0 or length < 0 or offset + length > info.st_size:
+            raise ModelError(
+                f"{where} at bytes {offset}..{offset + length}, but the file has {info.st_size}; the "
+                "model is corrupt or truncated."
+            )
+        declared[location] = declared.get(location, 0) + length
+    return declared
+
+
+def op_counts(path: str | Path) -> Counter:
+    """How many nodes of each operator type the graph has."""
+    import onnx
+
+    return Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def weight_stats(path: str | Path) -> dict[str, Any]:
+    """Parameter count and sparsity (fraction of exact zeros) over initializers of rank >= 2 and biases."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    total = zeros = 0
+    for init in onnx.load(str(path), load_external_data=False).graph.initializer:
+        if init.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) or not init.dims:
+            continue  # shapes and scalars (scales, zero points) are not weights
+        arr = numpy_helper.to_array(init, base_dir=str(Path(path).parent))  # external data: one tensor at a time
+        init.ClearField("raw_data")
+        if arr.size < 2:
+            continue
+        total += arr.size
+        zeros += int(np.count_nonzero(arr == 0))
+    return {"params": total, "sparsity": round(zeros / total, 6) if total else 0.0}
+
+
+def set_metadata(path: str | Path, props: dict[str, str]) -> None:
+    """Write `props` into the model's metadata_props (replacing keys of the same name), in place."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)  # external weights stay where they are
+    keep = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in sorted(props.items()):
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    """Whether the model's weights are too big to keep inside the .onnx file."""
+    return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer) > envvars.external_data_bytes()
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Save a model, its weights in PATH.data (ONNX external data) when `is_large`."""
+    import onnx
+
+    path = Path(path)
+    side_file(path).unlink(missing_ok=True)
+    large = is_large(model)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=large,
+        all_tensors_to_one_file=True,
+        location=side_file(path).name,
+        size_threshold=1024,
+    )
+    return path
+
+
+def copy_onnx(src: str | Path, dst: str | Path) -> Path:
+    """Copy a model file with its external data, which ends up in DST.data whatever it was called."""
+
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    src, dst = Path(src), Path(dst)
+    model = _read(src)
+    locations = set(external_data(model, src))
+    if not locations:
+        shutil.copyfile(src, dst)
+        return dst
+    if len(locations) > 1:
+        raise ModelError(
+            f"{src}: weights are spread over {len(locations)} external data files; save the model "
+            "with all_tensors_to_one_file=True."
+        )
+    shutil.copyfile(src.parent / locations.pop(), side_file(dst))
+    for tensor in _get_all_tensors(model):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = side_file(dst).name
+    onnx.save(model, str(dst))
+    return dst
+
+
+def metadata(path: str | Path) -> dict[str, str]:
+    """The model's metadata_props as a dict.
+
+    Raises:
+        ModelError: the file is not ONNX.
+    """
+    return {p.key: p.value for p in _read(Path(path)).metadata_props}
