@@ -86,4 +86,6 @@ def test_the_benchmarks_page_is_generated_from_the_results():
     spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
-    assert report.render(ROOT / "bench" / "results") == (ROOT / "docs" / "benchmarks.md").read_text(), "run `python bench/report.py`"
+    assert report.render(ROOT / "bench" / "results") == (ROOT / "docs" / "benchmarks.md").read_text(), (
+        "run `python bench/report.py`"
+    )

@@ -173,7 +173,9 @@ def _write(
     plots_dir: Path,
     measured: dict[str, Any],
 ) -> dict[str, Any]:
-    """metrics/NAME.json with what it measured (`evaluate.seal`), and the plot files (see squeezeflow.evaluate.plotfiles)."""
+    """metrics/NAME.json with what it measured (`evaluate.seal`), and the plot files (see
+    squeezeflow.evaluate.plotfiles).
+    """
     plotfiles.write(plots_dir / f"{name}.json", latency)
     plotfiles.write(plots_dir / "classes" / f"{name}.json", classes)
     out_dir.mkdir(parents=True, exist_ok=True)

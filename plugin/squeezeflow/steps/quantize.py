@@ -395,7 +395,8 @@ def _int8(
 
 
 def _rescale(prepared: Path, config: QuantizeConfig, ctx: StepContext) -> tuple[Path, dict]:
-    """The prepared model after cross-layer equalization and SmoothQuant, as configured (squeezeflow.quantization.equalization), and their
+    """The prepared model after cross-layer equalization and SmoothQuant, as configured
+    (squeezeflow.quantization.equalization), and their
     statistics.
     """
     if not config.equalize and config.smoothquant is None:
