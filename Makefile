@@ -40,7 +40,7 @@ chromium:  ## Debian's headless browser for the report's screenshot test (best e
 		|| echo "chromium not installed: the HTML report screenshot test will skip"; }
 
 test-fast: $(STAMP)  ## skip the end-to-end tests
-	$(BIN)/python -m pytest -q -ra -m "not slow" tests
+	$(BIN)/python -m pytest -q -ra -m "not e2e" tests
 
 zoo-extras: $(STAMP)  ## what the zoo pipelines need beyond the suite: resemblyzer, Debian's espeak-ng (speech) and DejaVu fonts (rendered text)
 	$(BIN)/python -m pip install -q -e '.[test,mnist,text,zoo,targets,ray,speech]'

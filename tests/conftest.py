@@ -23,6 +23,30 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("SQUEEZEFLOW_DRY_RUN", None)
 
 
+# Tiers (pyproject.toml markers): `e2e` is marked by hand; a test that uses a registry or a server
+# fixture is `integration`, so is one marked so by hand (it starts a process); every other test is
+# `unit`, and a unit test that starts a process fails, naming the fix.
+REGISTRY_FIXTURES = frozenset({"local_registry", "mlflow_server", "postgres_server", "pipeline_repo", "server"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("e2e") or item.get_closest_marker("integration"):
+            continue
+        item.add_marker(pytest.mark.integration if REGISTRY_FIXTURES & set(item.fixturenames) else pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request, monkeypatch):
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"unit test {request.node.nodeid} started a process: mark it integration")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -45,6 +45,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case,change,message", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.integration  # starts a process
 def test_eval_data_that_does_not_fit(pulled, digits_dir, tmp_path, case, change, message):
     bad = _eval_file(tmp_path, digits_dir, **change(dict(np.load(digits_dir / "eval.npz"))))
     path = write_params(tmp_path, digits_dir, data__eval=str(bad))
@@ -55,6 +56,7 @@ def test_eval_data_that_does_not_fit(pulled, digits_dir, tmp_path, case, change,
     assert not (tmp_path / "metrics" / "int8-static.json").exists()
 
 
+@pytest.mark.integration  # starts a process
 def test_corrupt_onnx_candidate(pulled, tmp_path):
     model = tmp_path / "artifacts/candidates/int8-static/model.onnx"
     model.write_bytes(b"\x08\x07garbage" * 100)
@@ -69,6 +71,7 @@ def test_corrupt_onnx_candidate(pulled, tmp_path):
     assert "not a valid ONNX model" in error_line(proc)
 
 
+@pytest.mark.integration  # starts a process
 def test_tampered_model_is_detected_by_its_digest(pulled, tmp_path):
     model = tmp_path / "artifacts/candidates/int8-static/model.onnx"
     model.write_bytes(model.read_bytes() + b"\0")
@@ -93,12 +96,14 @@ def test_model_with_nan_outputs_is_refused_at_pull(local_registry, digits_cnn, d
     assert not any(p.name.endswith(".partial") for p in (tmp_path / "artifacts").iterdir())
 
 
+@pytest.mark.integration  # starts a process
 def test_unknown_recipe_on_the_command_line(pulled):
     proc = sh(BIN / "squeezeflow", "compress", "int9", check=False)
     assert proc.returncode == 2
     assert "Unknown recipe 'int9'. Recipes in params.yaml: int8-dynamic, int8-static." in proc.stderr
 
 
+@pytest.mark.integration  # starts a process
 def test_missing_data_file(pulled, digits_dir, tmp_path):
     path = write_params(tmp_path, digits_dir, data__eval=str(tmp_path / "nowhere.npz"))
     proc = sh(BIN / "squeezeflow", "--params", path, "evaluate", "baseline", check=False)
@@ -161,6 +166,7 @@ CONTRACTS = [  # (case, data file role, change, expectation, what the message na
 
 
 @pytest.mark.parametrize("case,role,change,expectation,detail", CONTRACTS, ids=[c[0] for c in CONTRACTS])
+@pytest.mark.integration  # starts a process
 def test_data_contracts_name_the_expectation_file_and_array(
     pulled, digits_dir, tmp_path, case, role, change, expectation, detail
 ):
@@ -176,6 +182,7 @@ def test_data_contracts_name_the_expectation_file_and_array(
     assert any(not r["success"] for r in results) and any(r["success"] for r in results)
 
 
+@pytest.mark.integration  # starts a process
 def test_good_data_meets_every_contract(pulled, tmp_path):
     out = sh(BIN / "squeezeflow", "check-data").stdout
     results = json.loads((tmp_path / "reports/data.json").read_text())["results"]
@@ -183,6 +190,7 @@ def test_good_data_meets_every_contract(pulled, tmp_path):
     assert {r["file"] for r in results} == {"eval", "calibration", "train"}
 
 
+@pytest.mark.integration  # starts a process
 def test_by_default_a_subset_of_classes_passes_and_a_calibration_shift_warns(pulled, digits_dir, tmp_path):
     arrays = dict(np.load(digits_dir / "eval.npz"))
     keep = arrays["labels"] != 3
@@ -197,6 +205,7 @@ def test_by_default_a_subset_of_classes_passes_and_a_calibration_shift_warns(pul
     assert not any(r["expectation"] == "ExpectColumnDistinctValuesToContainSet" for r in results)
 
 
+@pytest.mark.integration  # starts a process
 def test_data_classes_must_match_the_model(pulled, digits_dir, tmp_path):
     path = write_params(tmp_path, digits_dir, data__classes=1000)
     proc = sh(BIN / "squeezeflow", "--params", path, "check-data", check=False)
@@ -277,6 +286,7 @@ ORDINARY_BAD_EVAL = [
 
 
 @pytest.mark.parametrize("case,change,message", ORDINARY_BAD_EVAL, ids=[c[0] for c in ORDINARY_BAD_EVAL])
+@pytest.mark.integration  # starts a process
 def test_check_data_refuses_ordinary_bad_eval_data_first(pulled, digits_dir, tmp_path, case, change, message):
     """What evaluate refuses with exit 2, check-data refuses first, with one line, never as a squeezeflow bug (exit 4)
     or the model's fault.

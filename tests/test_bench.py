@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def _smoke(bench: str, tmp_path, **env) -> dict:

@@ -3,11 +3,14 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import BIN, ROOT, error_line, sh
 
 HEAVY = ("torch", "mlflow", "onnx", "onnxruntime", "great_expectations", "pandas")
 
 
+@pytest.mark.integration  # starts a process
 def test_help_imports_no_heavy_library():
     code = (
         "import sys; from squeezeflow.cli import commands as cli; import contextlib\n"
@@ -18,6 +21,7 @@ def test_help_imports_no_heavy_library():
     assert out.splitlines()[-1] == "HEAVY="
 
 
+@pytest.mark.integration  # starts a process
 def test_every_stage_has_a_subcommand():
     out = sh(BIN / "squeezeflow", "--help").stdout
     for command in (
@@ -36,11 +40,13 @@ def test_every_stage_has_a_subcommand():
         assert command in out
 
 
+@pytest.mark.integration  # starts a process
 def test_steps_lists_quantize_parameters():
     out = sh(BIN / "squeezeflow", "steps").stdout
     assert "quantize:" in out and "per_channel" in out and "calibration" in out
 
 
+@pytest.mark.integration  # starts a process
 def test_bad_params_is_one_line_exit_2(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text((ROOT / "params.yaml").read_text().replace("budgets:", "budgetz:"))
@@ -50,6 +56,7 @@ def test_bad_params_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration  # starts a process
 def test_debug_env_shows_traceback(tmp_path):
     import os
 

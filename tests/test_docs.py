@@ -61,6 +61,7 @@ def test_commands_and_exit_codes_are_documented():
     assert README.index("make demo") < README.index("make test") < README.index("## Commands")
 
 
+@pytest.mark.integration  # starts a process
 def test_enum_parameters_list_their_values():
     from conftest import BIN, sh
 

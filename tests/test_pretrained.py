@@ -114,7 +114,7 @@ def test_unknown_pretrained_model_is_a_config_error():
         pretrained.build("resnet")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_pt2_model_with_two_outputs_keeps_both(local_registry, digits_dir, tmp_path):
     """Registered in pt2: pull exports both outputs (output0, output1), clustering re-exports the
     same two, and regression scores each against FP32 with the worst one on top."""

@@ -44,6 +44,7 @@ def _edit(path, **promote):
     return load_params(path)
 
 
+@pytest.mark.integration  # starts a process
 def test_outputs_of_the_pipeline_are_not_uncommitted_changes(gated_repo):
     sh(*GIT, "add", "-f", "metrics", "reports")
     sh(*GIT, "commit", "-qm", "metrics")
@@ -78,6 +79,7 @@ def test_dirty_tree_is_a_dry_run_unless_allowed(gated_repo, capsys):
     assert json.loads(lineage.render(lineage.walk(shipped["model_uri"]), "json"))[0]["git_dirty"] == "true"
 
 
+@pytest.mark.integration  # starts a process
 def test_other_branches_are_a_dry_run_unless_listed(gated_repo):
     from squeezeflow.stages.promote import promote
 
@@ -103,6 +105,7 @@ def test_an_untracked_params_file_is_an_uncommitted_change(gated_repo):
     assert registry.alias_version("digits-cnn-edge", "candidate") is None
 
 
+@pytest.mark.integration  # starts a process
 def test_only_the_exact_lock_file_is_a_pipeline_output(gated_repo):
     notes = gated_repo.parent / "dvc.lock-notes.md"
     notes.write_text("notes\n")
@@ -112,6 +115,7 @@ def test_only_the_exact_lock_file_is_a_pipeline_output(gated_repo):
     assert gitstate.state().changed == ("dvc.lock-notes.md",)
 
 
+@pytest.mark.integration  # starts a process
 def test_github_variables_count_only_inside_actions(gated_repo, monkeypatch):
     sh("git", "checkout", "-q", "-b", "feature")
     head = sh("git", "rev-parse", "HEAD").stdout.strip()

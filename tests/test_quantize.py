@@ -414,6 +414,7 @@ def test_dynamic_int8_is_scored_at_the_deployed_batch_size(digits_onnx, digits_d
     assert sessions.scoring_batch(int8, arrays, 256) == 256
 
 
+@pytest.mark.integration  # starts a process
 def test_static_quantization_does_not_import_torch(digits_onnx, digits_dir, tmp_path):
     """ONNX-only compression stays free of torch's import (onnxruntime.tools would pull it in)."""
     import subprocess

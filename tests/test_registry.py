@@ -112,6 +112,7 @@ def test_missing_model_alias_or_version(local_registry, digits_onnx, digits_dir,
     assert not (tmp_path / "artifacts").exists()
 
 
+@pytest.mark.integration  # starts a process
 def test_unreachable_registry_exits_3(tmp_path, digits_dir, monkeypatch):
     from conftest import free_port
 

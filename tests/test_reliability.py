@@ -17,7 +17,7 @@ from helpers import run_until_gate
 from squeezeflow import registry
 from squeezeflow.stages.gate import gate
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def _gated_folder(folder: Path, digits_dir: Path, source: str, target: str, recipes=None) -> Path:

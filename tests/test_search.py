@@ -170,6 +170,7 @@ def test_a_search_killed_mid_trial_resumes_without_repeating_a_trial(local_regis
         ({"space": "auto"}, {"best": [{"quantize": {}}, {"searched": {}}]}, "step 'searched' must come first"),
     ],
 )
+@pytest.mark.integration  # starts a process
 def test_bad_search_params_are_one_line_with_exit_2(tmp_path, digits_dir, block, recipes, expected):
     _params(tmp_path, digits_dir, block, recipes)
     proc = sh(BIN / "squeezeflow", "--params", tmp_path / "params.yaml", "search", check=False)
@@ -218,7 +219,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_search_on_a_local_ray_cluster_retries_a_killed_worker_and_never_times_two_trials_at_once(
     local_registry, digits_onnx, digits_dir, tmp_path, monkeypatch
 ):
@@ -290,7 +291,7 @@ def test_search_on_a_local_ray_cluster_retries_a_killed_worker_and_never_times_t
                 _stop_group(p)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_search_pipeline_runs_with_dvc_and_a_finished_search_is_not_run_again(tmp_path, monkeypatch):
     """pipelines/digits-search under `dvc repro`: the searched recipes are candidates of the gate; editing a
     hand-written recipe re-measures no trial.

@@ -11,7 +11,7 @@ from squeezeflow.registry import fast_lookup
 from squeezeflow.stages.gate import gate
 from squeezeflow.stages.promote import promote
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("server", ["mlflow_server", "postgres_server"])

@@ -34,7 +34,9 @@ def test_unknown_key_is_rejected(kind):
         parse_recipes({"r": [{kind: {"no_such_option": 1}}]}, "params.yaml")
 
 
-@pytest.mark.parametrize("kind", known_steps())
+@pytest.mark.parametrize(
+    "kind", [pytest.param(k, marks=pytest.mark.integration) if k == "executorch" else k for k in known_steps()]
+)  # ExecuTorch's export runs its flatbuffer compiler as a process
 def test_runs_on_tiny_model_and_exports_for_ort(kind, digits_onnx, digits_cnn, digits_dir, tmp_path):
     import copy
 
