@@ -36,7 +36,7 @@ LIBRARIES = "import numpy, onnx, onnxruntime, onnxruntime.quantization, squeezef
 
 def setup(model: str, work: Path, calibration_samples: int) -> None:
     """(child process) The data files and the FP32 ONNX model in `work`."""
-    from squeezeflow.torch import export
+    from squeezeflow.torch import convert
 
     files = {s: work / f"{s}.npz" for s in ("eval", "calibration", "train")}
     if model == "digits-cnn":
@@ -50,7 +50,7 @@ def setup(model: str, work: Path, calibration_samples: int) -> None:
     from squeezeflow.demo import pretrained
 
     pretrained.write_data(model, files, 0, {"eval": 320, "calibration": calibration_samples, "train": 8})
-    export.export_onnx(
+    convert.export_onnx(
         pretrained.build(model),
         data.inputs_of(data.head(files["eval"], "eval", 2)),
         work / "fp32.onnx",

@@ -73,10 +73,10 @@ def accuracy_and_speed(models: dict[str, Path], eval_file: Path, repeats: int) -
 
     ev = dict(np.load(eval_file))
     inputs, labels = data.inputs_of(ev), ev[data.LABELS]
-    sessions = {k: sessions.session(p, threads=1) for k, p in models.items()}
-    acc = {k: accuracy(sessions.run(s, inputs), labels) for k, s in sessions.items()}
+    opened = {k: sessions.session(p, threads=1) for k, p in models.items()}
+    acc = {k: accuracy(sessions.run(s, inputs), labels) for k, s in opened.items()}
     times = latency.measure(
-        sessions, next(data.batches(ev, 1)), warmup=max(10, repeats // 10), repeats=repeats, progress=False
+        opened, next(data.batches(ev, 1)), warmup=max(10, repeats // 10), repeats=repeats, progress=False
     )
     p50 = {k: float(np.median(v)) for k, v in times.items()}
     return {
@@ -141,16 +141,21 @@ def pipeline_params(files: dict[str, Path], **sections) -> dict:
     return params
 
 
-def init_repo(work: Path, env: dict) -> None:
+IGNORED = "data/\nartifacts/\nmlflow.db\nmlruns/\nmetrics/\nplots/\nreports/\ntimings.jsonl\n"
+
+
+def init_repo(work: Path, env: dict, gitignore: str | None = IGNORED) -> None:
     """Make `work` (holding dvc.yaml and params.yaml) a committed git + DVC repository on main, as a
-    team's pipeline repository is: promotion ships only what a commit holds."""
+    team's pipeline repository is: promotion ships only what a commit holds. The benches and the
+    tests build their pipeline repositories with it; `gitignore` None keeps a .gitignore already
+    there, and a `.dvc` folder already there is kept too."""
     import subprocess
 
-    (work / ".gitignore").write_text(
-        "data/\nartifacts/\nmlflow.db\nmlruns/\nmetrics/\nplots/\nreports/\ntimings.jsonl\n"
-    )
-    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=work, check=True, env=env, capture_output=True)
+    if gitignore is not None:
+        (work / ".gitignore").write_text(gitignore)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=work, check=True, env=env, capture_output=True)
+    if not (work / ".dvc").is_dir():
+        subprocess.run(["dvc", "init", "-q"], cwd=work, check=True, env=env, capture_output=True)
     commit(work, env, "pipeline")
 
 

@@ -21,13 +21,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import accuracy_and_speed, arguments, header, model_folders, write  # noqa: E402
 from quantization import build  # noqa: E402  (the same models and data as the quantization bench)
-from squeezeflow import data, modelio  # noqa: E402
+from squeezeflow import data  # noqa: E402
 from squeezeflow.evaluate.size import sizes  # noqa: E402
+from squeezeflow.onnx import modelfile  # noqa: E402
 from squeezeflow.steps import StepContext  # noqa: E402
 from squeezeflow.steps.cluster import ClusterConfig, cluster  # noqa: E402
 from squeezeflow.steps.finetune import FinetuneConfig, finetune  # noqa: E402
 from squeezeflow.steps.prune import PruneConfig, prune  # noqa: E402
 from squeezeflow.steps.quantize import QuantizeConfig, quantize  # noqa: E402
+from squeezeflow.torch import convert  # noqa: E402
 
 TARGETS = {
     "structured-50": "speedup >= 1.5, drop <= 1 point",
@@ -47,7 +49,7 @@ def variants(model, files: dict, work: Path, epochs: int) -> dict[str, Path]:
 
     def export(m, name):
         path = work / f"{name}.onnx"
-        modelio.export_onnx(m, {k: v[:32] for k, v in data.inputs_of(dict(np.load(files["eval"]))).items()}, path)
+        convert.export_onnx(m, {k: v[:32] for k, v in data.inputs_of(dict(np.load(files["eval"]))).items()}, path)
         return path
 
     tune = FinetuneConfig(epochs=epochs, lr=1e-3, patience=2)
@@ -72,7 +74,7 @@ def as_pt2(model, files: dict, work: Path):
     mlflow.pytorch.save_model(
         model, str(work / "pt2-model"), serialization_format="pt2", input_example=next(iter(example.values()))[:4]
     )
-    return modelio.load_torch(work / "pt2-model")
+    return convert.load_torch(work / "pt2-model")
 
 
 def measure(fp32: Path, found: dict[str, Path], files: dict, repeats: int) -> dict:
@@ -86,7 +88,7 @@ def measure(fp32: Path, found: dict[str, Path], files: dict, repeats: int) -> di
             **rows[k],
             "file_ratio": round(base["size_mb"] / size[k]["size_mb"], 3),
             "gzip_ratio": round(base["size_gzip_mb"] / size[k]["size_gzip_mb"], 3),
-            **modelio.weight_stats(models[k]),
+            **modelfile.weight_stats(models[k]),
             **({"target": TARGETS[k]} if k in TARGETS else {}),
         }
         for k in models

@@ -31,7 +31,7 @@ from squeezeflow.onnx import sessions
 from squeezeflow.steps import StepContext
 from squeezeflow.steps.qat import QatConfig, qat
 from squeezeflow.steps.quantize import QuantizeConfig, quantize
-from squeezeflow.torch import architectures, export, train
+from squeezeflow.torch import architectures, convert, train
 
 MODELS = {  # name: dataset, family, epochs, squeezeflow variants
     "digits-cnn": ("digits", "cnn", 8, ("static", "dynamic", "auto")),
@@ -73,7 +73,7 @@ def train_and_export(name: str, files: dict, work: Path, epochs: int | None = No
         desc=name,
     )
     fp32 = work / "fp32.onnx"
-    export.export_onnx(model, {k: v[:32] for k, v in inputs.items()}, fp32)
+    convert.export_onnx(model, {k: v[:32] for k, v in inputs.items()}, fp32)
     return model, fp32
 
 
@@ -134,7 +134,7 @@ def fragile(model, files: dict, work: Path) -> Path:
         model[-1].weight[:, 0] /= 1000.0
     path = work / "fragile.onnx"
     inputs = data.inputs_of(dict(np.load(files["eval"])))
-    export.export_onnx(model, {k: v[:32] for k, v in inputs.items()}, path)
+    convert.export_onnx(model, {k: v[:32] for k, v in inputs.items()}, path)
     return path, model
 
 
@@ -201,7 +201,7 @@ def fallback_cost(work: Path, samples: int = 64) -> dict:
         "attention_mask": np.ones((samples, 32), dtype=np.int64),
     }
     fp32 = work / "transformer.onnx"
-    export.export_onnx(model, {k: v[:8] for k, v in inputs.items()}, fp32)
+    convert.export_onnx(model, {k: v[:8] for k, v in inputs.items()}, fp32)
     np.savez(work / "transformer-calibration.npz", **inputs)
     step = work / "transformer-static"
     step.mkdir()

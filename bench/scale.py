@@ -55,7 +55,7 @@ def setup(size: str, work: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import register_onnx
     from squeezeflow.onnx import sessions
-    from squeezeflow.torch import architectures, export
+    from squeezeflow.torch import architectures, convert
 
     model = architectures.text_transformer(VOCAB, SEQ, CLASSES, **SIZES[size]).eval()
     rng = np.random.default_rng(0)
@@ -65,7 +65,7 @@ def setup(size: str, work: Path) -> None:
     inputs = {"input_ids": ids, "attention_mask": mask}
     fp32 = work / "export" / "model.onnx"
     fp32.parent.mkdir()
-    export.export_onnx(model, {k: v[:8] for k, v in inputs.items()}, fp32, min_agreement=0.99)
+    convert.export_onnx(model, {k: v[:8] for k, v in inputs.items()}, fp32, min_agreement=0.99)
     del model
     labels = sessions.run(sessions.session(fp32), inputs, batch_size=16).argmax(-1)
     (work / "data").mkdir()

@@ -97,14 +97,14 @@ def prepare(name: str, work: Path) -> tuple[Path, dict[str, Path]]:
     """The FP32 ONNX model and its eval / calibration files."""
     from squeezeflow import data
     from squeezeflow.demo import pretrained
-    from squeezeflow.torch import export
+    from squeezeflow.torch import convert
 
     files = {r: work / f"{r}.npz" for r in ("train", "calibration", "eval")}
     counts = MODELS[name][2]
     if counts is not None:
         pretrained.write_data(name, files, 0, counts)
         fp32 = work / "fp32.onnx"
-        export.export_onnx(
+        convert.export_onnx(
             pretrained.build(name).eval(),
             {k: v[:8] for k, v in data.inputs_of(data.load(files["eval"], "eval")).items()},
             fp32,
@@ -244,9 +244,9 @@ def measure(models: dict[str, Path], walls: dict[str, float], files: dict, task:
 
     ev = dict(np.load(files["eval"]))
     inputs, labels = data.inputs_of(ev), ev.get(data.LABELS)
-    sessions = {k: sessions.session(p, threads=1) for k, p in models.items()}
+    opened = {k: sessions.session(p, threads=1) for k, p in models.items()}
     outputs = {}
-    for k, s in sessions.items():
+    for k, s in opened.items():
         try:
             outputs[k] = sessions.run_outputs(s, inputs, 1)
         except Exception as e:  # noqa: BLE001 - a model the runtime cannot run (NaN, a missing kernel) is a row too
@@ -273,18 +273,18 @@ def measure(models: dict[str, Path], walls: dict[str, float], files: dict, task:
             }
         )
         rows[k].update(metric=metric, value=rows[k][metric], interval=[rows[k][interval[0]], rows[k][interval[1]]])
-    sessions = {k: s for k, s in sessions.items() if not isinstance(outputs[k], str)}
+    opened = {k: s for k, s in opened.items() if not isinstance(outputs[k], str)}
     for batch in BATCHES:
         feed = next(data.batches(ev, batch))
         start = time.perf_counter()
-        sessions["fp32"].run(None, feed)
+        opened["fp32"].run(None, feed)
         # a large model gets fewer repeats, not hours
         most = max(10, int(TIMING_BUDGET_S / max(time.perf_counter() - start, 1e-6)))
         count = min(repeats if batch == 1 else max(10, repeats // 3), most)
-        times = latency.measure(sessions, feed, warmup=max(3, count // 10), repeats=count, progress=False)
+        times = latency.measure(opened, feed, warmup=max(3, count // 10), repeats=count, progress=False)
         rows["fp32"][f"batch{batch}_repeats"] = count
         p50 = {k: float(np.median(v)) for k, v in times.items()}
-        for k in sessions:
+        for k in opened:
             rows[k][f"batch{batch}_speedup"] = round(p50["fp32"] / p50[k], 3)
     return rows
 

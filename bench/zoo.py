@@ -135,9 +135,9 @@ def batch_speedups(work: Path, files: dict[str, Path], params: dict) -> dict[str
 
     arrays = data.load(work / params["data"]["eval"], "eval")
     feed = {k: v[:BATCH] for k, v in data.inputs_of(arrays).items()}
-    sessions = {name: sessions.session(path) for name, path in files.items()}
+    opened = {name: sessions.session(path) for name, path in files.items()}
     _, stats = latency.measure_until(
-        sessions, feed, "fp32", warmup=3, min_repeats=20, ci_width=0.1, max_seconds=10, round_size=5, progress=False
+        opened, feed, "fp32", warmup=3, min_repeats=20, ci_width=0.1, max_seconds=10, round_size=5, progress=False
     )
     return {r: round(float(stats[r]["speedup"]), 3) for r in files if r != "fp32"}
 

@@ -17,6 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "bench"))  # bench/common.py: the pipeline repositories tests and benches share
+
+from common import init_repo  # noqa: E402
 
 os.environ.update(MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -26,7 +29,9 @@ os.environ.pop("SQUEEZEFLOW_DRY_RUN", None)
 # Tiers (pyproject.toml markers): `e2e` is marked by hand; a test that uses a registry or a server
 # fixture is `integration`, so is one marked so by hand (it starts a process); every other test is
 # `unit`, and a unit test that starts a process fails, naming the fix.
-REGISTRY_FIXTURES = frozenset({"local_registry", "mlflow_server", "postgres_server", "pipeline_repo", "server"})
+REGISTRY_FIXTURES = frozenset(
+    {"local_registry", "mlflow_server", "postgres_server", "pipeline_repo", "demo_repo", "server"}
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -96,10 +101,10 @@ def digits_onnx(digits_cnn, digits_dir, tmp_path_factory) -> Path:
     """digits_cnn exported to ONNX (FP32)."""
     import numpy as np
 
-    from squeezeflow.torch import export
+    from squeezeflow.torch import convert
 
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    export.export_onnx(digits_cnn, {"input": np.load(digits_dir / "eval.npz")["input"][:16]}, path)
+    convert.export_onnx(digits_cnn, {"input": np.load(digits_dir / "eval.npz")["input"][:16]}, path)
     return path
 
 
@@ -273,11 +278,7 @@ def repo_of_pipeline(pipeline: str, repo: Path, monkeypatch, edit) -> dict:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.chdir(repo)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
-    (repo / ".gitignore").write_text("data/\nartifacts/\nmlflow.db\nmlruns/\n")
-    sh("git", "init", "-q", "-b", "main")
-    sh(BIN / "dvc", "init", "-q")
-    sh("git", "add", "-A")
-    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "pipeline")
+    init_repo(repo, os.environ, gitignore="data/\nartifacts/\nmlflow.db\nmlruns/\n")
     return params
 
 
@@ -285,6 +286,44 @@ def repo_of_pipeline(pipeline: str, repo: Path, monkeypatch, edit) -> dict:
 def pipeline_repo(tmp_path, digits_dir, monkeypatch) -> Path:
     """A git + DVC repository holding the real dvc.yaml and a params.yaml pointing at the digits data."""
     repo = tmp_path / "repo"
+    _pipeline_repo(repo, digits_dir)
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def _demo_snapshot(tmp_path_factory, digits_dir) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """`squeezeflow demo` run once per session in a pipeline repository at a fixed path, and a copy of it."""
+    work = tmp_path_factory.getbasetemp() / "demo-workspace"
+    _pipeline_repo(work, digits_dir)
+    demo = sh(
+        BIN / "squeezeflow",
+        "demo",
+        cwd=work,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"},
+    )
+    snapshot = tmp_path_factory.mktemp("demo-snapshot") / "repo"
+    shutil.copytree(work, snapshot, symlinks=True)
+    return work, snapshot, demo
+
+
+@pytest.fixture
+def demo_repo(_demo_snapshot, monkeypatch) -> subprocess.CompletedProcess:
+    """A pipeline repository after `squeezeflow demo` (the cwd), restored from the session's snapshot at the
+    path it ran in (the registry holds absolute artifact paths); returns the demo's output.
+
+    Files are copied with new modification times, so neither git nor DVC mistakes one for the file a
+    test before changed."""
+    work, snapshot, demo = _demo_snapshot
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(snapshot, work, symlinks=True, copy_function=shutil.copy)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    return demo
+
+
+def _pipeline_repo(repo: Path, digits_dir: Path) -> None:
     repo.mkdir()
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
@@ -292,10 +331,4 @@ def pipeline_repo(tmp_path, digits_dir, monkeypatch) -> Path:
     data = repo / "data"
     shutil.copytree(digits_dir, data)
     write_params(repo, Path("data"), demo__epochs=3)
-    monkeypatch.chdir(repo)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
-    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
-    sh("git", "init", "-q", "-b", "main", cwd=repo)
-    sh(*git, "add", "-A", cwd=repo)
-    sh(*git, "commit", "-qm", "pipeline", cwd=repo)
-    return repo
+    init_repo(repo, os.environ, gitignore=None)

@@ -16,7 +16,7 @@ from squeezeflow.stages.evaluate import evaluate
 from squeezeflow.stages.gate import gate
 from squeezeflow.stages.promote import promote
 from squeezeflow.stages.pull import pull
-from squeezeflow.torch import architectures, export
+from squeezeflow.torch import architectures, convert
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def external_model(local_registry, tmp_path, monkeypatch):
     }
     path = tmp_path / "export" / "model.onnx"
     path.parent.mkdir()
-    export.export_onnx(model, {k: v[:8] for k, v in inputs.items()}, path)
+    convert.export_onnx(model, {k: v[:8] for k, v in inputs.items()}, path)
     labels = sessions.run(sessions.session(path), inputs).argmax(-1)
     np.savez(tmp_path / "eval.npz", **inputs, labels=labels)
     register_onnx(path, "big", alias="champion")

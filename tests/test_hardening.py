@@ -158,7 +158,7 @@ def test_code_in_a_pt2_graph_never_runs(local_registry, digits_cnn, digits_dir, 
 
 def test_every_pt2_load_goes_through_the_graph_check():
     """pull, init, soft-labels, search, distill's teachers and the executorch target all load through
-    export.load_torch.
+    convert.load_torch.
     """
     from conftest import ROOT
 
@@ -176,7 +176,7 @@ def test_every_pt2_load_goes_through_the_graph_check():
         for line in p.read_text().splitlines()
         if loads_a_model(line) and not line.lstrip().startswith((">>>", "`"))
     }
-    assert callers == {"plugin/squeezeflow/torch/export.py"}, callers
+    assert callers == {"plugin/squeezeflow/torch/convert.py"}, callers
 
 
 def test_a_damaged_pt2_graph_member_is_one_config_error(tmp_path):

@@ -35,9 +35,9 @@ def _plots_have_data(shown: dict, ids: list[str]) -> None:
         assert all(encoding[axis]["field"] in v for v in values for axis in ("x", "y")), plot_id
 
 
-def test_demo_then_noop_then_alias_move_then_recipe_edit(pipeline_repo: Path):
+def test_demo_then_noop_then_alias_move_then_recipe_edit(demo_repo):
     # 1. demo: bootstraps data + source model, runs every stage, promotes
-    demo = sh(BIN / "squeezeflow", "demo")
+    demo = demo_repo
     assert "demo: registered models:/digits-cnn/1 as @champion" in demo.stdout
     assert {
         "pull",
@@ -116,8 +116,7 @@ def test_demo_then_noop_then_alias_move_then_recipe_edit(pipeline_repo: Path):
     assert not ran & {"compress@int8-static", "evaluate@int8-static", "evaluate-baseline"}
 
 
-def test_impossible_budget_fails_the_experiment_and_registers_nothing(pipeline_repo: Path):
-    sh(BIN / "squeezeflow", "demo")
+def test_impossible_budget_fails_the_experiment_and_registers_nothing(demo_repo):
     before = _versions("digits-cnn-edge")
     alias_before = registry.alias_version("digits-cnn-edge", "candidate")
     sh("git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A")
@@ -145,8 +144,7 @@ def test_impossible_budget_fails_the_experiment_and_registers_nothing(pipeline_r
     assert runs[0].data.params["budgets.max_size_mb"] == "1e-06"
 
 
-def test_experiments_do_not_ship_unless_asked(pipeline_repo: Path):
-    sh(BIN / "squeezeflow", "demo")
+def test_experiments_do_not_ship_unless_asked(demo_repo):
     sh("git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "demo ran", "--allow-empty")
 
     tried = sh(BIN / "dvc", "exp", "run", "-n", "try-it", "-S", "promote.registered_model=digits-cnn-exp")

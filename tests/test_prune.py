@@ -13,7 +13,7 @@ from squeezeflow.steps import StepContext
 from squeezeflow.steps.cluster import ClusterConfig, cluster
 from squeezeflow.steps.finetune import FinetuneConfig, finetune
 from squeezeflow.steps.prune import PruneConfig, prune, schedule, sparsity
-from squeezeflow.torch import export, train
+from squeezeflow.torch import convert, train
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_structured_removes_channels_and_exports_faithfully(digits_cnn, ctx, imp
     assert result.model[-1].out_features == 10  # the classifier keeps its outputs
     x, _ = _eval(ctx.train.parent, 64)
     path = tmp_path / "pruned.onnx"
-    export.export_onnx(result.model, {"input": x}, path)  # checks ORT against torch
+    convert.export_onnx(result.model, {"input": x}, path)  # checks ORT against torch
     assert path.stat().st_size < 0.8 * sum(p.numel() for p in digits_cnn.parameters()) * 4
 
 
@@ -91,7 +91,7 @@ def test_torch_pruning_keeps_a_residual_network_consistent(ctx, tmp_path):
     assert pruned.stem[0].out_channels == pruned.body[3].out_channels < 16  # residual partners pruned together
     assert pruned.head.in_features == pruned.stem[0].out_channels + pruned.branch.out_channels
     path = tmp_path / "resnet.onnx"
-    export.export_onnx(pruned, {"input": x}, path)
+    convert.export_onnx(pruned, {"input": x}, path)
     with torch.no_grad():
         expected = pruned(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(sessions.run(sessions.session(path), {"input": x}), expected, rtol=1e-4, atol=1e-4)
@@ -171,7 +171,7 @@ def pt2_and_pickle(local_registry, digits_cnn, digits_dir, tmp_path, monkeypatch
         registry.register_torch(digits_cnn, f"cnn-{fmt}", example, alias="champion", serialization_format=fmt)
         folder = registry.download(registry.resolve(f"models:/cnn-{fmt}@champion"), tmp_path / fmt)
         monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true" if fmt == "pickle" else "")
-        loaded[fmt] = export.load_torch(folder)
+        loaded[fmt] = convert.load_torch(folder)
     return loaded
 
 
@@ -210,7 +210,7 @@ def test_pt2_and_pickle_prune_alike(pt2_and_pickle, ctx, digits_dir, tmp_path):
     # BatchNorm trains in both (batch statistics, running averages)
     assert _same_weights(tuned["pt2"], tuned["pickle"]) < 1e-5
     x, _ = _eval(digits_dir, 64)
-    export.export_onnx(tuned["pt2"], {"input": x}, tmp_path / "pt2.onnx")  # ORT checked against torch
+    convert.export_onnx(tuned["pt2"], {"input": x}, tmp_path / "pt2.onnx")  # ORT checked against torch
 
 
 def test_pt2_and_pickle_cluster_alike(pt2_and_pickle, ctx, tmp_path, digits_dir):
@@ -227,7 +227,7 @@ def test_pt2_and_pickle_cluster_alike(pt2_and_pickle, ctx, tmp_path, digits_dir)
         assert "note" not in result.stats  # every clustered layer is palettized: BatchNorm was folded first
         sizes[fmt] = result.model.stat().st_size
         outputs[fmt] = sessions.run(sessions.session(result.model), {"input": x})
-    export.export_onnx(pt2_and_pickle["pickle"], {"input": x}, tmp_path / "fp32.onnx")
+    convert.export_onnx(pt2_and_pickle["pickle"], {"input": x}, tmp_path / "fp32.onnx")
     fp32 = (tmp_path / "fp32.onnx").stat().st_size
     # what the pickled path reached; the pt2 one got 2.8x before
     assert fp32 / sizes["pt2"] >= 3.5 and fp32 / sizes["pickle"] >= 3.5

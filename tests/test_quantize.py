@@ -10,7 +10,7 @@ from onnx import numpy_helper
 from squeezeflow.onnx import modelfile, rewrites, sessions
 from squeezeflow.steps import StepContext
 from squeezeflow.steps.quantize import QuantizeConfig, quantize
-from squeezeflow.torch import export
+from squeezeflow.torch import convert
 
 
 def _ctx(tmp_path, digits_dir, name="w"):
@@ -95,7 +95,7 @@ def test_int4_packs_embeddings(tmp_path):
         "attention_mask": np.ones((32, 16), dtype=np.int64),
     }
     fp32 = tmp_path / "text.onnx"
-    export.export_onnx(model, inputs, fp32)
+    convert.export_onnx(model, inputs, fp32)
     plain = quantize(fp32, QuantizeConfig(mode="int4"), StepContext(workdir=tmp_path))
     (tmp_path / "e").mkdir()
     packed = quantize(fp32, QuantizeConfig(mode="int4", int4_embeddings=True), StepContext(workdir=tmp_path / "e"))
@@ -172,7 +172,7 @@ def fragile_onnx(digits_cnn, digits_dir, tmp_path_factory):
         first.bias[0] *= 1000.0
         last.weight[:, 0] /= 1000.0
     path = tmp_path_factory.mktemp("fragile") / "model.onnx"
-    export.export_onnx(model, {"input": np.load(digits_dir / "eval.npz")["input"][:16]}, path)
+    convert.export_onnx(model, {"input": np.load(digits_dir / "eval.npz")["input"][:16]}, path)
     return path
 
 

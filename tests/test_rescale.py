@@ -11,7 +11,7 @@ from squeezeflow.onnx import sessions
 from squeezeflow.quantization import calibration, equalization
 from squeezeflow.steps import StepContext
 from squeezeflow.steps.quantize import QuantizeConfig, quantize
-from squeezeflow.torch import export
+from squeezeflow.torch import convert
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def outlier_transformer(tmp_path_factory):
     }
     folder = tmp_path_factory.mktemp("outliers")
     path = folder / "model.onnx"
-    export.export_onnx(model, {k: v[:32] for k, v in inputs.items()}, path)
+    convert.export_onnx(model, {k: v[:32] for k, v in inputs.items()}, path)
     np.savez(folder / "calibration.npz", **inputs)
     return path, inputs, folder / "calibration.npz"
 

@@ -7,7 +7,7 @@ import yaml
 from squeezeflow.config import parse_recipes, step_params
 from squeezeflow.onnx import modelfile, sessions
 from squeezeflow.steps import StepContext, config_class, get_step, known_steps
-from squeezeflow.torch import export
+from squeezeflow.torch import convert
 
 
 @pytest.mark.parametrize("kind", known_steps())
@@ -50,7 +50,7 @@ def test_runs_on_tiny_model_and_exports_for_ort(kind, digits_onnx, digits_cnn, d
     result = get_step(config)(model, config, ctx)
     if not isinstance(result.model, type(digits_onnx)):
         result_path = tmp_path / "exported.onnx"
-        export.export_onnx(result.model, {"input": np.load(digits_dir / "eval.npz")["input"][:8]}, result_path)
+        convert.export_onnx(result.model, {"input": np.load(digits_dir / "eval.npz")["input"][:8]}, result_path)
         result = type(result)(result_path, result.stats)
     eval_set = np.load(digits_dir / "eval.npz")
     if result.model.suffix == ".pte":  # the executorch step's program runs on ExecuTorch, not ORT

@@ -22,7 +22,7 @@ from typing import Any
 from squeezeflow import registry
 from squeezeflow.config import safeyaml
 from squeezeflow.errors import ConfigError
-from squeezeflow.torch import export
+from squeezeflow.torch import convert
 
 IGNORED = ("data/", "artifacts/", "mlruns/", "mlflow.db", ".squeezeflow/")
 DVC_IGNORED = ("mlruns", "mlflow.db", ".squeezeflow")
@@ -169,7 +169,9 @@ def _torch_outputs(folder: Path, inputs: list[dict[str, Any]]) -> list[dict[str,
 
     if not inputs or any(-1 in i["shape"][1:] for i in inputs):
         return []
-    model = export.load_torch(folder)  # refuses what pull refuses (pickles without consent, paths outside the artifact)
+    model = convert.load_torch(
+        folder
+    )  # refuses what pull refuses (pickles without consent, paths outside the artifact)
     try:
         feed = [torch.from_numpy(np.zeros([2, *i["shape"][1:]], dtype=i["dtype"])) for i in inputs]
         with torch.no_grad():

@@ -15,7 +15,7 @@ from squeezeflow.errors import ConfigError, ModelError
 from squeezeflow.evaluate import compare, plotfiles, seal, size
 from squeezeflow.onnx import modelfile, sessions
 from squeezeflow.stages import BASELINE, CANDIDATES_DIR, METRICS_DIR, PLOTS_DIR, SOURCE_DIR
-from squeezeflow.torch import executorch, export
+from squeezeflow.torch import convert, executorch
 
 
 def evaluate(
@@ -156,7 +156,7 @@ def _source_program(params: Params, source_dir: Path, manifest: dict[str, Any], 
             "Register the PyTorch model (mlflow.pytorch), or remove the executorch target."
         )
     example = data.inputs_of(data.head(params.data.eval, "eval", 4))
-    executorch.lower(export.load_torch(source_dir / torch_dir), example, out)
+    executorch.lower(convert.load_torch(source_dir / torch_dir), example, out)
     return out
 
 

@@ -20,7 +20,7 @@ from squeezeflow.errors import ModelError
 from squeezeflow.onnx import modelfile, sessions
 from squeezeflow.registry import fast_lookup
 from squeezeflow.stages import REGISTERED_DIR, SOURCE_DIR
-from squeezeflow.torch import export
+from squeezeflow.torch import convert
 
 EXAMPLE_SAMPLES = 32
 
@@ -121,7 +121,7 @@ def fetch(ref: registry.ModelRef, out_dir: Path, eval_path: Path) -> dict[str, A
             artifact_sha256 = artifacts.model_digest(mlflow_dir / rel)
             shutil.rmtree(mlflow_dir)  # the ONNX file is all later stages need
         else:
-            export.export_onnx(export.load_torch(mlflow_dir), example, onnx_file)
+            convert.export_onnx(convert.load_torch(mlflow_dir), example, onnx_file)
             artifact_sha256 = _tree_digest(mlflow_dir / rel)
             files["torch"] = mlflow_dir.name
         sess = sessions.session(onnx_file)

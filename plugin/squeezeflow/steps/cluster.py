@@ -10,7 +10,7 @@ from pydantic import Field
 from squeezeflow.onnx import rewrites
 from squeezeflow.steps import MAX_BATCH, MAX_EPOCHS, StepConfig, StepContext, StepResult, register_step
 from squeezeflow.steps.finetune import training_data
-from squeezeflow.torch import export, rebuild, train
+from squeezeflow.torch import convert, rebuild, train
 
 FIT_SAMPLES = 100_000  # k-means is fitted on a seeded sample of a layer's weights, then assigns all
 
@@ -72,7 +72,7 @@ def cluster(model: Any, config: ClusterConfig, ctx: StepContext) -> StepResult:
             after_step=snap,
         )
     exported = Path(ctx.workdir) / "clustered.onnx"
-    export.export_onnx(model, {k: v[:32] for k, v in x.items()}, exported)
+    convert.export_onnx(model, {k: v[:32] for k, v in x.items()}, exported)
     out = Path(ctx.workdir) / "palettized.onnx"
     count = rewrites.palettize(exported, out, max_values=config.clusters, min_size=config.min_size)
     stats = {

@@ -20,7 +20,7 @@ from squeezeflow.errors import ConfigError, ModelError
 from squeezeflow.onnx import sessions
 from squeezeflow.steps import MAX_EPOCHS, StepContext, StepResult, register_step
 from squeezeflow.steps.finetune import EarlyStoppingConfig, training_data
-from squeezeflow.torch import architectures, export, train
+from squeezeflow.torch import architectures, convert, train
 
 if TYPE_CHECKING:
     import numpy as np
@@ -302,7 +302,7 @@ def _registered_student(ctx: StepContext, uri: str) -> Any:
         raise ModelError(
             f"step distill: student {uri} is registered as ONNX and cannot be trained. Register it with mlflow.pytorch."
         )
-    return export.load_torch(model_dir / torch_dir)
+    return convert.load_torch(model_dir / torch_dir)
 
 
 def shrink(

@@ -11,7 +11,7 @@ from pydantic import Field
 from squeezeflow.onnx import modelfile
 from squeezeflow.steps import StepContext, StepResult, register_step
 from squeezeflow.steps.finetune import TrainingConfig, training_data
-from squeezeflow.torch import export, train
+from squeezeflow.torch import convert, train
 
 
 class QatConfig(TrainingConfig):
@@ -79,7 +79,7 @@ def qat(model: Any, config: QatConfig, ctx: StepContext) -> StepResult:
     out = Path(ctx.workdir) / "qat.onnx"
     # torch simulates the integer arithmetic in float and ORT's integer kernels round differently
     # (logits differ by up to ~10% here): check that they predict the same classes
-    export.export_onnx(converted, {n: v[:256] for n, v in inputs.items()}, out, min_agreement=0.97)
+    convert.export_onnx(converted, {n: v[:256] for n, v in inputs.items()}, out, min_agreement=0.97)
     ops = modelfile.op_counts(out)
     samples = len(next(iter(inputs.values())))
     stats = {

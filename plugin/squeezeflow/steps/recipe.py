@@ -18,7 +18,7 @@ from squeezeflow.evaluate import promises
 from squeezeflow.onnx import modelfile
 from squeezeflow.registry import lineage
 from squeezeflow.steps import StepConfig, StepContext, get_step
-from squeezeflow.torch import executorch, export
+from squeezeflow.torch import convert, executorch
 
 
 def apply(
@@ -135,11 +135,11 @@ def _as_format(
                 f"{source['root']['name']}/{source['root']['version']} is registered as ONNX. "
                 "Register the PyTorch model (mlflow.pytorch) to use it."
             )
-        return export.load_torch(source_dir / torch_dir)
+        return convert.load_torch(source_dir / torch_dir)
     return current
 
 
 def _export(module: Any, params: Params, path: Path) -> Path:
     """Export a torch module produced by a step, with eval samples as the example (their shapes only)."""
-    export.export_onnx(module, data.inputs_of(data.head(params.data.eval, "eval", 32)), path)
+    convert.export_onnx(module, data.inputs_of(data.head(params.data.eval, "eval", 32)), path)
     return path
