@@ -192,7 +192,7 @@ def fallback_cost(work: Path, samples: int = 64) -> dict:
 
     from squeezeflow.onnx import rewrites
     from squeezeflow.quantization import sensitivity
-    from squeezeflow.steps.quantize import WEIGHT_OPS
+    from squeezeflow.steps.quantize.config import WEIGHT_OPS
 
     model = architectures.text_transformer(4000, 32, 2, dim=512, heads=8, layers=6, ff=2048).eval()
     rng = np.random.default_rng(0)

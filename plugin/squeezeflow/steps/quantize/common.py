@@ -1,0 +1,93 @@
+"""What every quantization mode shares: ORT's pre-processing, operator counts, the calibration data,
+the model's outputs as its task scores them."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from pathlib import Path
+
+from squeezeflow import data
+from squeezeflow.data.artifacts import side_file
+from squeezeflow.errors import ConfigError
+from squeezeflow.onnx import modelfile, sessions
+from squeezeflow.quantization import calibration
+from squeezeflow.steps import StepContext
+from squeezeflow.steps.quantize.config import INT_OPS
+
+
+def prepare(model: Path, workdir: Path) -> Path:
+    """ORT's pre-processing: symbolic shape inference repairs value_info the dynamo exporter leaves inconsistent.
+
+    A model with external data (a big one) gets symbolic shape inference alone: ORT's graph
+    optimization and ONNX shape inference passes keep earlier copies of the model alive while they
+    load theirs (3 copies at the peak, found with memray), and the quantizers infer shapes again anyway.
+    """
+
+    sessions.ort_tools_without_torch()
+    from onnxruntime.quantization import quant_pre_process
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
+    prepared = workdir / "prepared.onnx"
+    large = side_file(model).is_file()
+    external = (
+        dict(save_as_external_data=True, all_tensors_to_one_file=True, external_data_location=side_file(prepared).name)
+        if large
+        else {}
+    )
+    attempts = (
+        {"skip_optimization": large, "skip_onnx_shape": large},
+        {"skip_optimization": True},
+        # ORT's symbolic shape inference fails on some graphs (exported LSTMs): keep the optimizer,
+        # whose constant folding turns the exporter's sliced and concatenated weights back into initializers
+        {"skip_optimization": large, "skip_symbolic_shape": True},
+        {"skip_optimization": True, "skip_symbolic_shape": True},
+    )
+    for i, options in enumerate(attempts):
+        try:
+            quant_pre_process(str(model), str(prepared), **options, **external)
+            break
+        except Exception:
+            if i == len(attempts) - 1:
+                raise
+    gc.collect()  # symbolic shape inference leaves a copy of the model in a reference cycle (1x the model, memray)
+    return prepared
+
+
+def op_count(path: Path) -> dict[str, int]:
+
+    return {k: v for k, v in sorted(modelfile.op_counts(path).items()) if k in INT_OPS}
+
+
+def require_calibration(ctx: StepContext) -> None:
+
+    if ctx.calibration is None:
+        raise ConfigError(
+            "quantize needs calibration data here: set data.calibration in params.yaml (or use a "
+            "mode that needs none: dynamic, or int4 with int4_algorithm rtn, hqq or k_quant)."
+        )
+
+
+def calibration_data(ctx: StepContext, count: int | None = None, labels: bool = False) -> dict:
+    """A seeded subset of `count` calibration samples (all when None), labels included."""
+
+    require_calibration(ctx)
+    rows = None if count is None else calibration.pick(data.samples_in(ctx.calibration, "calibration"), count, ctx.seed)
+    # only the subset is read: memory does not grow with the file
+    arrays = data.load(ctx.calibration, "calibration", rows=rows)
+    if labels and data.LABELS not in arrays:
+        raise ConfigError(
+            f"{ctx.calibration}: quantize fallback measures accuracy and needs a `labels` array in "
+            "the calibration data."
+        )
+    return arrays
+
+
+def task_outputs(sess, inputs: dict, ctx: StepContext) -> dict:
+    """Every output over `inputs`, as the model gives it at the target's batch size (see sessions.scoring_batch)."""
+
+    return sessions.run_outputs(sess, inputs, sessions.scoring_batch(sess, inputs, ctx.batch_size))
+
+
+def first_output(outputs: dict):
+    return next(iter(outputs.values()))
