@@ -32,14 +32,14 @@ demo-zoo: $(STAMP)  ## the real pretrained EfficientNet-Lite1 on photo crops (pi
 	cd pipelines/efficientnet-lite1 && squeezeflow demo
 
 test: $(STAMP) chromium  ## the whole suite (real MLflow, DVC, ONNX Runtime, GX, PostgreSQL when it answers)
-	$(BIN)/python -m pytest -q -ra --durations=15 tests
+	$(BIN)/python -m pytest -q -ra --durations=25 tests
 
 chromium:  ## Debian's headless browser for the report's screenshot test (best effort: the test skips without it)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
 		|| echo "chromium not installed: the HTML report screenshot test will skip"; }
 
-test-fast: $(STAMP)  ## skip the end-to-end tests
+test-fast: $(STAMP)  ## the unit and integration tiers (no end-to-end tests)
 	$(BIN)/python -m pytest -q -ra -m "not e2e" tests
 
 zoo-extras: $(STAMP)  ## what the zoo pipelines need beyond the suite: resemblyzer, Debian's espeak-ng (speech) and DejaVu fonts (rendered text)

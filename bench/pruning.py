@@ -3,7 +3,7 @@
 Each variant is timed interleaved with its FP32 baseline in one process (batch 1, one thread).
 The demo model (digits-cnn) runs twice: as the trained module (what a pickled MLflow model loads
 as) and as `digits-cnn-pt2`, saved in MLflow's default pt2 format and loaded back as `pull` does
-(the exported graph rebuilt into layers by squeezeflow.torchgraph). Writes bench/results/pruning.json.
+(the exported graph rebuilt into layers by squeezeflow.torch.rebuild). Writes bench/results/pruning.json.
 
     python bench/pruning.py            # digits and MNIST CNNs
     python bench/pruning.py --smoke    # digits only, 1 epoch, few repeats

@@ -1,6 +1,6 @@
 """squeezeflow's INT8 against the dedicated toolkits (NNCF, Intel Neural Compressor, Olive), side by side.
 
-Per model (every zoo model of squeezeflow.pretrained and the trained pipelines: digits and MNIST
+Per model (every zoo model of squeezeflow.demo.pretrained and the trained pipelines: digits and MNIST
 CNNs, the tweets transformer): the FP32 ONNX model and its data; squeezeflow's quantize variants
 (static default, with bias correction, with GPTQ rounding and bias correction, with GPTQ and float MatMul outputs, with
 scope weighted, with SmoothQuant, dynamic, and `auto`,

@@ -1,5 +1,5 @@
 """The zoo's pretrained networks behave as their packages' models do (the architectures written
-out in squeezeflow.pretrained must load the published weights and read real inputs), and a pt2
+out in squeezeflow.demo.pretrained must load the published weights and read real inputs), and a pt2
 model with several outputs keeps every one of them through pull, a PyTorch step and evaluate."""
 
 from __future__ import annotations
