@@ -33,7 +33,8 @@ RECIPE = "int8-static"
 STAGES = {  # stage -> its command, and what it imports before it reads anything (the libraries row)
     "check-data": (
         ["check-data"],
-        "import numpy, pandas, onnxruntime, great_expectations, squeezeflow.data.contracts, squeezeflow.stages.check_data",
+        "import numpy, pandas, onnxruntime, great_expectations, squeezeflow.data.contracts, "
+        "squeezeflow.stages.check_data",
     ),
     "compress": (
         ["compress", RECIPE],
