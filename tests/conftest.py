@@ -323,6 +323,66 @@ def demo_repo(_demo_snapshot, monkeypatch) -> subprocess.CompletedProcess:
     return demo
 
 
+def snapshot(tmp_path_factory, name: str, build) -> Path:
+    """Build a pipeline folder once per session (`build(folder)` runs with that folder as the cwd and its
+    own sqlite registry) and return a pristine copy of it for `restore`.
+
+    The registry holds absolute paths into the folder it was built in, which stays for the session:
+    artifacts a test logs later land there, never in the copy."""
+    built = tmp_path_factory.mktemp(f"{name}-built")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(built)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{built / 'mlflow.db'}")
+        build(built)
+    copy = tmp_path_factory.mktemp(f"{name}-snapshot") / "folder"
+    shutil.copytree(built, copy, symlinks=True)
+    return copy
+
+
+def restore(copy: Path, into: Path) -> Path:
+    """The snapshot's files into `into` (a test's tmp_path), with new modification times, so neither git
+    nor DVC mistakes one for a file an earlier test changed."""
+    shutil.copytree(copy, into, symlinks=True, dirs_exist_ok=True, copy_function=shutil.copy)
+    return into
+
+
+def _registered_and_pulled(folder: Path, digits_onnx: Path, digits_dir: Path) -> None:
+    register_onnx(digits_onnx, "digits-cnn", alias="champion")
+    write_params(folder, digits_dir)
+    sh(BIN / "squeezeflow", "pull")
+
+
+@pytest.fixture(scope="session")
+def pulled_snapshot(tmp_path_factory, digits_onnx, digits_dir) -> Path:
+    """The digits ONNX model registered as digits-cnn@champion and pulled (`squeezeflow pull`), once."""
+    return snapshot(tmp_path_factory, "pulled", lambda f: _registered_and_pulled(f, digits_onnx, digits_dir))
+
+
+@pytest.fixture(scope="session")
+def compressed_snapshot(tmp_path_factory, digits_onnx, digits_dir) -> Path:
+    """pulled_snapshot plus `squeezeflow compress int8-static`, once."""
+
+    def build(folder):
+        _registered_and_pulled(folder, digits_onnx, digits_dir)
+        sh(BIN / "squeezeflow", "compress", "int8-static")
+
+    return snapshot(tmp_path_factory, "compressed", build)
+
+
+@pytest.fixture(scope="session")
+def evaluated_snapshot(tmp_path_factory, digits_onnx, digits_dir) -> Path:
+    """The digits model registered, pulled, compressed by every recipe of the repository's params and
+    evaluated with the baseline (stages.pipeline in process), once: what a gate or promotion test starts from."""
+
+    def build(folder):
+        from helpers import run_until_gate
+
+        register_onnx(digits_onnx, "digits-cnn", alias="champion")
+        run_until_gate(write_params(folder, digits_dir))
+
+    return snapshot(tmp_path_factory, "evaluated", build)
+
+
 def _pipeline_repo(repo: Path, digits_dir: Path) -> None:
     repo.mkdir()
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):

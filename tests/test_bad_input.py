@@ -5,18 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from conftest import BIN, error_line, register_onnx, sh, write_params
+from conftest import BIN, error_line, register_onnx, restore, sh, write_params
 from squeezeflow import registry
 
 
 @pytest.fixture
-def pulled(local_registry, digits_onnx, digits_dir, tmp_path):
-    """A registry with the digits model and a pulled + compressed pipeline folder in tmp_path."""
-    register_onnx(digits_onnx, "digits-cnn", alias="champion")
-    path = write_params(tmp_path, digits_dir)
-    sh(BIN / "squeezeflow", "pull")
-    sh(BIN / "squeezeflow", "compress", "int8-static")
-    return path
+def pulled(local_registry, compressed_snapshot, tmp_path):
+    """A registry with the digits model and a pulled + compressed pipeline folder in tmp_path (the cwd),
+    restored from one session snapshot."""
+    return restore(compressed_snapshot, tmp_path) / "params.yaml"
 
 
 def _eval_file(tmp_path, digits_dir, **change):

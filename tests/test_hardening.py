@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BIN, error_line, free_port, register_onnx, sh, write_params
+from conftest import BIN, error_line, free_port, register_onnx, restore, sh, write_params
 from squeezeflow import registry
 
 SQUEEZEFLOW = BIN / "squeezeflow"
@@ -520,11 +520,9 @@ def _npz_declaring(path: Path, shape: tuple, payload: bytes = b"\0" * 64, member
 
 
 @pytest.fixture
-def pulled_source(local_registry, digits_onnx, digits_dir, tmp_path):
-    register_onnx(digits_onnx, "digits-cnn", alias="champion")
-    write_params(tmp_path, digits_dir)
-    sh(SQUEEZEFLOW, "pull")
-    return tmp_path
+def pulled_source(local_registry, pulled_snapshot, tmp_path):
+    """The digits model registered and pulled in tmp_path (the cwd), restored from one session snapshot."""
+    return restore(pulled_snapshot, tmp_path)
 
 
 def _with_eval(tmp_path, digits_dir, path) -> None:

@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from conftest import register_onnx, sh, write_params
+from conftest import restore, sh
 from squeezeflow import registry
 from squeezeflow.config import load_params
 from squeezeflow.registry import gitstate, lineage
@@ -18,22 +18,20 @@ GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
 
 
 @pytest.fixture
-def gated_repo(local_registry, digits_onnx, digits_dir, tmp_path, monkeypatch):
-    """A committed git repository on main whose pipeline has run up to a passing gate."""
-    from helpers import run_until_gate
+def gated_repo(local_registry, evaluated_snapshot, tmp_path, monkeypatch):
+    """A committed git repository on main whose pipeline has run up to a passing gate (evaluated once
+    per session, restored here; only the params file and the ignore rules are committed)."""
     from squeezeflow.stages.gate import gate
 
     for name in ("GITHUB_REF_NAME", "GITHUB_SHA", gitstate.EXP_NAME, gitstate.EXP_BASELINE):
         monkeypatch.delenv(name, raising=False)
 
-    register_onnx(digits_onnx, "digits-cnn", alias="champion")
-    path = write_params(tmp_path, digits_dir)
+    path = restore(evaluated_snapshot, tmp_path) / "params.yaml"
     (tmp_path / ".gitignore").write_text("mlflow.db\nmlruns/\n")
     sh("git", "init", "-q", "-b", "main")
     sh(*GIT, "add", "params.yaml", ".gitignore")
     sh(*GIT, "commit", "-qm", "pipeline")
-    params = run_until_gate(path)
-    assert gate(params)["verdict"] == "pass"
+    assert gate(load_params(path))["verdict"] == "pass"
     return path
 
 

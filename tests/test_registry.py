@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BIN, error_line, register_onnx, sh, write_params
+from conftest import BIN, error_line, register_onnx, restore, sh, write_params
 from helpers import run_until_gate
 from squeezeflow import registry
 from squeezeflow.config import load_params
@@ -127,15 +127,15 @@ def test_unreachable_registry_exits_3(tmp_path, digits_dir, monkeypatch):
     assert "s3cret" not in proc.stderr and "***@127.0.0.1" in line
 
 
-def _promotable(local_registry, digits_onnx, digits_dir, tmp_path, **overrides):
-    register_onnx(digits_onnx, "digits-cnn", alias="champion")
-    path = write_params(tmp_path, digits_dir, **overrides)
-    params = run_until_gate(path)
-    return params
+def _promotable(evaluated_snapshot, digits_dir, tmp_path, **overrides):
+    """The session's evaluated pipeline restored into tmp_path; `overrides` change only what the gate and
+    promote read (budgets, promote), which evaluate's sealed metrics do not depend on."""
+    restore(evaluated_snapshot, tmp_path)
+    return load_params(write_params(tmp_path, digits_dir, **overrides))
 
 
-def test_promote_registers_once_with_lineage(local_registry, digits_onnx, digits_dir, tmp_path):
-    params = _promotable(local_registry, digits_onnx, digits_dir, tmp_path)
+def test_promote_registers_once_with_lineage(local_registry, evaluated_snapshot, digits_onnx, digits_dir, tmp_path):
+    params = _promotable(evaluated_snapshot, digits_dir, tmp_path)
     verdict = gate(params)
     first = promote(params)
     assert first["action"] == "register" and first["version"] == "1"
@@ -171,8 +171,10 @@ def test_promote_registers_once_with_lineage(local_registry, digits_onnx, digits
     assert chain == ["models:/digits-cnn-edge/1", "models:/digits-cnn/1"]
 
 
-def test_promote_moves_alias_back_without_new_version(local_registry, digits_onnx, digits_dir, tmp_path):
-    params = _promotable(local_registry, digits_onnx, digits_dir, tmp_path)
+def test_promote_moves_alias_back_without_new_version(
+    local_registry, evaluated_snapshot, digits_onnx, digits_dir, tmp_path
+):
+    params = _promotable(evaluated_snapshot, digits_dir, tmp_path)
     gate(params)
     promote(params)
     c = registry.client()
@@ -183,8 +185,8 @@ def test_promote_moves_alias_back_without_new_version(local_registry, digits_onn
     assert len(c.search_model_versions("name='digits-cnn-edge'")) == 2
 
 
-def test_dry_run_writes_nothing(local_registry, digits_onnx, digits_dir, tmp_path):
-    params = _promotable(local_registry, digits_onnx, digits_dir, tmp_path)
+def test_dry_run_writes_nothing(local_registry, evaluated_snapshot, digits_onnx, digits_dir, tmp_path):
+    params = _promotable(evaluated_snapshot, digits_dir, tmp_path)
     gate(params)
     result = promote(params, dry_run=True)
     assert result["action"] == "register" and result["dry_run"] and result["version"] is None
@@ -192,8 +194,10 @@ def test_dry_run_writes_nothing(local_registry, digits_onnx, digits_dir, tmp_pat
     assert registry.alias_version("digits-cnn-edge", "candidate") is None
 
 
-def test_failed_gate_registers_nothing_and_leaves_a_failed_run(local_registry, digits_onnx, digits_dir, tmp_path):
-    params = _promotable(local_registry, digits_onnx, digits_dir, tmp_path, budgets__max_size_mb=0.0001)
+def test_failed_gate_registers_nothing_and_leaves_a_failed_run(
+    local_registry, evaluated_snapshot, digits_onnx, digits_dir, tmp_path
+):
+    params = _promotable(evaluated_snapshot, digits_dir, tmp_path, budgets__max_size_mb=0.0001)
     with pytest.raises(GateFailedError, match="gate failed: no candidate met every budget; .* missed"):
         gate(params)
     verdict = json.loads(Path("reports/gate.json").read_text())
@@ -211,8 +215,10 @@ def test_failed_gate_registers_nothing_and_leaves_a_failed_run(local_registry, d
     assert [(r.info.run_name, r.info.status) for r in runs] == [("gate-failed", "FAILED")]
 
 
-def test_lineage_formats_descendants_and_onnx_file(local_registry, digits_onnx, digits_dir, tmp_path):
-    params = _promotable(local_registry, digits_onnx, digits_dir, tmp_path)
+def test_lineage_formats_descendants_and_onnx_file(
+    local_registry, evaluated_snapshot, digits_onnx, digits_dir, tmp_path
+):
+    params = _promotable(evaluated_snapshot, digits_dir, tmp_path)
     verdict = gate(params)
     promote(params)
     chain = json.loads(
