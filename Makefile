@@ -32,7 +32,7 @@ demo-zoo: $(STAMP)  ## the real pretrained EfficientNet-Lite1 on photo crops (pi
 	cd pipelines/efficientnet-lite1 && squeezeflow demo
 
 test: $(STAMP) chromium  ## the whole suite (real MLflow, DVC, ONNX Runtime, GX, PostgreSQL when it answers)
-	$(BIN)/python -m pytest -q -ra --durations=25 tests
+	$(BIN)/python -m pytest -q -ra --durations=25 -n 2 --dist loadfile tests
 
 chromium:  ## Debian's headless browser for the report's screenshot test (best effort: the test skips without it)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
@@ -40,7 +40,7 @@ chromium:  ## Debian's headless browser for the report's screenshot test (best e
 		|| echo "chromium not installed: the HTML report screenshot test will skip"; }
 
 test-fast: $(STAMP)  ## the unit and integration tiers (no end-to-end tests)
-	$(BIN)/python -m pytest -q -ra -m "not e2e" tests
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile -m "not e2e" tests
 
 zoo-extras: $(STAMP)  ## what the zoo pipelines need beyond the suite: resemblyzer, Debian's espeak-ng (speech) and DejaVu fonts (rendered text)
 	$(BIN)/python -m pip install -q -e '.[test,mnist,text,zoo,targets,ray,speech]'

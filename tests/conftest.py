@@ -293,33 +293,28 @@ def pipeline_repo(tmp_path, digits_dir, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def _demo_snapshot(tmp_path_factory, digits_dir) -> tuple[Path, Path, subprocess.CompletedProcess]:
-    """`squeezeflow demo` run once per session in a pipeline repository at a fixed path, and a copy of it."""
-    work = tmp_path_factory.getbasetemp() / "demo-workspace"
-    _pipeline_repo(work, digits_dir)
-    demo = sh(
-        BIN / "squeezeflow",
-        "demo",
-        cwd=work,
-        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"},
-    )
-    snapshot = tmp_path_factory.mktemp("demo-snapshot") / "repo"
-    shutil.copytree(work, snapshot, symlinks=True)
-    return work, snapshot, demo
+def _demo_snapshot(tmp_path_factory, digits_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    """`squeezeflow demo` run once per session in a pipeline repository; a copy of it, and the demo's output."""
+    out = {}
+
+    def build(folder):
+        repo = folder / "repo"
+        _pipeline_repo(repo, digits_dir)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
+        out["demo"] = sh(BIN / "squeezeflow", "demo", cwd=repo, env=env)
+
+    return snapshot(tmp_path_factory, "demo", build), out["demo"]
 
 
 @pytest.fixture
-def demo_repo(_demo_snapshot, monkeypatch) -> subprocess.CompletedProcess:
-    """A pipeline repository after `squeezeflow demo` (the cwd), restored from the session's snapshot at the
-    path it ran in (the registry holds absolute artifact paths); returns the demo's output.
-
-    Files are copied with new modification times, so neither git nor DVC mistakes one for the file a
-    test before changed."""
-    work, snapshot, demo = _demo_snapshot
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(snapshot, work, symlinks=True, copy_function=shutil.copy)
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+def demo_repo(_demo_snapshot, tmp_path, monkeypatch) -> subprocess.CompletedProcess:
+    """A pipeline repository after `squeezeflow demo` (the cwd), restored into tmp_path from the session's
+    snapshot; returns the demo's output. (A fixed path would not do: an MLflow client in this process
+    keeps its sqlite connection to the file a previous test had.)"""
+    copy, demo = _demo_snapshot
+    repo = restore(copy, tmp_path) / "repo"
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
     return demo
 
 
