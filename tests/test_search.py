@@ -2,6 +2,7 @@
 compress/evaluate/gate.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import yaml
 from conftest import BIN, error_line, register_onnx, sh, write_params
 from squeezeflow import registry
 from squeezeflow.config import load_params
+from squeezeflow.search.study import WORKER
 from squeezeflow.stages.compress import compress
 from squeezeflow.stages.evaluate import evaluate
 from squeezeflow.stages.gate import gate
@@ -91,12 +93,27 @@ def test_search_finds_the_known_best_recipe_and_the_gate_judges_it(local_registr
 
 
 def _study_trials(db: Path):
+    """The trials (number, state) of the study a running search writes, read-only: opening the file as an
+    Optuna storage would create its tables, racing the search that is creating them. A trial is RUNNING
+    here once its worker is recorded, before that WAITING."""
+    import sqlite3
+    from types import SimpleNamespace
+
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = f"sqlite:///{db}"
-    names = optuna.get_all_study_names(url) if db.is_file() else []
-    return optuna.load_study(study_name=names[0], storage=url).get_trials(deepcopy=False) if names else []
+    if not db.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            # a trial counts as running once its worker is recorded: what a resumed search goes by
+            rows = conn.execute(
+                "SELECT number, CASE WHEN state = 'RUNNING' AND trial_id NOT IN (SELECT trial_id FROM "
+                "trial_user_attributes WHERE key = ?) THEN 'WAITING' ELSE state END FROM trials",
+                (WORKER,),
+            ).fetchall()
+    except sqlite3.OperationalError:  # the tables are not there yet, or the file is locked mid-write
+        return []
+    return [SimpleNamespace(number=n, state=optuna.trial.TrialState[state]) for n, state in rows]
 
 
 def test_a_search_killed_mid_trial_resumes_without_repeating_a_trial(local_registry, digits_onnx, digits_dir, tmp_path):

@@ -21,7 +21,7 @@ from typing import Any
 
 from squeezeflow import registry
 from squeezeflow.config import safeyaml
-from squeezeflow.errors import ConfigError
+from squeezeflow.errors import ConfigError, SqueezeflowError
 from squeezeflow.torch import convert
 
 IGNORED = ("data/", "artifacts/", "mlruns/", "mlflow.db", ".squeezeflow/")
@@ -63,6 +63,8 @@ def dvc_yaml_for(folder: Path) -> str:
     """The dvc.yaml that `folder`'s params.yaml calls for: the search template with `search:`, the
     targets one with `targets:`, the release pipeline otherwise."""
     params = safeyaml.load_file(folder / "params.yaml", ConfigError)
+    if not isinstance(params, dict):
+        raise ConfigError(f"{folder / 'params.yaml'}: must be a mapping with keys source, data, recipes, promote.")
     return template("search" if "search" in params else "targets" if "targets" in params else None)
 
 
@@ -291,5 +293,9 @@ if __name__ == "__main__":  # make pipelines: the repository's own pipelines, fr
     import sys
 
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-    for path in refresh([root, *sorted(p.parent for p in (root / "pipelines").glob("*/params.yaml"))]):
-        print(f"rewrote {path}")
+    try:
+        for path in refresh([root, *sorted(p.parent for p in (root / "pipelines").glob("*/params.yaml"))]):
+            print(f"rewrote {path}")
+    except SqueezeflowError as e:
+        print(f"squeezeflow: error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
