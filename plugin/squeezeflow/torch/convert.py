@@ -65,9 +65,11 @@ def load_torch(model_dir: str | Path) -> Any:
         pt2check.check_archive(data_dir / PT2_FILE, f"If you trust the model, set {envvars.ALLOW_CODE}=true.")
     import mlflow.pytorch
 
-    before = os.environ.get(envvars.ALLOW_PICKLE)
-    if not allowed:
-        os.environ[envvars.ALLOW_PICKLE] = "false"  # MLflow's own switch (its default is true), off while it loads
+    # MLflow reads both switches itself: 3.18 unpickles only when both are true, and refuses a value that is not a
+    # boolean (an empty one included). While it loads, both say what the user consented to.
+    switches = dict.fromkeys((envvars.ALLOW_PICKLE, envvars.ALLOW_CODE), "true" if allowed else "false")
+    before = {name: os.environ.get(name) for name in switches}
+    os.environ.update(switches)
     try:
         model = mlflow.pytorch.load_model(str(model_dir), map_location="cpu")
     except Exception as e:
@@ -78,10 +80,11 @@ def load_torch(model_dir: str | Path) -> Any:
             ) from None
         raise ModelError(f"{model_dir}: cannot load the PyTorch model ({first_line(e)}).") from None
     finally:
-        if before is None:
-            os.environ.pop(envvars.ALLOW_PICKLE, None)
-        else:
-            os.environ[envvars.ALLOW_PICKLE] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
     # pt2: real Conv/Linear/BatchNorm layers again, so every step treats it like the pickled module
     model = rebuild.with_modules(model)
