@@ -72,6 +72,8 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     """The one `squeezeflow: error:` line of a failed command (there must be exactly one)."""
     lines = [line for line in proc.stderr.splitlines() if line.startswith("squeezeflow: error:")]
     assert len(lines) == 1, proc.stderr[-3000:]
+    if proc.returncode != 4:  # a refusal or a failed gate is the line itself: only a squeezeflow bug offers a traceback
+        assert "SQUEEZEFLOW_DEBUG" not in proc.stderr, proc.stderr[-3000:]
     return lines[0]
 
 

@@ -316,8 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     except SqueezeflowError as e:
         if envvars.flag(envvars.DEBUG):
             raise
-        print(f"squeezeflow: error: {e}", file=sys.stderr)
-        print(f"(set {envvars.DEBUG}=1 for the traceback)", file=sys.stderr)
+        print(f"squeezeflow: error: {e}", file=sys.stderr)  # the line says it all: no traceback to offer
         return e.exit_code
     except KeyboardInterrupt:
         return 130

@@ -114,29 +114,73 @@ def external_data(model: onnx.ModelProto, path: str | Path) -> dict[str, int]:
     return declared
 
 
-def op_counts(path: str | Path) -> Counter:
-    """How many nodes of each operator type the graph has."""
+def graphs(graph: onnx.GraphProto):
+    """`graph` and every subgraph of its control-flow nodes (If branches, Loop and Scan bodies), depth first."""
     import onnx
 
-    return Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from graphs(attr.g)
+            for sub in attr.graphs:
+                yield from graphs(sub)
+
+
+def has_subgraphs(model: onnx.ModelProto) -> bool:
+    return any(True for i, _ in enumerate(graphs(model.graph)) if i)
+
+
+def op_counts(path: str | Path) -> Counter:
+    """How many nodes of each operator type the graph has, subgraphs included."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return Counter(node.op_type for graph in graphs(model.graph) for node in graph.node)
+
+
+# inputs that hold quantization parameters (scales, zero points), not weights
+_QUANT_PARAMS = {
+    "QuantizeLinear": (1, 2),
+    "DequantizeLinear": (1, 2),
+    "MatMulInteger": (2, 3),
+    "ConvInteger": (2, 3),
+    "QLinearConv": (1, 2, 4, 5, 6, 7),
+    "QLinearMatMul": (1, 2, 4, 5, 6, 7),
+    "DynamicQuantizeMatMul": (2, 3),
+    "MatMulNBits": (2, 3),
+    "GatherBlockQuantized": (2, 3),
+}
 
 
 def weight_stats(path: str | Path) -> dict[str, Any]:
-    """Parameter count and sparsity (fraction of exact zeros) over initializers of rank >= 2 and biases."""
+    """Parameter count and sparsity (fraction of exact zeros) over the weights of every graph, subgraphs included:
+    initializers and Constant nodes of rank >= 1 that are not integer (shapes) and have 2 elements or more, less the
+    quantization scales and zero points (a quantized model has as many parameters as its float source).
+    """
     import numpy as np
     import onnx
     from onnx import numpy_helper
 
     total = zeros = 0
-    for init in onnx.load(str(path), load_external_data=False).graph.initializer:
-        if init.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) or not init.dims:
-            continue  # shapes and scalars (scales, zero points) are not weights
-        arr = numpy_helper.to_array(init, base_dir=str(Path(path).parent))  # external data: one tensor at a time
-        init.ClearField("raw_data")
-        if arr.size < 2:
-            continue
-        total += arr.size
-        zeros += int(np.count_nonzero(arr == 0))
+    model = onnx.load(str(path), load_external_data=False)
+    for graph in graphs(model.graph):
+        constants = [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+        quant = {n.input[i] for n in graph.node for i in _QUANT_PARAMS.get(n.op_type, ()) if i < len(n.input)}
+        # ORT's dynamic quantizer names a weight's scale and zero point after it and multiplies by the scale (Mul)
+        quantized = {t.name.removesuffix("_quantized") for t in graph.initializer if t.name.endswith("_quantized")}
+        quant |= {f"{w}_{kind}" for w in quantized for kind in ("scale", "zero_point")}
+        for init in [*graph.initializer, *constants]:
+            if init.name in quant:
+                continue
+            if init.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) or not init.dims:
+                continue  # shapes and scalars (scales, zero points) are not weights
+            arr = numpy_helper.to_array(init, base_dir=str(Path(path).parent))  # external data: one tensor at a time
+            init.ClearField("raw_data")
+            if arr.size < 2:
+                continue
+            total += arr.size
+            zeros += int(np.count_nonzero(arr == 0))
     return {"params": total, "sparsity": round(zeros / total, 6) if total else 0.0}
 
 
@@ -155,7 +199,8 @@ def set_metadata(path: str | Path, props: dict[str, str]) -> None:
 
 def is_large(model: onnx.ModelProto) -> bool:
     """Whether the model's weights are too big to keep inside the .onnx file."""
-    return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer) > envvars.external_data_bytes()
+    weights = (t for graph in graphs(model.graph) for t in graph.initializer)
+    return sum(len(t.raw_data) or t.ByteSize() for t in weights) > envvars.external_data_bytes()
 
 
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:

@@ -158,17 +158,25 @@ def palettize(src: Path, dst: Path, max_values: int = 256, min_size: int = 1024)
 
 
 def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Reorder the main graph's nodes so each comes after the producers of its inputs (in place; stable otherwise).
+    """Reorder the nodes of every graph so each comes after the producers of its inputs (in place; stable otherwise).
 
     onnxruntime's float16 converter appends the Casts of kept float32 inputs at the end, which ORT
-    runs but the ONNX checker refuses.
+    runs but the ONNX checker refuses. A control-flow node also waits for the outer-scope names its
+    subgraphs read (an If whose branches use a value computed later in the graph is as unsorted).
     """
-    graph = model.graph
-    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
+    _toposort(model.graph, set())
+    return model
+
+
+def _toposort(graph: onnx.GraphProto, outer: set[str]) -> None:
+    scope = outer | {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []  # protobuf wraps a node anew on each access: one list, stable ids
+    produced = {o for n in pending for o in n.output}
+    needs = {id(n): set(n.input) | (_outer_names(n) & produced) for n in pending}
+    known = set(scope)
     while pending:
-        ready = [n for n in pending if all(i in known for i in n.input)]
-        if not ready:  # a cycle or an outer-scope name: leave the rest in their order
+        ready = [n for n in pending if needs[id(n)] <= known]
+        if not ready:  # a cycle or a name no graph defines: leave the rest in their order
             ordered += pending
             break
         for n in ready:
@@ -178,4 +186,52 @@ def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
         pending = [n for n in pending if id(n) not in taken]
     del graph.node[:]
     graph.node.extend(ordered)
-    return model
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            _toposort(sub, scope | produced)
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    import onnx
+
+    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH] + [
+        g for a in node.attribute for g in a.graphs
+    ]
+
+
+def _outer_names(node: onnx.NodeProto) -> set[str]:
+    """The names a node's subgraphs read from outside themselves."""
+    names: set[str] = set()
+    for sub in _subgraphs(node):
+        local = (
+            {i.name for i in sub.input} | {t.name for t in sub.initializer} | {o for n in sub.node for o in n.output}
+        )
+        for n in sub.node:
+            names |= (set(n.input) | _outer_names(n)) - local
+        names |= {o.name for o in sub.output} - local
+    return names
+
+
+def lift_constants(model: onnx.ModelProto) -> int:
+    """Turn the Constant nodes of subgraphs into initializers of their graph (in place); returns how many.
+
+    Exporters put the weights of If branches and Loop bodies in Constant nodes, and ORT's quantizers
+    quantize only weights that are initializers.
+    """
+    count = 0
+    for i, graph in enumerate(modelfile.graphs(model.graph)):
+        if i == 0:
+            continue
+        keep = []
+        for node in graph.node:
+            value = [a for a in node.attribute if a.name == "value"]
+            if node.op_type == "Constant" and len(node.attribute) == 1 and value and value[0].t.dims:
+                tensor = copy.deepcopy(value[0].t)
+                tensor.name = node.output[0]
+                graph.initializer.append(tensor)
+                count += 1
+            else:
+                keep.append(node)
+        del graph.node[:]
+        graph.node.extend(keep)
+    return count

@@ -69,6 +69,9 @@ def correct(
 
     fmodel, qmodel = onnx.load(str(fp32)), onnx.load(str(quantized))
     layers = correctable(fmodel, qmodel)
+    if not layers:  # no Conv/Gemm with an INT8 bias (MatMuls only, or layers inside If/Loop bodies)
+        modelfile.save_onnx(qmodel, out)
+        return {"layers": 0, "mean_channel_drift": 0.0}
     reference = channel_stats.statistics(
         fmodel, {f: axis for _, _, f, _, _, axis in layers}, batches(), "mean", threads
     )

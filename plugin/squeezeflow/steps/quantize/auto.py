@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from squeezeflow import data
+from squeezeflow.errors import ModelError
 from squeezeflow.evaluate import latency, tasks
 from squeezeflow.evaluate.classification import agreement
 from squeezeflow.onnx import modelfile, sessions
@@ -25,24 +26,29 @@ def quantize_auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: Step
     ops = modelfile.op_counts(prepared)
     prior = "static" if ops.get("Conv", 0) >= ops.get("MatMul", 0) + ops.get("Gemm", 0) else "dynamic"
     modes = ["dynamic", "static"] if ctx.calibration is not None else ["dynamic"]
-    tried = {}
+    tried, skipped = {}, {}
+
+    def variant(name: str, update: dict, mode: str) -> None:
+        try:
+            tried[name] = quantize_int8(prepared, config.model_copy(update=update), ctx, mode, name)
+        except ModelError as e:  # it quantized nothing (all weights inside If/Loop bodies, for static)
+            skipped[name] = str(e)
+
     for mode in modes:
         for per_channel in (True, False):
-            variant = config.model_copy(update={"per_channel": per_channel, "scope": "all"})
-            name = f"{mode}-{'per-channel' if per_channel else 'per-tensor'}"
-            tried[name] = quantize_int8(prepared, variant, ctx, mode, name)
+            variant(
+                f"{mode}-{'per-channel' if per_channel else 'per-tensor'}",
+                {"per_channel": per_channel, "scope": "all"},
+                mode,
+            )
     # attention's MatMuls, masks and residual Adds left float: what keeps static INT8 on transformers
     if "static" in modes:
-        tried["static-weighted"] = quantize_int8(
-            prepared,
-            config.model_copy(update={"per_channel": True, "scope": "weighted"}),
-            ctx,
-            "static",
-            "static-weighted",
-        )
+        variant("static-weighted", {"per_channel": True, "scope": "weighted"}, "static")
         # the accuracy-preserving options for the model's kind, where not set already
         for name, update in accuracy_variants(config, prior, ops.get("MatMul", 0) > 0).items():
-            tried[name] = quantize_int8(prepared, config.model_copy(update=update), ctx, "static", name)
+            variant(name, update, "static")
+    if not tried:
+        raise ModelError(f"quantize (auto): no INT8 variant quantized anything ({next(iter(skipped.values()))})")
     opened = {"fp32": sessions.session(model, ctx.threads, ctx.providers)}
     opened.update({k: sessions.session(r.model, ctx.threads, ctx.providers) for k, r in tried.items()})
     changed = {}
@@ -70,6 +76,7 @@ def quantize_auto(model: Path, prepared: Path, config: QuantizeConfig, ctx: Step
         else "mean absolute difference to FP32's outputs over their mean magnitude (worst output)",
         "changed_vs_fp32": {k: round(v, 5) for k, v in changed.items()},
         "rejected_for_accuracy": sorted(set(tried) - set(eligible)),
+        **({"quantized_nothing": sorted(skipped)} if skipped else {}),
         "p50_ms": {k: round(v, 5) for k, v in p50.items()},
         "speedup_vs_fp32": {k: round(p50["fp32"] / p50[k], 3) for k in eligible},
     }

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from squeezeflow import data
 from squeezeflow.data.artifacts import side_file
-from squeezeflow.errors import ConfigError
-from squeezeflow.onnx import modelfile, sessions
+from squeezeflow.errors import ConfigError, ModelError
+from squeezeflow.onnx import modelfile, rewrites, sessions
 from squeezeflow.quantization import calibration
 from squeezeflow.steps import StepContext
-from squeezeflow.steps.quantize.config import INT_OPS
+from squeezeflow.steps.quantize.config import INT_OPS, WEIGHT_OPS
 
 
 def prepare(model: Path, workdir: Path) -> Path:
@@ -51,7 +51,39 @@ def prepare(model: Path, workdir: Path) -> Path:
             if i == len(attempts) - 1:
                 raise
     gc.collect()  # symbolic shape inference leaves a copy of the model in a reference cycle (1x the model, memray)
+    if not large:
+        import onnx
+
+        graph = onnx.load(str(prepared))
+        if modelfile.has_subgraphs(graph) and rewrites.lift_constants(graph):  # If/Loop weights ORT can quantize
+            modelfile.save_onnx(graph, prepared)
     return prepared
+
+
+def nothing_quantized(path: Path, config, mode: str) -> ModelError:
+    """Why a quantize step quantized no operator, as the failure of its recipe."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    wanted = set(config.op_types or WEIGHT_OPS)
+    main = [n.op_type for n in model.graph.node if n.op_type in wanted]
+    inner = [n.op_type for g in list(modelfile.graphs(model.graph))[1:] for n in g.node if n.op_type in wanted]
+    if main:
+        why = (
+            f"its {len(main)} {'/'.join(sorted(set(main)))} node(s) were all excluded or take no constant weight "
+            "(scope, op_types, fallback)"
+        )
+    elif inner and mode == "dynamic":
+        kinds = "/".join(sorted(set(inner)))
+        why = f"its {len(inner)} {kinds} node(s) inside If/Loop/Scan subgraphs take no constant weight"
+    elif inner:
+        why = (
+            f"its {len(inner)} {'/'.join(sorted(set(inner)))} node(s) are all inside If/Loop/Scan subgraphs, which "
+            f"ONNX Runtime's {mode} quantizer keeps in float; use mode: dynamic"
+        )
+    else:
+        why = f"it has no {', '.join(sorted(wanted))} node to quantize (op_types selects which)"
+    return ModelError(f"quantize ({mode}) quantized no operator: {why}.")
 
 
 def op_count(path: Path) -> dict[str, int]:

@@ -16,6 +16,7 @@ from squeezeflow.steps import StepContext, StepResult
 from squeezeflow.steps.quantize.common import (
     calibration_data,
     first_output,
+    nothing_quantized,
     op_count,
     require_calibration,
     task_outputs,
@@ -39,6 +40,8 @@ def int8_quantizer(
     weighted = rewrites.weighted(skeleton, tuple(config.op_types or WEIGHT_OPS)) if config.scope == "weighted" else None
     float_outputs = mode == "static" and config.matmul_outputs == "float"
     bias_adds = tuple(rewrites.bias_adds(skeleton)) if float_outputs else ()
+    # ORT's dynamic quantizer walks If/Loop/Scan bodies when asked; its QDQ quantizer keeps them float
+    subgraphs = {"EnableSubgraph": True} if mode == "dynamic" and modelfile.has_subgraphs(skeleton) else {}
     del skeleton
     if mode == "static":
         require_calibration(ctx)
@@ -68,7 +71,13 @@ def int8_quantizer(
             nodes_to_quantize=list(only or weighted or []) or None,
         )
         if mode == "dynamic":
-            quantize_dynamic(str(prepared), str(out), use_external_data_format=side_file(prepared).is_file(), **common)
+            quantize_dynamic(
+                str(prepared),
+                str(out),
+                use_external_data_format=side_file(prepared).is_file(),
+                extra_options=subgraphs,
+                **common,
+            )
         else:
             quantize_static(
                 str(prepared),
@@ -96,6 +105,8 @@ def quantize_int8(
     stats.update(rescaled)
     run, samples = int8_quantizer(prepared, config, ctx, mode, name)
     out = run()
+    if not op_count(out):
+        raise nothing_quantized(prepared, config, mode)
     if mode == "static":
         stats.update(calibration=config.calibration, calibration_samples=samples)
     if config.fallback:

@@ -1,0 +1,130 @@
+"""Models with control flow (If branches whose weights are Constant nodes, as exporters write them, like
+Silero VAD's): quantize walks the subgraphs where ONNX Runtime can, keeps them float where it cannot,
+never writes an invalid graph, and a step that quantizes nothing fails naming why."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from squeezeflow.errors import ModelError
+from squeezeflow.onnx import modelfile, rewrites, sessions
+from squeezeflow.steps import StepContext
+from squeezeflow.steps.quantize import QuantizeConfig, quantize
+
+RNG = np.random.default_rng(0)
+W_THEN, W_ELSE = (RNG.normal(size=(16, 12)).astype(np.float32) for _ in range(2))
+W_MAIN = RNG.normal(size=(12, 4)).astype(np.float32)
+
+
+def _branch(name: str, weight: np.ndarray) -> onnx.GraphProto:
+    """A branch that reads `x` from the outer scope and multiplies it by a Constant-node weight."""
+    return helper.make_graph(
+        [
+            helper.make_node("Constant", [], [f"{name}_w"], value=numpy_helper.from_array(weight, f"{name}_w")),
+            helper.make_node("MatMul", ["x", f"{name}_w"], [f"{name}_mm"]),
+            helper.make_node("Relu", [f"{name}_mm"], [f"{name}_out"]),
+        ],
+        name,
+        [],
+        [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)],
+    )
+
+
+def _model(path, main_matmul: bool = True) -> np.ndarray:
+    """x [N, 16] -> If(mean(x) > 0) -> [N, 12] (-> MatMul with an initializer -> [N, 4]); returns an input batch."""
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["mean"], keepdims=0),
+        helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.float32(0), "zero")),
+        helper.make_node("Greater", ["mean", "zero"], ["cond"]),
+        helper.make_node(
+            "If", ["cond"], ["hidden"], then_branch=_branch("then", W_THEN), else_branch=_branch("else", W_ELSE)
+        ),
+    ]
+    inits, out = [], "hidden"
+    if main_matmul:
+        nodes.append(helper.make_node("MatMul", ["hidden", "w_main"], ["logits"]))
+        inits, out = [numpy_helper.from_array(W_MAIN, "w_main")], "logits"
+    graph = helper.make_graph(
+        nodes,
+        "control_flow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 4 if main_matmul else 12])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return RNG.normal(size=(64, 16)).astype(np.float32) + 0.3
+
+
+def _valid_and_close(source, candidate, x, tolerance) -> None:
+    onnx.checker.check_model(onnx.load(str(candidate)), full_check=True)
+    expected = sessions.session(source).run(None, {"x": x})[0]
+    got = sessions.session(candidate).run(None, {"x": x})[0]
+    assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
+
+
+def test_dynamic_quantizes_inside_if_branches_and_the_graph_stays_valid(tmp_path):
+    source = tmp_path / "cf.onnx"
+    x = _model(source)
+    result = quantize(source, QuantizeConfig(mode="dynamic"), StepContext(workdir=tmp_path))
+    # both branches' MatMuls and the main one: ORT's default skips the branches (1 MatMulInteger)
+    assert result.stats["quantized_ops"]["MatMulInteger"] == 3
+    _valid_and_close(source, result.model, x, 0.05)
+    # the branches' Constant weights count as parameters, before and after: the count does not grow
+    before, after = modelfile.weight_stats(source), modelfile.weight_stats(result.model)
+    assert before["params"] == W_THEN.size + W_ELSE.size + W_MAIN.size
+    assert after["params"] <= before["params"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"weight_rounding": "gptq"}, {"bias_correction": True}, {"smoothquant": 0.5}, {"mode": "auto"}],
+    ids=["static", "gptq", "bias_correction", "smoothquant", "auto"],
+)
+def test_static_keeps_the_branches_float_and_writes_a_valid_graph(tmp_path, options):
+    source = tmp_path / "cf.onnx"
+    x = _model(source)
+    np.savez(tmp_path / "calibration.npz", x=x)
+    ctx = StepContext(workdir=tmp_path, calibration=tmp_path / "calibration.npz")
+    result = quantize(source, QuantizeConfig(**options), ctx)
+    if options.get("mode") == "auto":  # every variant quantized something; the fastest faithful one (or FP32) is kept
+        assert {"static-per-channel", "dynamic-per-channel"} <= set(result.stats["changed_vs_fp32"])
+        _valid_and_close(source, result.model, x, 0.05)
+        return
+    assert result.stats["quantized_ops"]["QuantizeLinear"] >= 1
+    model = onnx.load(str(result.model))
+    inner = [n.op_type for g in list(modelfile.graphs(model.graph))[1:] for n in g.node]
+    assert "MatMul" in inner and "QuantizeLinear" not in inner
+    _valid_and_close(source, result.model, x, 0.05)
+
+
+@pytest.mark.parametrize(
+    "mode, words",
+    [("static", ("inside If/Loop/Scan subgraphs", "mode: dynamic")), ("dynamic", ("no Conv node", "op_types"))],
+)
+def test_a_quantize_step_that_quantizes_nothing_fails_naming_why(tmp_path, mode, words):
+    source = tmp_path / "cf.onnx"
+    x = _model(source, main_matmul=False)
+    np.savez(tmp_path / "calibration.npz", x=x)
+    # static: every weight is in a branch; dynamic: op_types asks for Conv only
+    config = QuantizeConfig(mode=mode, op_types=None if mode == "static" else ["Conv"])
+    with pytest.raises(ModelError, match="quantized no operator") as caught:
+        quantize(source, config, StepContext(workdir=tmp_path, calibration=tmp_path / "calibration.npz"))
+    assert all(w in str(caught.value) for w in words), caught.value
+
+
+def test_toposort_waits_for_the_outer_names_a_branch_reads(tmp_path):
+    source = tmp_path / "cf.onnx"
+    _model(source, main_matmul=False)
+    model = onnx.load(str(source))
+    # the branches read `x`; make them read `scaled`, produced by a node placed after the If
+    for graph in list(modelfile.graphs(model.graph))[1:]:
+        for node in graph.node:
+            node.input[:] = ["scaled" if i == "x" else i for i in node.input]
+    model.graph.node.append(helper.make_node("Identity", ["x"], ["scaled"]))
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(model, full_check=True)
+    onnx.checker.check_model(rewrites.toposort(model), full_check=True)
+    assert [n.op_type for n in model.graph.node].index("Identity") < [n.op_type for n in model.graph.node].index("If")
