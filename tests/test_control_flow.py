@@ -128,3 +128,51 @@ def test_toposort_waits_for_the_outer_names_a_branch_reads(tmp_path):
         onnx.checker.check_model(model, full_check=True)
     onnx.checker.check_model(rewrites.toposort(model), full_check=True)
     assert [n.op_type for n in model.graph.node].index("Identity") < [n.op_type for n in model.graph.node].index("If")
+
+
+def _opset12_conv(path) -> np.ndarray:
+    """A Conv + Relu graph at opset 12 (PP-OCRv4's recognizer ships at 12), and a calibration batch."""
+    w = RNG.normal(size=(8, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["y"], ["z"])],
+        "opset12",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8, 8, 8])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return RNG.normal(size=(32, 3, 8, 8)).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_per_channel_int8_upgrades_an_opset_12_model_and_says_so(tmp_path, mode):
+    source = tmp_path / "old.onnx"
+    x = _opset12_conv(source)
+    np.savez(tmp_path / "calibration.npz", x=x)
+    ctx = StepContext(workdir=tmp_path, calibration=tmp_path / "calibration.npz")
+    result = quantize(source, QuantizeConfig(mode=mode), ctx)
+    assert result.stats["opset_upgraded"] == "12 -> 13"
+    modelfile.load_onnx(result.model)  # the checker refused DequantizeLinear's axis at opset 12
+    _valid_and_close(source, result.model, x, 0.1)
+    # per-tensor needs no upgrade, and gets none
+    (tmp_path / "t").mkdir()
+    ctx = StepContext(workdir=tmp_path / "t", calibration=tmp_path / "calibration.npz")
+    plain = quantize(source, QuantizeConfig(mode=mode, per_channel=False), ctx)
+    assert "opset_upgraded" not in plain.stats
+
+
+def test_an_invalid_graph_is_not_told_to_retry(tmp_path):
+    """A deterministic failure (the checker refuses the graph) offers no `dvc repro --force`; a damaged file does."""
+    bad = tmp_path / "bad.onnx"
+    _opset12_conv(bad)
+    model = onnx.load(str(bad))
+    model.graph.node[0].input[1] = "missing"
+    onnx.save(model, str(bad))
+    with pytest.raises(ModelError) as invalid:
+        modelfile.load_onnx(bad)
+    assert "not a valid ONNX model" in str(invalid.value) and "--force" not in str(invalid.value)
+    bad.write_bytes(b"\x08\x07garbage" * 100)
+    with pytest.raises(ModelError, match="damaged on disk"):
+        modelfile.load_onnx(bad)

@@ -32,11 +32,8 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     external_data(model, path)  # before anything reads the weights
     try:
         onnx.checker.check_model(str(path))  # by path: works for models over 2 GB (external data)
-    except Exception as e:  # ValidationError...
-        raise ModelError(
-            f"{path}: not a valid ONNX model ({first_line(e)}). Re-create it with `dvc repro --force` "
-            "of the stage that wrote it."
-        ) from None
+    except Exception as e:  # ValidationError...: the graph is wrong, and writing it again gives the same graph
+        raise ModelError(f"{path}: not a valid ONNX model ({first_line(e)}).") from None
     return model
 
 
@@ -46,10 +43,10 @@ def _read(path: Path) -> onnx.ModelProto:
 
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError, OSError...
+    except Exception as e:  # onnx raises DecodeError, OSError...: the file is damaged, which writing it again may fix
         raise ModelError(
-            f"{path}: not a valid ONNX model ({first_line(e)}). Re-create it with `dvc repro --force` "
-            "of the stage that wrote it."
+            f"{path}: not a valid ONNX model: the file does not parse ({first_line(e)}). If it was damaged on disk, "
+            "re-create it with `dvc repro --force` of the stage that wrote it."
         ) from None
     return model
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from squeezeflow.steps import StepContext, StepResult, register_step
 from squeezeflow.steps.quantize.auto import quantize_auto
-from squeezeflow.steps.quantize.common import prepare
+from squeezeflow.steps.quantize.common import prepare, upgrade_opset
 from squeezeflow.steps.quantize.config import QuantizeConfig, check_int8_options
 from squeezeflow.steps.quantize.fp16 import quantize_fp16
 from squeezeflow.steps.quantize.int4 import quantize_int4
@@ -28,6 +28,11 @@ def quantize(model: Path, config: QuantizeConfig, ctx: StepContext) -> StepResul
     if config.mode == "int4":  # needs no shape inference: the model is read once and written once
         return quantize_int4(model, config, ctx)
     prepared = prepare(model, ctx.workdir)
+    upgraded = upgrade_opset(prepared) if config.mode == "auto" or (config.per_channel and config.mode != "fp16") else None
     if config.mode == "auto":
-        return quantize_auto(model, prepared, config, ctx)
-    return {"fp16": quantize_fp16}.get(config.mode, quantize_int8)(prepared, config, ctx)
+        result = quantize_auto(model, prepared, config, ctx)
+    else:
+        result = {"fp16": quantize_fp16}.get(config.mode, quantize_int8)(prepared, config, ctx)
+    if upgraded:
+        result.stats["opset_upgraded"] = upgraded
+    return result

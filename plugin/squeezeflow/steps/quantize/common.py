@@ -60,6 +60,42 @@ def prepare(model: Path, workdir: Path) -> Path:
     return prepared
 
 
+PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) came with opset 13
+
+
+def opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def upgrade_opset(prepared: Path, version: int = PER_CHANNEL_OPSET) -> str | None:
+    """Convert `prepared` to opset `version` in place when it is older (ONNX's version converter); returns
+    "OLD -> NEW" for the manifest, or None when nothing changed.
+
+    Raises:
+        ModelError: the converter cannot convert this graph; the message names the fixes.
+    """
+    import onnx
+    from onnx import version_converter
+
+    old = opset(prepared)
+    if not old or old >= version:
+        return None
+    try:
+        model = version_converter.convert_version(onnx.load(str(prepared)), version)
+        onnx.checker.check_model(model)
+    except Exception as e:  # noqa: BLE001 - the converter raises RuntimeError, ValidationError, IndexError...
+        raise ModelError(
+            f"the model is at opset {old} and per-channel INT8 needs opset {version}, but ONNX's version converter "
+            f"cannot convert it ({modelfile.first_line(e)}): re-export the model at opset {version} or newer, or set "
+            "per_channel: false."
+        ) from None
+    modelfile.save_onnx(model, prepared)
+    return f"{old} -> {version}"
+
+
 def nothing_quantized(path: Path, config, mode: str) -> ModelError:
     """Why a quantize step quantized no operator, as the failure of its recipe."""
     import onnx
