@@ -176,3 +176,24 @@ def test_an_invalid_graph_is_not_told_to_retry(tmp_path):
     bad.write_bytes(b"\x08\x07garbage" * 100)
     with pytest.raises(ModelError, match="damaged on disk"):
         modelfile.load_onnx(bad)
+
+
+def test_a_file_that_shrank_from_cleanup_alone_is_still_a_no_op(tmp_path, digits_onnx):
+    """The no-op check reads what the steps say they did: a cluster step that palettized no layer warns even when the
+    file is 1.5x smaller (Silero's graph cleanup shrank it 1.51x while nothing was quantized)."""
+    from squeezeflow.evaluate import promises
+    from squeezeflow.steps.cluster import ClusterConfig
+
+    smaller = tmp_path / "smaller.onnx"
+    model = onnx.load(str(digits_onnx))
+    biggest = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    biggest.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(biggest).astype(np.float16), biggest.name))
+    onnx.save(model, str(smaller))
+    assert smaller.stat().st_size < 0.8 * digits_onnx.stat().st_size
+    idle = {"layers_clustered": 0, "layers_palettized": 0}
+    (warning,) = promises.warnings([ClusterConfig()], [idle], digits_onnx, smaller)
+    assert warning.startswith("cluster changed no layer")
+    assert (
+        promises.warnings([ClusterConfig()], [{"layers_clustered": 3, "layers_palettized": 3}], digits_onnx, smaller)
+        == []
+    )

@@ -23,7 +23,10 @@ def warnings(configs: list[Any], stats: list[dict[str, Any]], source: Path, cand
     out = []
     if "size" in promises:
         ratio = size.file_bytes(source) / size.file_bytes(candidate)
-        if ratio < 1 + MIN_GAIN:
+        idle = _idle([c.kind for c in configs], stats)
+        if idle:  # what the steps say they did, not the file: graph cleanup alone can shrink it
+            out.append(f"{' and '.join(idle)} changed no layer ({ratio:.2f}x smaller from graph cleanup alone){cause}")
+        elif ratio < 1 + MIN_GAIN:
             out.append(
                 f"the file is {'larger than' if ratio < 0.99 else 'about as large as'} the source's "
                 f"({ratio:.2f}x smaller){cause}"
@@ -35,6 +38,16 @@ def warnings(configs: list[Any], stats: list[dict[str, Any]], source: Path, cand
             f"only {after['sparsity']:.1%} of its weights are zero (the source: {before['sparsity']:.1%}){cause}"
         )
     return out
+
+
+def _idle(kinds: list[str], stats: list[dict[str, Any]]) -> list[str]:
+    """The steps whose own statistics say they changed nothing: no op quantized, no layer palettized."""
+    idle = []
+    for kind, st in zip(kinds, stats):
+        ops = st.get("quantized_ops")
+        if (isinstance(ops, dict) and not sum(ops.values())) or st.get("layers_palettized", 1) == 0:
+            idle.append(kind)
+    return idle
 
 
 def slower(manifest: dict[str, Any], metrics: dict[str, Any]) -> str | None:

@@ -28,7 +28,8 @@ def quantize(model: Path, config: QuantizeConfig, ctx: StepContext) -> StepResul
     if config.mode == "int4":  # needs no shape inference: the model is read once and written once
         return quantize_int4(model, config, ctx)
     prepared = prepare(model, ctx.workdir)
-    upgraded = upgrade_opset(prepared) if config.mode == "auto" or (config.per_channel and config.mode != "fp16") else None
+    per_channel = config.mode == "auto" or (config.per_channel and config.mode != "fp16")
+    upgraded = upgrade_opset(prepared) if per_channel else None
     if config.mode == "auto":
         result = quantize_auto(model, prepared, config, ctx)
     else:
