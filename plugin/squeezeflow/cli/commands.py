@@ -162,6 +162,9 @@ def _run(args: argparse.Namespace) -> int:
     from squeezeflow.config import load_params
 
     params = load_params(args.params)
+    from squeezeflow import data
+
+    data.use_layout(params.data.inputs)  # every stage feeds the model as data.inputs says
     if args.command == "webhook":
         return _webhook(args, params)
     if args.command == "pull":

@@ -75,6 +75,35 @@ class Source(_Model):
     )
 
 
+class InputLayout(_Model):
+    """How one model input is fed when it is not a batch-first array: recurrent state batched on another axis, or a
+    constant (a sample rate, a flag) that is not in the data files."""
+
+    batch_axis: int = Field(
+        0,
+        ge=0,
+        le=7,
+        description="The input's sample axis as the model takes it (Silero VAD's state [2, N, 128]: 1). The data files "
+        "still store the samples first ([N, 2, 128]); every stage moves the axis when it feeds the model.",
+    )
+    value: bool | int | float | list | None = Field(
+        None,
+        description="A constant fed on every run, in every stage (Silero VAD's sr: 16000). The input is then not in "
+        "the data files.",
+    )
+    dtype: Literal["float32", "float64", "int64", "int32", "bool"] | None = Field(
+        None, description="value: its dtype (default: int64 for integers, float32 for floats, bool for booleans)."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> InputLayout:
+        if self.value is not None and self.batch_axis:
+            raise ValueError("an input is either a constant (value) or batched on an axis (batch_axis), not both")
+        if self.dtype and self.value is None:
+            raise ValueError("dtype is the dtype of a constant: set value too, or remove dtype")
+        return self
+
+
 class Data(_Model):
     task: Literal["classification", "regression", "embedding", "generic"] = Field(
         "classification",
@@ -89,6 +118,11 @@ class Data(_Model):
     )
     calibration: Path | None = Field(None, description="npz of representative inputs for static quantization.")
     train: Path | None = Field(None, description="npz of training inputs (and labels) for steps that train.")
+    inputs: dict[str, InputLayout] = Field(
+        {},
+        description="Per model input that is not a batch-first array in the data files: its batch_axis, or a "
+        "constant value (`{state: {batch_axis: 1}, sr: {value: 16000}}`). `squeezeflow init` writes it.",
+    )
     classes: int | None = Field(
         None,
         ge=2,

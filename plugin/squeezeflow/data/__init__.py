@@ -29,6 +29,63 @@ _NP_DTYPES = {
 }
 
 
+# data.inputs of params.yaml: input name -> {"batch_axis": k} or {"value": v, "dtype": d}; set once per command
+_LAYOUT: dict[str, dict] = {}
+
+
+def use_layout(inputs: dict | None) -> None:
+    """Feed every model the way params.yaml's `data.inputs` says (the CLI calls this once it has read params)."""
+    _LAYOUT.clear()
+    for name, spec in (inputs or {}).items():
+        spec = spec.model_dump() if hasattr(spec, "model_dump") else dict(spec)
+        if spec.get("value") is not None or spec.get("batch_axis"):
+            _LAYOUT[name] = spec
+
+
+def constants() -> dict[str, np.ndarray]:
+    """The constant inputs params.yaml declares, as arrays."""
+    import numpy as np
+
+    out = {}
+    for name, spec in _LAYOUT.items():
+        if spec.get("value") is not None:
+            value = spec["value"]
+            kind = np.asarray(value).dtype
+            default = "bool" if kind == np.bool_ else "int64" if np.issubdtype(kind, np.integer) else "float32"
+            out[name] = np.asarray(value, dtype=spec.get("dtype") or default)
+    return out
+
+
+def batch_axes() -> dict[str, int]:
+    """Inputs the model takes batched on an axis other than the first: name -> axis."""
+    return {name: spec["batch_axis"] for name, spec in _LAYOUT.items() if spec.get("batch_axis")}
+
+
+def feed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A batch of sample-first arrays as the model takes them: batch axes moved, constants added."""
+    import numpy as np
+
+    if not _LAYOUT:
+        return batch
+    axes = batch_axes()
+    out = {k: np.ascontiguousarray(np.moveaxis(v, 0, axes[k])) if k in axes else v for k, v in batch.items()}
+    return {**out, **constants()}
+
+
+def from_model(value: np.ndarray, fed: dict[str, np.ndarray], samples: int) -> np.ndarray:
+    """An output of the model, sample axis first: the axis of a batch-axis input of the same shape (recurrent state
+    out, like state in), else the first axis when it holds the batch, else the one axis that does."""
+    import numpy as np
+
+    for k, axis in batch_axes().items():
+        if k in fed and fed[k].shape == value.shape:
+            return np.moveaxis(value, axis, 0)
+    if value.ndim == 0 or value.shape[0] == samples:
+        return value
+    holding = [a for a, d in enumerate(value.shape) if d == samples]
+    return np.moveaxis(value, holding[0], 0) if len(holding) == 1 else value
+
+
 def load(path: str | Path, role: str, rows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """The arrays of an npz file (all samples, or only `rows`), read after their headers are checked.
 
@@ -59,7 +116,16 @@ def load(path: str | Path, role: str, rows: Sequence[int] | None = None) -> dict
         raise DataError(f"{path}: holds no input arrays (only {sorted(arrays)}). Save one array per model input.")
     scalar = [k for k, v in arrays.items() if v.ndim == 0]
     if scalar:
-        raise DataError(f"{path}: array {scalar[0]!r} is a scalar; every array needs a first axis of samples.")
+        raise DataError(
+            f"{path}: array {scalar[0]!r} is a scalar; every array needs a first axis of samples. A constant input "
+            f"goes in params.yaml instead (data.inputs: {{{scalar[0]}: {{value: ...}}}}), not in the data files."
+        )
+    fixed = [k for k in arrays if k in constants()]
+    if fixed:
+        raise DataError(
+            f"{path}: array {fixed[0]!r} is a constant in params.yaml (data.inputs.{fixed[0]}.value); remove it from "
+            "the file, or remove the value from params.yaml."
+        )
     lengths = {k: len(v) for k, v in arrays.items()}
     if len(set(lengths.values())) > 1:
         raise DataError(
@@ -263,6 +329,45 @@ def inputs_of(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v for k, v in arrays.items() if k != LABELS}
 
 
+def as_stored(specs: Sequence) -> list:
+    """The model's inputs (`InferenceSession.get_inputs()`) as the data files hold them: constants left out, a
+    batch-axis input's shape with its sample axis first. Idempotent.
+
+    Raises:
+        DataError: params.yaml's data.inputs names an input the model lacks, or an axis it does not have.
+    """
+    from types import SimpleNamespace
+
+    if all(getattr(s, "stored", False) for s in specs):
+        return list(specs)
+    names = [s.name for s in specs]
+    unknown = [n for n in _LAYOUT if n not in names]
+    if unknown:
+        raise DataError(
+            f"params.yaml: data.inputs names {unknown[0]!r}, which is not a model input (inputs: {names}). "
+            "Name the model's inputs."
+        )
+    out, fixed, axes = [], constants(), batch_axes()
+    for spec in specs:
+        if spec.name in fixed:
+            continue
+        shape, axis = list(spec.shape), axes.get(spec.name, 0)
+        if axis and axis >= len(shape):
+            raise DataError(
+                f"params.yaml: data.inputs.{spec.name}.batch_axis is {axis}, but the input has {len(shape)} axes "
+                f"{shape}. Name one of its axes."
+            )
+        out.append(
+            SimpleNamespace(
+                name=spec.name,
+                type=spec.type,
+                shape=[shape[axis], *shape[:axis], *shape[axis + 1 :]] if shape else shape,
+                stored=True,
+            )
+        )
+    return out
+
+
 def check_inputs(arrays: dict[str, np.ndarray], specs: Sequence, path: str | Path, samples: int | None = None) -> None:
     """Fail unless the arrays match the ONNX model's inputs by name, rank, fixed dims and dtype.
 
@@ -272,6 +377,7 @@ def check_inputs(arrays: dict[str, np.ndarray], specs: Sequence, path: str | Pat
         path: the file, for the message.
         samples: the file's sample count, for the message, when `arrays` are its first rows.
     """
+    specs = as_stored(specs)
     names = [s.name for s in specs]
     missing = [n for n in names if n not in arrays]
     if missing:

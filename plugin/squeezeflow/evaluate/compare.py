@@ -67,7 +67,7 @@ def compare(
     metrics = {**quality, "scoring_batch_size": scoring[name]}
     times: dict[str, Any] = {}
     if timing:
-        feed = next(data.batches(probe, target.batch_size))
+        feed = data.feed(next(data.batches(probe, target.batch_size)))
         times, measured = latency.measure_until(
             runners, feed, reference, target.warmup, target.repeats, target.ci_width, target.max_seconds
         )

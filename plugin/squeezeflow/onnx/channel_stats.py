@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
+from squeezeflow import data
 from squeezeflow.onnx import rewrites, sessions
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def statistics(
     total: dict[str, np.ndarray] = {}
     count: dict[str, int] = {}
     for batch in batches:
-        for name, value in zip(names, sess.run(names, batch)):
+        for name, value in zip(names, sess.run(names, data.feed(batch))):
             axis = axes[name] % value.ndim
             others = tuple(d for d in range(value.ndim) if d != axis)
             if kind == "absmax":

@@ -86,10 +86,11 @@ def run_batches(sess: onnxruntime.InferenceSession, batches: Iterable[dict[str, 
 
     parts: list[list[np.ndarray]] = []
     for batch in batches:
-        outs = sess.run(None, batch)
+        fed = data.feed(batch)  # params.yaml's data.inputs: batch axes moved, constants added
+        outs = sess.run(None, fed)
         parts = parts or [[] for _ in outs]
         for i, out in enumerate(outs):
-            parts[i].append(np.asarray(out))
+            parts[i].append(data.from_model(np.asarray(out), fed, data.samples(batch)))
     # anything with ONNX Runtime's run() will do (the benches time PyTorch through the same call)
     names = (
         [o.name for o in sess.get_outputs()]

@@ -46,7 +46,7 @@ def reader(inputs: dict[str, np.ndarray], batch: int) -> Any:
             if self.start >= data.samples(inputs):
                 return None
             self.start += batch
-            return {k: v[self.start - batch : self.start] for k, v in data.inputs_of(inputs).items()}
+            return data.feed({k: v[self.start - batch : self.start] for k, v in data.inputs_of(inputs).items()})
 
     return Reader()
 
@@ -131,12 +131,12 @@ def ranges(
 def _outputs(sess: Any, feeds: Iterator[dict[str, np.ndarray]], names: list[str]) -> Iterator[dict[str, np.ndarray]]:
     """The calibrated tensors of each batch, flattened (one batch in memory at a time)."""
     for feed in feeds:
-        yield {n: v.reshape(-1) for n, v in zip(names, sess.run(names, feed))}
+        yield {n: v.reshape(-1) for n, v in zip(names, sess.run(names, data.feed(feed)))}
 
 
 def _batch_size(sess: Any, batches: Callable[[int], Iterator[dict]], names: list[str], batch_bytes: int) -> int:
     """Samples per batch so that one batch of calibrated tensors takes about `batch_bytes`."""
-    fixed = sess.get_inputs()[0].shape[0]
+    fixed = data.as_stored(sess.get_inputs())[0].shape[0]
     if isinstance(fixed, int):  # a model exported with a fixed batch takes only that
         return fixed
     first = next(_outputs(sess, batches(1), names))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from squeezeflow import data
 from squeezeflow.errors import DataError
 from squeezeflow.onnx import modelfile, rewrites, sessions
 from squeezeflow.quantization.calibration import progress
@@ -203,7 +204,7 @@ def apply(
     rows: dict[str, int] = {}
     seen = 0
     for batch in progress(batches, samples, per_batch, "GPTQ statistics"):
-        values = dict(zip(names, sess.run(names, batch)))
+        values = dict(zip(names, sess.run(names, data.feed(batch))))
         for layer in found:
             for i, sample in enumerate(values[layer.float_input]):
                 cols = columns(sample[None], layer, float_weights[layer.float_weight].shape, POSITIONS, seen + i)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from squeezeflow import data
 from squeezeflow.onnx import rewrites, sessions
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def layer_errors(
     del model, qmodel
     err, ref = dict.fromkeys(found, 0.0), dict.fromkeys(found, 0.0)
     for batch in batches:
-        values = dict(zip(wanted, fp32_sess.run(wanted, batch)))
+        values = dict(zip(wanted, fp32_sess.run(wanted, data.feed(batch))))
         for name, sess in alone.items():
             inputs, out, _ = found[name]
             y = values[out].astype(np.float64)

@@ -27,7 +27,7 @@ def check_data(params: Params, source_dir: Path = SOURCE_DIR, reports_dir: Path 
 
     artifacts.read_manifest(source_dir)
     sess = sessions.session(artifacts.model_path(source_dir))
-    specs = sess.get_inputs()
+    specs = data.as_stored(sess.get_inputs())  # params.yaml's data.inputs: constants are not in the files
     eval_arrays = data.head(params.data.eval, "eval", PROBE_ROWS)
     runnable = all(s.name in eval_arrays for s in specs)  # if not, the first contract says which array is missing
     classes = 0

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
+from squeezeflow import data
 from squeezeflow.config import Params
 from squeezeflow.errors import ConfigError
 from squeezeflow.stages import BASELINE
@@ -60,6 +61,7 @@ def run(
     wanted = [
         s for s in STAGES[: STAGES.index(until) + 1] if s not in skip and (s != "search" or params.search is not None)
     ]
+    data.use_layout(params.data.inputs)
     out: dict[str, Any] = {}
     for stage in wanted:
         if stage == "pull":

@@ -131,11 +131,13 @@ def timing_feed(sess, ctx: StepContext) -> dict:
     import numpy as np
 
     if ctx.calibration is not None:
-        return next(data.batches(data.head(ctx.calibration, "calibration", ctx.batch_size), ctx.batch_size))
+        return data.feed(next(data.batches(data.head(ctx.calibration, "calibration", ctx.batch_size), ctx.batch_size)))
     kinds = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
-    return {
-        i.name: np.zeros(
-            [ctx.batch_size] + [d if isinstance(d, int) else 1 for d in i.shape[1:]], kinds.get(i.type, np.float32)
-        )
-        for i in sess.get_inputs()
-    }
+    return data.feed(
+        {
+            i.name: np.zeros(
+                [ctx.batch_size] + [d if isinstance(d, int) else 1 for d in i.shape[1:]], kinds.get(i.type, np.float32)
+            )
+            for i in data.as_stored(sess.get_inputs())
+        }
+    )
