@@ -193,6 +193,21 @@ def test_experiments_do_not_ship_unless_asked(demo_repo):
         "recipes.int8-static",
     } <= set(header) and len(header) < 20, header
 
+    # a dry-run experiment, applied and committed, ships on the next `dvc repro`: promote runs again (its git state
+    # changed), nothing else does; once shipped, a repro leaves it alone and a rerun says it skips
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    sh(*git, "commit", "-qam", "after the experiments", "--allow-empty")
+    later = sh(BIN / "dvc", "exp", "run", "-n", "later", "-S", "promote.registered_model=digits-cnn-later")
+    assert "promote: dry run" in later.stdout and _versions("digits-cnn-later") == []
+    sh(BIN / "dvc", "exp", "apply", "later")
+    sh(*git, "commit", "-qam", "apply the experiment")
+    applied = sh(BIN / "dvc", "repro")
+    assert _ran(applied) == {"pull", "promote"}, applied.stdout[-3000:]
+    assert "promote: registered models:/digits-cnn-later/1" in applied.stdout and _versions("digits-cnn-later") == ["1"]
+    sh(*git, "commit", "-qam", "shipped", "--allow-empty")
+    assert _ran(sh(BIN / "dvc", "repro")) == {"pull"}
+    assert "already promoted" in sh(BIN / "squeezeflow", "promote").stdout
+
 
 def test_a_failing_recipe_is_a_row_and_the_others_still_ship(pipeline_repo: Path, digits_onnx):
     """Structured pruning needs a PyTorch model and the source is ONNX: that recipe fails, the gate judges the other."""

@@ -247,3 +247,23 @@ def test_cluster_needs_no_labels_without_centroid_finetuning(digits_cnn, digits_
         StepContext(workdir=work, train=tmp_path / "unlabelled.npz"),
     )
     assert result.stats["layers_palettized"] >= 3
+
+
+def test_structured_prunes_a_model_of_conv1d_layers_and_names_what_it_cannot(tmp_path):
+    """Six plain nn.Conv1d layers (an audio model's stack) were refused as if their weights were computed in the
+    graph; a model with no prunable layer is refused naming the layers it has."""
+    from squeezeflow.errors import ModelError
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4, 32)).astype(np.float32)
+    np.savez(tmp_path / "train.npz", input=x, labels=rng.integers(0, 3, 64))
+    ctx = StepContext(workdir=tmp_path, train=tmp_path / "train.npz")
+    layers = [torch.nn.Conv1d(4 if i == 0 else 16, 16, 3, padding=1) for i in range(6)]
+    stack = [m for conv in layers for m in (conv, torch.nn.ReLU())]
+    model = torch.nn.Sequential(*stack, torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    result = prune(model.eval(), PruneConfig(method="structured", amount=0.5), ctx)
+    assert result.stats["params_after"] < 0.6 * result.stats["params_before"]
+    assert result.model(torch.from_numpy(x[:2])).shape == (2, 3)
+    norm = torch.nn.Sequential(torch.nn.LayerNorm(32)).eval()
+    with pytest.raises(ModelError, match="has none \\(its layers with weights: LayerNorm\\)"):
+        prune(norm, PruneConfig(method="structured", amount=0.5), ctx)

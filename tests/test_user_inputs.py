@@ -71,7 +71,7 @@ def test_each_stage_feeds_the_declared_batch_axis_and_constant(tmp_path):
     x, state = _files(tmp_path)
     sess = sessions.session(tmp_path / "m.onnx")
     arrays = data.load(tmp_path / "eval.npz", "eval")
-    with pytest.raises(DataError, match="no array named 'sr'"):  # without data.inputs, sr must be in the file
+    with pytest.raises(DataError, match=r"'sr' is a scalar.*data.inputs: \{sr: \{value"):  # not data: a constant
         data.check_inputs(arrays, sess.get_inputs(), "eval.npz")
     data.use_layout(LAYOUT)
     data.check_inputs(arrays, sess.get_inputs(), "eval.npz")
@@ -143,3 +143,44 @@ def test_a_stateful_model_runs_from_pull_to_a_verdict(local_registry, tmp_path):
     )
     proc = sh(BIN / "squeezeflow", "check-data", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "'sr'" in error_line(proc)
+
+
+def test_init_names_each_axis_and_writes_the_layout_of_a_stateful_model():
+    import yaml
+
+    from squeezeflow.cli import scaffold
+    from squeezeflow.config import Data
+
+    def io(name, shape, params=None, dtype="float32"):
+        return {"name": name, "shape": shape, "axes": scaffold.axis_names(shape, params), "dtype": dtype}
+
+    vad = {
+        "name": "vad",
+        "flavor": "onnx",
+        "inputs": [io("input", [-1, -1]), io("state", [2, -1, 128]), io("sr", [], dtype="int64")],
+        "outputs": [io("output", [-1, 1]), io("stateN", [-1, -1, -1])],
+    }
+    text = scaffold.params_text("models:/vad@champion", vad)
+    written = yaml.safe_load(text)["data"]
+    assert written["inputs"] == {"state": {"batch_axis": 1}, "sr": {"value": None}}
+    assert '"state" "float32" [N, 2, 128]' in text and "the model takes [2, N, 128]" in text
+    Data.model_validate({**written, "eval": "e.npz"})  # what init writes is valid params
+    # no recipe of an ONNX source trains: dvc.yaml's train dependency is the calibration file, not a missing one
+    assert written["train"] == written["calibration"]
+    image = io("x", [-1, 3, -1, -1], ["batch", "", "height", "width"])
+    assert image["axes"] == ["N", 3, "height", "width"]
+    assert scaffold.axis_names([-1, 3, -1, -1]) == ["N", 3, "D2", "D3"]
+
+
+def test_an_embedding_with_unit_axes_is_scored_as_vectors():
+    """openWakeWord's speech embedding is [N, 1, 1, 96]: scored as [N, 96] vectors, not refused."""
+    from squeezeflow.errors import ModelError
+    from squeezeflow.evaluate import tasks
+
+    base = RNG.normal(size=(40, 1, 1, 96)).astype(np.float32)
+    cand = base + RNG.normal(scale=0.05, size=base.shape).astype(np.float32)
+    tasks.check_outputs({"emb": base}, 40, "embedding", "m.onnx")
+    metrics, _ = tasks.score("embedding", {"emb": base}, {"emb": cand}, None)
+    assert 0.99 < metrics["cosine"] < 1.0
+    with pytest.raises(ModelError, match="task embedding needs"):  # a real second axis is still no vector
+        tasks.check_outputs({"emb": RNG.normal(size=(40, 2, 1, 96))}, 40, "embedding", "m.onnx")

@@ -155,13 +155,34 @@ def _onnx_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
     def describe(value: Any) -> dict[str, Any]:
         t = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
         return {
             "name": value.name,
-            "shape": [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim],
+            "shape": shape,
+            "axes": axis_names(shape, [d.dim_param for d in t.shape.dim]),
             "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
         }
 
     return [describe(v) for v in graph.input if v.name not in known], [describe(v) for v in graph.output]
+
+
+def axis_names(shape: list[int], params: list[str] | None = None) -> list[int | str]:
+    """Each axis as the hint shows it: its size, N for the sample axis (the first symbolic one), and the exporter's
+    name of another symbolic axis, else D1, D2, ... (`[N, 3, H, W]`, never `[N, 3, N, N]`)."""
+    params = params or [""] * len(shape)
+    batch = batch_axis(shape)
+    names: list[int | str] = []
+    for i, (size, name) in enumerate(zip(shape, params)):
+        clean = "".join(c for c in name if c.isalnum() or c == "_")[:16]
+        names.append(size if size > 0 else "N" if i == batch else clean if clean and clean != "N" else f"D{i}")
+    return names
+
+
+def batch_axis(shape: list[int]) -> int:
+    """The sample axis guessed from a shape: the first, unless it is fixed and a later one is not (state [2, N, 128])."""
+    if shape and shape[0] > 0:
+        return next((i for i, d in enumerate(shape) if d <= 0), 0)
+    return 0
 
 
 def _torch_outputs(folder: Path, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -205,15 +226,45 @@ def params_text(uri: str, model: dict[str, Any] | None, search: bool = False) ->
     """A commented params.yaml for `model` (or a skeleton without one)."""
     task = guess_task(model)
     name = model["name"] if model else "NAME"
+    inputs, arrays = "", "one array per model input, named after it"
     if model and model["inputs"]:
-        arrays = ", ".join(
-            f"{_quoted(i['name'])} {_quoted(i['dtype'])} {_shape(i['shape']).replace('-1', 'N')}"
-            for i in model["inputs"]
-        )
-    else:
-        arrays = "one array per model input, named after it"
+        stored, layout = [], []
+        for i in model["inputs"]:
+            axes = i.get("axes") or [d if d > 0 else "N" for d in i["shape"]]
+            axis = batch_axis(i["shape"])
+            if not axes:  # a scalar: a constant of every run, not data
+                layout.append(
+                    f"    {_quoted(i['name'])}: {{value: null}}   # a scalar input: set the constant it takes"
+                )
+                continue
+            stored.append(
+                f"{_quoted(i['name'])} {_quoted(i['dtype'])} "
+                f"[{', '.join(str(a) for a in [axes[axis], *axes[:axis], *axes[axis + 1 :]])}]"
+            )
+            if axis:
+                layout.append(
+                    f"    {_quoted(i['name'])}: {{batch_axis: {axis}}}   # the model takes "
+                    f"[{', '.join(str(a) for a in axes)}]; the files store the samples first"
+                )
+        arrays = ", ".join(stored) or arrays
+        if layout:
+            inputs = "  inputs:                        # inputs that are not batch-first arrays in the files\n"
+            inputs += "\n".join(layout) + "\n"
     labels = " plus `labels` (int64 class of each sample)" if task == "classification" else ""
-    recipes = TORCH_RECIPES if model and model["flavor"] == "pytorch" else ONNX_RECIPES
+    torch = bool(model and model["flavor"] == "pytorch")
+    recipes = TORCH_RECIPES if torch else ONNX_RECIPES
+    # what the recipes above can meet together: clustering keeps FP32's arithmetic, so its speedup is about 1
+    speed = (
+        "  min_speedup: 0.95               # about as fast as FP32 (cluster256 keeps its arithmetic); 1.0: faster\n"
+        if torch
+        else "  min_speedup: 1.0                # never slower than FP32 at batch 1, on its 95% interval\n"
+    )
+    # dvc.yaml depends on the file: with no recipe that trains, the calibration file stands in
+    train = (
+        "  train: data/train.npz          # inputs and labels: cluster's centroid epochs, finetune, QAT, distill\n"
+        if torch
+        else "  train: data/calibration.npz    # no recipe here trains; for finetune, QAT or distill: inputs + labels\n"
+    )
     if search:
         recipes += (
             "  searched:                      # the search's best trial (search-1 of "
@@ -222,7 +273,7 @@ def params_text(uri: str, model: dict[str, Any] | None, search: bool = False) ->
     guessed = (
         (
             "guessed from its output "
-            f"{_shape(model['outputs'][0]['shape']) if model and model['outputs'] else '(no signature)'}"
+            f"{_shape(model['outputs'][0].get('axes') or model['outputs'][0]['shape']) if model and model['outputs'] else '(no signature)'}"
         )
         if model
         else "set it"
@@ -233,16 +284,15 @@ source:
   model_uri: {_quoted(uri)}
 data:
   task: {task}                 # {guessed}; also regression, embedding
-  # npz files with {arrays}{labels}
+{inputs}  # npz files with {arrays}{labels}
   eval: data/eval.npz            # what the gate measures on
   calibration: data/calibration.npz   # static quantization ranges (other samples than eval)
-  train: data/train.npz          # fine-tuning, QAT, distillation (optional otherwise)
-recipes:
+{train}recipes:
 {recipes}{SEARCH if search else ""}contracts:
   strict: false          # true: a calibration set drawn unlike the eval set fails instead of warning
   all_classes: false     # true: the eval set must hold every class of the model
 budgets:
-{BUDGETS[task]}  min_speedup: 1.0                # never slower than FP32 at batch 1, on its 95% interval
+{BUDGETS[task]}{speed}
 target:
   name: cpu-x86
   threads: 1

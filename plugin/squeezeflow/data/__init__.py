@@ -351,6 +351,11 @@ def as_stored(specs: Sequence) -> list:
     for spec in specs:
         if spec.name in fixed:
             continue
+        if not list(spec.shape):
+            raise DataError(
+                f"model input {spec.name!r} is a scalar: a constant of every run, not data. Set it in params.yaml: "
+                f"data.inputs: {{{spec.name}: {{value: ...}}}}."
+            )
         shape, axis = list(spec.shape), axes.get(spec.name, 0)
         if axis and axis >= len(shape):
             raise DataError(

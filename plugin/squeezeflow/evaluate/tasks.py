@@ -68,12 +68,18 @@ def check_outputs(outputs: dict[str, np.ndarray], samples: int, task: str, what:
                 f"{task} needs the sample axis first. "
                 "Reshape the output in the model."
             )
-        if task == "embedding" and (out.ndim != 2 or out.shape[1] < 2):
+        if task == "embedding" and (vectors(out).ndim != 2 or vectors(out).shape[1] < 2):
             raise ModelError(
                 f"{what}: output {name!r} has shape {list(out.shape)}; task embedding needs "
-                f"[{samples}, dimensions] vectors."
+                f"[{samples}, dimensions] vectors (unit axes between, as in [N, 1, 1, 96], are dropped)."
             )
     return outputs
+
+
+def vectors(out: np.ndarray) -> np.ndarray:
+    """An embedding output as [N, dimensions]: unit axes after the sample axis dropped ([N, 1, 1, 96] -> [N, 96])."""
+    kept = [d for d in out.shape[1:] if d != 1]
+    return out.reshape(out.shape[0], *kept) if out.ndim > 2 and len(kept) == 1 else out
 
 
 def score(
@@ -98,6 +104,8 @@ def score(
         )
     if task == "classification":
         return _classification(next(iter(base.values())), next(iter(cand.values())), labels, seed)
+    if task == "embedding":
+        base, cand = {k: vectors(v) for k, v in base.items()}, {k: vectors(v) for k, v in cand.items()}
     per = {name: _ONE[task](base[name], cand[name], labels if len(base) == 1 else None, seed) for name in base}
     metrics: dict[str, Any] = {}
     if len(per) > 1:

@@ -164,3 +164,11 @@ def blockers(current: GitState, promote: Any) -> list[str]:
             f"({', '.join(promote.branches)}); promote from one, or list it in promote.branches"
         )
     return reasons
+
+
+def held(params: Any, params_file: str | Path = "params.yaml", cwd: str | Path = ".") -> tuple[GitState, list[str]]:
+    """The git state of the pipeline and why promotion must stay a dry run in it (`blockers`): an untracked params file
+    or data file counts as an uncommitted change."""
+    data_files = tuple(p for p in (params.data.eval, params.data.calibration, params.data.train) if p is not None)
+    current = state(cwd, reads=(params_file,), data=data_files)
+    return current, blockers(current, params.promote)

@@ -53,10 +53,7 @@ def promote(
     verdict = json.loads(gate_file.read_text())
     if verdict["verdict"] != "pass":
         raise GateFailedError(f"{gate_file}: verdict is {verdict['verdict']}; nothing is promoted.")
-    data_files = tuple(p for p in (params.data.eval, params.data.calibration, params.data.train) if p is not None)
-    # an untracked params or data file is an uncommitted change
-    current = gitstate.state(reads=(params_file,), data=data_files)
-    held = gitstate.blockers(current, params.promote)
+    current, held = gitstate.held(params, params_file)
     if held and not dry_run:
         print(f"promote: dry run, the registry is not written: {'; '.join(held)}.")
         dry_run = True

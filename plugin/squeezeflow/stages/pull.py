@@ -18,8 +18,8 @@ from squeezeflow.data import artifacts
 from squeezeflow.data.artifacts import INDEX, read_index
 from squeezeflow.errors import ModelError
 from squeezeflow.onnx import modelfile, sessions
-from squeezeflow.registry import fast_lookup
-from squeezeflow.stages import REGISTERED_DIR, SOURCE_DIR
+from squeezeflow.registry import fast_lookup, gitstate
+from squeezeflow.stages import REGISTERED_DIR, REPORTS_DIR, SOURCE_DIR
 from squeezeflow.torch import convert
 
 EXAMPLE_SAMPLES = 32
@@ -45,6 +45,7 @@ def pull(params: Params, out_dir: Path = SOURCE_DIR, registered_dir: Path = REGI
     Raises:
         NotFoundError, RegistryUnreachableError, ModelError, DataError.
     """
+    release_record(params)
     unchanged = _unchanged(params, out_dir, registered_dir)
     if unchanged is not None:
         return unchanged
@@ -53,6 +54,19 @@ def pull(params: Params, out_dir: Path = SOURCE_DIR, registered_dir: Path = REGI
     manifest = fetch(source, out_dir, params.data.eval)
     pull_registered(refs, registered_dir, params.data.eval)
     return manifest
+
+
+def release_record(params: Params, reports_dir: Path = REPORTS_DIR) -> list[str]:
+    """Write reports/release.json: why promotion would be a dry run now (empty: it may ship).
+
+    Pull runs on every `dvc repro` and the promote stage depends on this file, so a promote whose
+    last run was a dry run (a DVC experiment, a dirty tree) runs again once the experiment is applied
+    and committed, and only then; the stages between are not touched.
+    """
+    _, held = gitstate.held(params)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    (reports_dir / "release.json").write_text(json.dumps({"held": held}, indent=2) + "\n")
+    return held
 
 
 def _unchanged(params: Params, out_dir: Path, registered_dir: Path) -> dict[str, Any] | None:

@@ -44,7 +44,8 @@ def search(
         The study summary: name, trials counted, best trials with their objective values.
 
     Raises:
-        ConfigError: no search block, a space that cannot be built, or no trial that meets the budgets (exit 2);
+        ConfigError: no search block or a space that cannot be built (exit 2). No trial that meets the budgets is a
+        warning: the searched slots are then failed candidates, and the gate judges the other recipes;
         RegistryUnreachableError: MLflow or the study storage does not answer (exit 3).
     """
     from tqdm import tqdm
@@ -162,8 +163,12 @@ def search(
     summary = _write(params, study, name, objectives, search_dir, target_name, source_dir)
     if parent:
         _close_parent(parent, summary)
-    if not summary["best"]:
-        raise ConfigError(_nothing_passed(summary, search_dir))
+    if not summary["best"]:  # the searched slots become failed rows; the hand-written recipes still go to the gate
+        print(
+            f"search: WARNING: {_nothing_passed(summary, search_dir).removeprefix('search: ')} Recipes that take a "
+            "searched slot are failed candidates; the other recipes go to the gate.",
+            file=sys.stderr,
+        )
     return summary
 
 

@@ -162,12 +162,13 @@ def _structured(model: Any, config: PruneConfig, ctx: StepContext) -> Any:
     import torch_pruning as tp
 
     model = rebuild.with_modules(model)  # an exported graph (pt2) gets its Conv/Linear/BatchNorm modules back
-    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))]
     if not layers:
+        found = sorted({type(m).__name__ for m in model.modules() if list(m.parameters(recurse=False))})
         raise ModelError(
-            "structured pruning needs the model's layers (nn.Conv2d, nn.Linear), and this model has "
-            "none that squeezeflow can rebuild (its convolutions and linear layers compute their "
-            "weights in the graph). Use method: unstructured."
+            "structured pruning removes channels of nn.Conv1d, nn.Conv2d and nn.Linear layers, and this model has "
+            f"none ({'its layers with weights: ' + ', '.join(found) if found else 'no layer holds weights'}). "
+            "Use method: unstructured."
         )
     x, y, _ = training_data(ctx, "prune")
     example = tuple(torch.from_numpy(v[: config.batch_size]) for v in x.values())
