@@ -112,3 +112,28 @@ def test_selection_ranks_by_the_interleaved_speedup_and_breaks_ties_by_size():
     assert verdict["selected"] == "fast-big" and verdict["selection_rule"] == "best speedup"
     # no interval on size: plain ranking
     assert decide(BASE, rows, Budgets(min_speedup=1.1), "size_mb", tie_break="speedup")["selected"] == "slow"
+
+
+def test_the_table_shows_every_judged_metric_and_latencies_measured_together():
+    """A generic-task verdict on mean_rel_error shows that column (it showed mean_abs_error only), and a candidate's
+    p50 sits beside FP32's from the same interleaved rounds, not the baseline stage's other run."""
+    from squeezeflow.report import markdown
+
+    metrics = {"max_abs_error": 0.1, "mean_abs_error": 0.0001, "mean_rel_error": 0.7448, "speedup": 1.37}
+    verdict = {
+        "task": "generic",
+        "budgets": {"max_output_error": 0.01, "min_speedup": 1.0},
+        "baseline": {"latency_p50_ms": 30.9},
+        "selected": None,
+        "candidates": {
+            "int8": {
+                "metrics": {**metrics, "latency_p50_ms": 47.6, "baseline_latency_p50_ms": 65.2},
+                "violations": [{"metric": "mean_rel_error"}],
+                "passed": False,
+            }
+        },
+    }
+    assert "mean_rel_error" in markdown.columns(verdict)
+    head, candidate = ["candidate", *markdown.columns(verdict)], markdown.rows(verdict)[1]
+    assert candidate[head.index("mean_rel_error")] == "0.7448 ✗"
+    assert candidate[head.index("latency_p50_ms")] == "47.6 (FP32 65.2 alongside)"

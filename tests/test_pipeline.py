@@ -196,6 +196,7 @@ def test_experiments_do_not_ship_unless_asked(demo_repo):
     # a dry-run experiment, applied and committed, ships on the next `dvc repro`: promote runs again (its git state
     # changed), nothing else does; once shipped, a repro leaves it alone and a rerun says it skips
     git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    sh("git", "checkout", "HEAD", "--", "params.yaml")  # `dvc exp run` left ship-it's params in the workspace
     sh(*git, "commit", "-qam", "after the experiments", "--allow-empty")
     later = sh(BIN / "dvc", "exp", "run", "-n", "later", "-S", "promote.registered_model=digits-cnn-later")
     assert "promote: dry run" in later.stdout and _versions("digits-cnn-later") == []

@@ -72,6 +72,8 @@ def compare(
             runners, feed, reference, target.warmup, target.repeats, target.ci_width, target.max_seconds
         )
         metrics.update({**latency.summarize(times[name], target.batch_size), **measured[name]})
+        # FP32's median in the same interleaved rounds: the one latency to set beside this candidate's and its speedup
+        metrics["baseline_latency_p50_ms"] = latency.summarize(times[reference], target.batch_size)["latency_p50_ms"]
         times = {reference: times[reference], name: times[name]}
     classes = extra_plots.get("class_accuracy")
     return metrics, times, plotfiles.class_records(classes["baseline"], classes["candidate"]) if classes else []

@@ -12,9 +12,12 @@ SPEED_SIZE = ("latency_p50_ms", "latency_p95_ms", "speedup", "size_mb", "compres
 
 
 def columns(verdict: dict[str, Any]) -> tuple[str, ...]:
-    """The table's metric columns: the task's primary metric and its comparison to FP32, then speed and size."""
-
-    return (*PRIMARY[verdict.get("task", "classification")], *SPEED_SIZE)
+    """The table's metric columns: the task's primary metric and its comparison to FP32, every other metric a budget
+    judges (the verdict is never on a metric the table hides), then speed and size."""
+    primary = PRIMARY[verdict.get("task", "classification")]
+    judged = [BUDGET_METRICS[k][0] for k in verdict.get("budgets", {}) if k in BUDGET_METRICS]
+    extra = [m for m in dict.fromkeys(judged) if m not in primary and m not in SPEED_SIZE]
+    return (*primary, *extra, *SPEED_SIZE)
 
 
 def _fmt(value: Any) -> str:
@@ -24,7 +27,10 @@ def _fmt(value: Any) -> str:
 
 
 def cell(metrics: dict[str, Any], key: str) -> str:
-    """A metric, with its 95% interval when it has one: `1.31 [1.22, 1.40]`."""
+    """A metric, with its 95% interval when it has one: `1.31 [1.22, 1.40]`; a candidate's p50 latency with FP32's
+    from the same interleaved rounds (the baseline row's comes from its own stage, another run)."""
+    if key == "latency_p50_ms" and "baseline_latency_p50_ms" in metrics:
+        return f"{_fmt(metrics.get(key, ''))} (FP32 {_fmt(metrics['baseline_latency_p50_ms'])} alongside)"
     low, high = BUDGET_INTERVALS.get(key, (None, None))
     if low in metrics and high in metrics and metrics[low] != metrics[high]:
         return f"{_fmt(metrics.get(key, ''))} [{metrics[low]:.3g}, {metrics[high]:.3g}]"
