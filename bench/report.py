@@ -409,6 +409,34 @@ def search(report: dict) -> str:
     return "\n\n".join(parts)
 
 
+def users(report: dict) -> str:
+    """Per model a user brought: what init wrote, then each recipe's status, reason and figures."""
+    out = []
+    for name, row in report["models"].items():
+        out.append(
+            f"**{name}** (init wrote task {row['init_wrote']['task']}, data.inputs {row['init_wrote']['inputs']}; "
+            f"verdict {row['verdict']}, selected {row['selected']})\n"
+        )
+        rows = [
+            [
+                recipe,
+                c["status"],
+                c["reason"][:160],
+                sum(c["quantized_ops"]) if c["quantized_ops"] else None,
+                c["opset_upgraded"],
+                c["metrics"].get("speedup"),
+                c["metrics"].get("compression_ratio"),
+                c["metrics"].get("cosine") or c["metrics"].get("mean_rel_error"),
+                c["valid_graph"],
+                c["silent_no_op"],
+            ]
+            for recipe, c in row["candidates"].items()
+        ]
+        head = ["recipe", "status", "reason", "ops quantized", "opset", "speedup", "size ratio", "quality"]
+        out.append(table([*head, "valid graph", "silent no-op"], rows) + "\n")
+    return "\n".join(out)
+
+
 SECTIONS = {
     "zoo": ("Real pretrained models (`zoo.py`)", zoo),
     "peers": ("Against the peers (`peers.py`)", peers),
@@ -419,6 +447,7 @@ SECTIONS = {
     "toolkits": ("INT8 against NNCF, Intel Neural Compressor and Olive (`toolkits.py`, `make bench-peers`)", toolkits),
     "targets": ("One gate, four deployment targets (`targets.py`)", targets),
     "search": ("Search against the hand-written recipes (`search.py`)", search),
+    "users": ("Models users bring, from `squeezeflow init` (`users.py`)", users),
     "quantization": (
         "Quantization modes against ORT defaults (`quantization.py`)",
         lambda r: variants(r, ["accuracy_drop_points", "size_ratio", "speedup", "latency_p50_ms"]),

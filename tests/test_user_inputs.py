@@ -184,3 +184,42 @@ def test_an_embedding_with_unit_axes_is_scored_as_vectors():
     assert 0.99 < metrics["cosine"] < 1.0
     with pytest.raises(ModelError, match="task embedding needs"):  # a real second axis is still no vector
         tasks.check_outputs({"emb": RNG.normal(size=(40, 2, 1, 96))}, 40, "embedding", "m.onnx")
+
+
+@pytest.mark.integration  # a registry, torch export
+def test_a_pt2_model_keeps_the_output_names_its_signature_gives(local_registry, digits_dir, tmp_path):
+    """Two outputs named logits and features: the source's ONNX and a torch step's candidate keep them (they were
+    output0, output1), and parameter counts do not grow under compression."""
+    import torch
+
+    from helpers import run_until_gate
+    from squeezeflow import registry
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU())
+            self.head = torch.nn.Linear(32, 10)
+
+        def forward(self, x):
+            features = self.body(x)
+            return self.head(features), features
+
+    example = np.load(digits_dir / "eval.npz")["input"][:4]
+    registry.register_torch(TwoHeads().eval(), "two-heads", example, alias="champion", outputs=("logits", "features"))
+    recipes = {"cluster": [{"cluster": {"clusters": 16, "min_size": 64}}], "int8": [{"quantize": {"mode": "dynamic"}}]}
+    path = write_params(
+        tmp_path,
+        digits_dir,
+        source={"model_uri": "models:/two-heads@champion"},
+        data__task="generic",
+        recipes=recipes,
+        budgets={"max_output_error": 10.0},
+    )
+    run_until_gate(path)
+    for folder in ("artifacts/source", "artifacts/candidates/cluster", "artifacts/candidates/int8"):
+        model = onnx.load(str(tmp_path / folder / "model.onnx"))
+        assert [o.name for o in model.graph.output] == ["logits", "features"], folder
+    metrics = {r: json.loads((tmp_path / f"metrics/{r}.json").read_text()) for r in ("baseline", *recipes)}
+    assert "output.features.mean_abs_error" in metrics["int8"]
+    assert all(metrics[r]["params"] <= metrics["baseline"]["params"] for r in recipes)

@@ -153,7 +153,8 @@ _QUANT_PARAMS = {
 def weight_stats(path: str | Path) -> dict[str, Any]:
     """Parameter count and sparsity (fraction of exact zeros) over the weights of every graph, subgraphs included:
     initializers and Constant nodes of rank >= 1 that are not integer (shapes) and have 2 elements or more, less the
-    quantization scales and zero points (a quantized model has as many parameters as its float source).
+    quantization scales, zero points and palette codebooks (a quantized or clustered model has as many parameters
+    as its float source).
     """
     import numpy as np
     import onnx
@@ -167,6 +168,8 @@ def weight_stats(path: str | Path) -> dict[str, Any]:
         # ORT's dynamic quantizer names a weight's scale and zero point after it and multiplies by the scale (Mul)
         quantized = {t.name.removesuffix("_quantized") for t in graph.initializer if t.name.endswith("_quantized")}
         quant |= {f"{w}_{kind}" for w in quantized for kind in ("scale", "zero_point")}
+        # a palettized layer (rewrites.palettize) keeps its weights as indices; its codebook is not more parameters
+        quant |= {n.input[0] for n in graph.node if n.op_type == "Gather" and n.name.endswith("_palette")}
         for init in [*graph.initializer, *constants]:
             if init.name in quant:
                 continue

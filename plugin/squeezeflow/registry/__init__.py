@@ -507,11 +507,13 @@ def register_torch(
     alias: str | None = None,
     experiment: str = "squeezeflow",
     serialization_format: str = "pt2",
+    outputs: tuple[str, ...] = (),
 ) -> str:
     """Log a torch module (pt2 format, batch axis dynamic) in a new run, register it, set `alias`.
 
     Used by the demo and the tests to create source models; `example` (an array, or a tuple of
-    arrays for several inputs) needs >= 2 samples.
+    arrays for several inputs) needs >= 2 samples. `outputs` names the model's outputs in the
+    signature (one name per element of the tuple it returns): the pipeline keeps those names.
 
     Returns:
         models:/NAME/VERSION of the new version.
@@ -534,7 +536,7 @@ def register_torch(
                 model,
                 name="model",
                 input_example=sample,
-                signature=_tensor_signature(sample),
+                signature=_tensor_signature(sample, model if outputs else None, outputs),
                 pip_requirements=["torch"],
                 serialization_format=serialization_format,
             )
@@ -544,21 +546,31 @@ def register_torch(
     return f"models:/{name}/{mv.version}"
 
 
-def _tensor_signature(sample: Any) -> Any:
+def _tensor_signature(sample: Any, model: Any = None, outputs: tuple[str, ...] = ()) -> Any:
     """One TensorSpec per input, batch axis -1: what MLflow's pt2 format needs (it cannot infer one
-    from a tuple of arrays, so models with several inputs failed to register)."""
+    from a tuple of arrays, so models with several inputs failed to register); with `model` and
+    `outputs`, one named TensorSpec per output, from a forward pass on the sample."""
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
     arrays = sample if isinstance(sample, tuple) else (sample,)
-    return ModelSignature(
-        inputs=Schema(
-            [
-                TensorSpec(a.dtype, (-1, *a.shape[1:]), f"input_{i}" if len(arrays) > 1 else None)
-                for i, a in enumerate(arrays)
-            ]
-        )
+    inputs = Schema(
+        [
+            TensorSpec(a.dtype, (-1, *a.shape[1:]), f"input_{i}" if len(arrays) > 1 else None)
+            for i, a in enumerate(arrays)
+        ]
     )
+    if model is None:
+        return ModelSignature(inputs=inputs)
+    import torch
+
+    with torch.no_grad():
+        out = model(*(torch.from_numpy(a) for a in arrays))
+    values = [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
+    if len(values) != len(outputs):
+        raise ConfigError(f"outputs names {len(outputs)} outputs, and the model returns {len(values)}.")
+    specs = [TensorSpec(v.dtype, (-1, *v.shape[1:]), name) for v, name in zip(values, outputs)]
+    return ModelSignature(inputs=inputs, outputs=Schema(specs))
 
 
 def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:

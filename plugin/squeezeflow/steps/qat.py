@@ -11,7 +11,7 @@ from pydantic import Field
 from squeezeflow.onnx import modelfile
 from squeezeflow.steps import StepContext, StepResult, register_step
 from squeezeflow.steps.finetune import TrainingConfig, training_data
-from squeezeflow.torch import convert, train
+from squeezeflow.torch import convert, rebuild, train
 
 
 class QatConfig(TrainingConfig):
@@ -76,6 +76,7 @@ def qat(model: Any, config: QatConfig, ctx: StepContext) -> StepResult:
     )
     converted = convert_pt2e(prepared)
     pt2e.move_exported_model_to_eval(converted)
+    rebuild.kept(model, converted)  # the source's output names, on the converted graph too
     out = Path(ctx.workdir) / "qat.onnx"
     # torch simulates the integer arithmetic in float and ORT's integer kernels round differently
     # (logits differ by up to ~10% here): check that they predict the same classes

@@ -19,6 +19,19 @@ if TYPE_CHECKING:
     import numpy as np
 
 PT2_FILE = "model.pt2"  # MLflow pytorch flavor, pt2 format (torch.export): no pickled code
+OUTPUT_NAMES = "squeezeflow_output_names"  # a loaded model's output names from its signature, for every export of it
+
+
+def signature_outputs(spec: Any) -> list[str] | None:
+    """The output names an MLmodel document's signature gives (all of them named), else None."""
+    from mlflow.models.signature import ModelSignature
+
+    found = spec.get("signature") if isinstance(spec, dict) else None
+    try:
+        outputs = ModelSignature.from_dict(found).outputs if isinstance(found, dict) and found.get("outputs") else None
+    except Exception:  # noqa: BLE001 - an unreadable signature names nothing
+        return None
+    return outputs.input_names() if outputs is not None and outputs.has_input_names() else None
 
 
 def load_torch(model_dir: str | Path) -> Any:
@@ -92,6 +105,9 @@ def load_torch(model_dir: str | Path) -> Any:
         model.eval()
     except NotImplementedError:
         pass  # exported graphs that keep no layer to rebuild refuse .eval(); they are captured in eval mode
+    names = signature_outputs(spec)
+    if names:
+        setattr(model, OUTPUT_NAMES, names)
     return model
 
 
@@ -106,8 +122,9 @@ def export_onnx(
     """Export a torch module to a single ONNX file with a dynamic batch axis, and check it.
 
     The example arrays are passed positionally in their order; their names become the ONNX input
-    names. A model that returns a tuple gets one ONNX output per element, `output_name` followed by
-    its index (`output0`, `output1`, ...); a single output is `output_name`. The export is checked
+    names. The outputs keep the names the model's signature gives (`load_torch` keeps them on the
+    module); otherwise a model that returns a tuple gets one ONNX output per element, `output_name`
+    followed by its index (`output0`, `output1`, ...), and a single output is `output_name`. The export is checked
     against torch on the example (max abs difference <= atol scaled by each output's magnitude) and
     every output must be finite. With `min_agreement`, the check is
     instead the share of samples whose top class agrees: for quantized graphs, where torch
@@ -130,6 +147,9 @@ def export_onnx(
     for out in outputs:
         check_finite(out, "PyTorch outputs of the source model")
     output_names = [output_name] if len(outputs) == 1 else [f"{output_name}{i}" for i in range(len(outputs))]
+    named = getattr(model, OUTPUT_NAMES, None)
+    if isinstance(named, list) and len(named) == len(outputs) and len(set(named)) == len(named):
+        output_names = [str(n) for n in named]
     batch = torch.export.Dim("batch")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():

@@ -85,7 +85,15 @@ def with_modules(model: Any) -> Any:
     graph.lint()
     rebuilt = torch.fx.GraphModule(root, graph)
     rebuilt.eval()
-    return rebuilt
+    return kept(model, rebuilt)
+
+
+def kept(source: Any, derived: Any) -> Any:
+    """`derived` with what load_torch keeps on `source` (its output names: `squeezeflow_*` attributes)."""
+    for name, value in vars(source).items():
+        if name.startswith("squeezeflow_"):
+            setattr(derived, name, value)
+    return derived
 
 
 def fold_batchnorm(model: Any) -> Any:
@@ -99,10 +107,11 @@ def fold_batchnorm(model: Any) -> Any:
     import torch.fx
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    model = copy.deepcopy(with_modules(model))
+    source = model
+    model = kept(source, copy.deepcopy(with_modules(model)))
     if not isinstance(model, torch.fx.GraphModule):
         try:
-            model = torch.fx.symbolic_trace(model)
+            model = kept(source, torch.fx.symbolic_trace(model))
         except Exception:  # not symbolically traceable: cluster it as it is
             return model
     model.eval()

@@ -226,7 +226,7 @@ def words(texts: tuple[str, ...]) -> list[str]:
     return found
 
 
-def _font(face: str, size: int) -> Any:
+def font(face: str, size: int) -> Any:
     """Debian's DejaVu face, or matplotlib's copy of it (matplotlib ships the regular, bold and slanted faces, not the
     condensed ones).
     """
@@ -249,16 +249,16 @@ def _word_image(word: str, face: str, rng: np.random.Generator) -> tuple[np.ndar
     import numpy as np
     from PIL import Image, ImageDraw
 
-    font = _font(face, int(rng.integers(28, 48)))
+    face_font = font(face, int(rng.integers(28, 48)))
     ink, paper = (
         (int(rng.integers(0, 70)), int(rng.integers(180, 256)))
         if rng.random() < 0.8
         else (int(rng.integers(190, 256)), int(rng.integers(0, 60)))
     )
-    left, top, right, bottom = font.getbbox(word)
+    left, top, right, bottom = face_font.getbbox(word)
     pad = int(rng.integers(2, 8))
     canvas = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), paper)
-    ImageDraw.Draw(canvas).text((pad - left, pad - top), word, fill=ink, font=font)
+    ImageDraw.Draw(canvas).text((pad - left, pad - top), word, fill=ink, font=face_font)
     height, width = WORD
     w = min(width, max(1, round(canvas.width * height / canvas.height)))
     x = np.asarray(canvas.resize((w, height), Image.BICUBIC), np.float32)
@@ -280,18 +280,18 @@ def _scene(
     draw = ImageDraw.Draw(image)
     y = int(rng.integers(4, 40))
     for _ in range(int(rng.integers(1, 4))):
-        font = _font(faces[int(rng.integers(len(faces)))], int(rng.integers(18, 40)))
+        face_font = font(faces[int(rng.integers(len(faces)))], int(rng.integers(18, 40)))
         line = " ".join(vocabulary[int(i)] for i in rng.integers(0, len(vocabulary), int(rng.integers(1, 4))))
         shade = int(rng.integers(0, 40)) if rng.random() < 0.5 else int(rng.integers(215, 256))
         draw.text(
             (int(rng.integers(4, 80)), y),
             line,
             fill=(shade,) * 3,
-            font=font,
+            font=face_font,
             stroke_width=1,
             stroke_fill=(255 - shade,) * 3,
         )
-        y += font.size + int(rng.integers(6, 24))
+        y += face_font.size + int(rng.integers(6, 24))
         if y > SCENE[0] - 30:
             break
     x = np.asarray(image, np.float32) / 255.0
