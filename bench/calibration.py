@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{plan['model']}: static INT8 QDQ per-channel; each run its own process, peak RSS from wait4; "
         "agreement: top-1 with FP32 on the eval split"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))  # no empty entry
+    env = {**os.environ, "PYTHONPATH": path}
     with tempfile.TemporaryDirectory(prefix="sf-bench-calibration-") as tmp:
         work = Path(tmp)
         setup_row = run_measured(

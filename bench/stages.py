@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             **os.environ,
             "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+            # an empty entry would put the current folder on the path
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
         }
         project(source, work, None)
         init_repo(work, env)

@@ -77,24 +77,18 @@ def wheel_file(requirement: str, member: str, out: Path) -> Path:
 
 
 def speech(count: int, seed: int, eval_set: bool) -> list[np.ndarray]:
-    """`count` espeak-ng utterances at 16 kHz (float in [-1, 1]), voice x sentence in a seeded order."""
-    import itertools
-
+    """`count` espeak-ng utterances (the zoo's voices and sentences) at 16 kHz, float in [-1, 1]."""
     from scipy.io import wavfile
     from scipy.signal import resample_poly
 
     from squeezeflow.demo.pretrained import speech as voices
 
-    pairs = list(itertools.product(voices.VOICES, voices.EVAL_SENTENCES if eval_set else voices.OTHER_SENTENCES))
-    np.random.default_rng(seed).shuffle(pairs)
     out = []
     with tempfile.TemporaryDirectory(prefix="squeezeflow-users-") as tmp:
-        for i, (voice, text) in enumerate(pairs[:count]):
-            wav = Path(tmp) / f"{i}.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True, capture_output=True)
+        role = "eval" if eval_set else "other"
+        for wav in voices.utterances(role, count, np.random.default_rng(seed), Path(tmp)):
             rate, samples = wavfile.read(wav)
-            audio = resample_poly(samples.astype(np.float64) / 32768.0, RATE, rate)
-            out.append(audio.astype(np.float32))
+            out.append(resample_poly(samples.astype(np.float64) / 32768.0, RATE, rate).astype(np.float32))
     return out
 
 
@@ -126,9 +120,8 @@ def wakeword_data(role: str, count: int, seed: int, melspec: Path) -> dict[str, 
 
 
 def ocr_data(role: str, count: int, seed: int) -> dict[str, np.ndarray]:
-    """Text lines (2-4 words) rendered at height 48, padded to 320, normalized as PP-OCR does: [N, 3, 48, 320]."""
-    from PIL import Image, ImageDraw
-
+    """Text lines (2-4 words) rendered as the zoo renders easyocr's words, at PP-OCR's height 48 and width 320, grey in
+    three channels: [N, 3, 48, 320] in [-1, 1], as PP-OCR normalizes."""
     from squeezeflow.demo.pretrained import ocr
 
     rng = np.random.default_rng(seed)
@@ -137,15 +130,9 @@ def ocr_data(role: str, count: int, seed: int) -> dict[str, np.ndarray]:
     lines = []
     for _ in range(count):
         text = " ".join(vocabulary[int(i)] for i in rng.integers(0, len(vocabulary), int(rng.integers(2, 5))))
-        face = ocr.font(faces[int(rng.integers(len(faces)))], 32)
-        left, top, right, bottom = face.getbbox(text)
-        canvas = Image.new("RGB", (right - left + 12, bottom - top + 12), (245, 245, 240))
-        ImageDraw.Draw(canvas).text((6 - left, 6 - top), text, fill=(20, 20, 30), font=face)
-        width = min(320, max(1, round(canvas.width * 48 / canvas.height)))
-        line = np.asarray(canvas.resize((width, 48), Image.BICUBIC), np.float32)
-        line = np.concatenate([line, np.full((48, 320 - width, 3), 245.0, np.float32)], axis=1)
-        lines.append(((line / 255.0 - 0.5) / 0.5).transpose(2, 0, 1))
-    return {"x": np.stack(lines).astype(np.float32)}
+        line = ocr.text_image(text, faces[int(rng.integers(len(faces)))], rng, (48, 320))
+        lines.append(np.repeat(line, 3, axis=0))
+    return {"x": np.stack(lines)}
 
 
 def run_model(name: str, work: Path, smoke: bool) -> dict:
@@ -214,7 +201,7 @@ def run_model(name: str, work: Path, smoke: bool) -> dict:
         quantized = [sum((s.get("quantized_ops") or {}).values()) for s in stats if "quantized_ops" in s]
         rows[recipe] = {
             "status": cand.get("status", "pass" if cand.get("passed") else "fail"),
-            "reason": cand["metrics"].get("reason") or "; ".join(v.get("budget", "") for v in cand["violations"]),
+            "reason": cand["metrics"].get("failure") or "; ".join(v.get("budget", "") for v in cand["violations"]),
             "metrics": {k: cand["metrics"].get(k) for k in KEYS},
             "quantized_ops": quantized,
             "opset_upgraded": next((s["opset_upgraded"] for s in stats if "opset_upgraded" in s), None),

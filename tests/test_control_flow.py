@@ -17,12 +17,12 @@ W_THEN, W_ELSE = (RNG.normal(size=(16, 12)).astype(np.float32) for _ in range(2)
 W_MAIN = RNG.normal(size=(12, 4)).astype(np.float32)
 
 
-def _branch(name: str, weight: np.ndarray) -> onnx.GraphProto:
-    """A branch that reads `x` from the outer scope and multiplies it by a Constant-node weight."""
+def _branch(name: str, weight: np.ndarray, source: str = "x") -> onnx.GraphProto:
+    """A branch that reads `source` from the outer scope and multiplies it by a Constant-node weight."""
     return helper.make_graph(
         [
             helper.make_node("Constant", [], [f"{name}_w"], value=numpy_helper.from_array(weight, f"{name}_w")),
-            helper.make_node("MatMul", ["x", f"{name}_w"], [f"{name}_mm"]),
+            helper.make_node("MatMul", [source, f"{name}_w"], [f"{name}_mm"]),
             helper.make_node("Relu", [f"{name}_mm"], [f"{name}_out"]),
         ],
         name,
@@ -197,3 +197,56 @@ def test_a_file_that_shrank_from_cleanup_alone_is_still_a_no_op(tmp_path, digits
         promises.warnings([ClusterConfig()], [{"layers_clustered": 3, "layers_palettized": 3}], digits_onnx, smaller)
         == []
     )
+
+
+def test_chained_ifs_stay_a_valid_graph_after_dynamic_int8(tmp_path):
+    """A second If whose branches read the first If's output (Silero VAD's decoder, as its op15 and half-precision
+    variants ship): ORT's subgraph quantizer leaves the graph unsorted, which the step must repair."""
+    square = [RNG.normal(size=(16, 16)).astype(np.float32) for _ in range(4)]
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["x"], ["mean"], keepdims=0),
+            helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.float32(0), "zero")),
+            helper.make_node("Greater", ["mean", "zero"], ["cond"]),
+            helper.make_node(
+                "If", ["cond"], ["h1"], then_branch=_branch("a", square[0]), else_branch=_branch("b", square[1])
+            ),
+            helper.make_node("Shape", ["h1"], ["shape"]),
+            helper.make_node(
+                "If",
+                ["cond"],
+                ["h2"],
+                then_branch=_branch("c", square[2], "h1"),
+                else_branch=_branch("d", square[3], "h1"),
+            ),
+        ],
+        "chained",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [
+            helper.make_tensor_value_info("h2", TensorProto.FLOAT, ["N", 16]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+        ],
+    )
+    source = tmp_path / "chained.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    x = RNG.normal(size=(32, 16)).astype(np.float32) + 0.3
+    result = quantize(source, QuantizeConfig(mode="dynamic"), StepContext(workdir=tmp_path))
+    assert result.stats["quantized_ops"]["MatMulInteger"] == 4
+    _valid_and_close(source, result.model, x, 0.1)
+
+
+def test_dynamic_int8_of_a_gemm_only_model_names_the_missing_kernel(tmp_path):
+    """op_types [Gemm] selects nothing in ORT's dynamic quantizer (it takes Gemm as MatMul): such a recipe passed as a
+    candidate that quantized nothing (tests/test_reliability.py's race used one)."""
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)],  # nn.Linear as torch exports it
+        "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 12])],
+        [numpy_helper.from_array(W_THEN.T.copy(), "w"), numpy_helper.from_array(np.zeros(12, np.float32), "b")],
+    )
+    source = tmp_path / "gemm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    with pytest.raises(ModelError, match="takes the model's 1 Gemm node.*add MatMul to op_types"):
+        quantize(source, QuantizeConfig(mode="dynamic", op_types=["Gemm"]), StepContext(workdir=tmp_path))
+    assert quantize(source, QuantizeConfig(mode="dynamic"), StepContext(workdir=tmp_path)).stats["quantized_ops"]

@@ -57,7 +57,7 @@ def test_recognizer_reads_rendered_words():
 
     rng = np.random.default_rng(0)
     words = ["release", "Accuracy", "budget", "compressed", "1992", "lineage"]
-    images = np.stack([ocr._word_image(w, "DejaVuSerif", rng) for w in words])
+    images = np.stack([ocr.text_image(w, "DejaVuSerif", rng) for w in words])
     with torch.no_grad():
         read = ocr.read(ocr.crnn()(torch.from_numpy(images)).numpy())
     assert sum(r == w for r, w in zip(read, words)) >= 5, read

@@ -441,7 +441,7 @@ def test_one_pass_ranking_finds_the_layer_the_exhaustive_ranking_finds(fragile_o
     from squeezeflow.quantization import calibration, sensitivity
     from squeezeflow.steps.quantize.common import prepare
 
-    prepared = prepare(fragile_onnx, tmp_path)
+    prepared, _ = prepare(fragile_onnx, tmp_path)
     inputs = {"input": np.load(digits_dir / "calibration.npz")["input"][:64]}
     cache = calibration.ranges(prepared, lambda n: data.batches(inputs, n), 64, "minmax", tmp_path)
     common = dict(

@@ -2,6 +2,7 @@
 declares a batch axis or a constant, and every stage (check-data, calibration, scoring, timing) feeds the model so."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -223,3 +224,18 @@ def test_a_pt2_model_keeps_the_output_names_its_signature_gives(local_registry, 
     metrics = {r: json.loads((tmp_path / f"metrics/{r}.json").read_text()) for r in ("baseline", *recipes)}
     assert "output.features.mean_abs_error" in metrics["int8"]
     assert all(metrics[r]["params"] <= metrics["baseline"]["params"] for r in recipes)
+
+
+@pytest.mark.parametrize("value", [["a", 1], [[1, 2], [3]]], ids=["text", "ragged"])
+def test_a_constant_that_is_no_array_is_refused_with_the_params(tmp_path, value):
+    """A hostile or mistyped constant is one ConfigError when params.yaml is read, not a crash when a stage feeds it."""
+    import yaml
+
+    from squeezeflow.config import load_params
+    from squeezeflow.errors import ConfigError
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    params["data"]["inputs"] = {"sr": {"value": value}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"data.inputs.sr value .* is not an array"):
+        load_params(tmp_path / "params.yaml")

@@ -43,6 +43,11 @@ def flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def is_boolean(value: str) -> bool:
+    """Whether MLflow reads `value` as a boolean switch (it refuses anything else, an empty value included)."""
+    return value.strip().lower() in {"true", "false", "1", "0"}
+
+
 def pickle_allowed() -> bool:
     """True only when the user set ALLOW_PICKLE or ALLOW_CODE to true themselves (MLflow's default does not count)."""
     return flag(ALLOW_PICKLE) or flag(ALLOW_CODE)

@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "pull":
         from squeezeflow.stages.pull import pull
 
-        m = pull(params)
+        m = pull(params, params_file=args.params)
         print(
             f"pull: {params.source.model_uri} -> models:/{m['root']['name']}/{m['root']['version']} "
             f"({m['root']['flavor']}), sha256 {m['sha256'][:12]}"

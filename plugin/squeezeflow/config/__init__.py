@@ -101,7 +101,23 @@ class InputLayout(_Model):
             raise ValueError("an input is either a constant (value) or batched on an axis (batch_axis), not both")
         if self.dtype and self.value is None:
             raise ValueError("dtype is the dtype of a constant: set value too, or remove dtype")
+        if self.value is not None:
+            self.array()  # a value numpy cannot make an array of that dtype is refused here, with the params
         return self
+
+    def array(self) -> Any:
+        """The constant as the array every run feeds."""
+        import numpy as np
+
+        try:
+            kind = np.asarray(self.value).dtype
+            default = "bool" if kind == np.bool_ else "int64" if np.issubdtype(kind, np.integer) else "float32"
+            return np.asarray(self.value, dtype=self.dtype or default)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise ValueError(
+                f"value {str(self.value)[:60]} is not an array of {self.dtype or 'numbers'} "
+                f"({str(e).splitlines()[0][:80]}): give a number, a boolean, or a rectangular list of them"
+            ) from None
 
 
 class Data(_Model):

@@ -29,47 +29,46 @@ _NP_DTYPES = {
 }
 
 
-# data.inputs of params.yaml: input name -> {"batch_axis": k} or {"value": v, "dtype": d}; set once per command
-_LAYOUT: dict[str, dict] = {}
+# params.yaml's data.inputs, set once per command (`use_layout`): the constants, as arrays, and the batch axes
+_CONSTANTS: dict[str, np.ndarray] = {}
+_AXES: dict[str, int] = {}
 
 
 def use_layout(inputs: dict | None) -> None:
-    """Feed every model the way params.yaml's `data.inputs` says (the CLI calls this once it has read params)."""
-    _LAYOUT.clear()
+    """Feed every model the way params.yaml's `data.inputs` says (the CLI calls this once it has read params).
+
+    `inputs`: name -> `config.InputLayout` (or its dict): a constant `value` (with its `dtype`), or a `batch_axis`.
+    """
+    from squeezeflow.config import InputLayout
+
+    _CONSTANTS.clear()
+    _AXES.clear()
     for name, spec in (inputs or {}).items():
-        spec = spec.model_dump() if hasattr(spec, "model_dump") else dict(spec)
-        if spec.get("value") is not None or spec.get("batch_axis"):
-            _LAYOUT[name] = spec
+        spec = spec if isinstance(spec, InputLayout) else InputLayout.model_validate(spec)
+        if spec.value is not None:
+            _CONSTANTS[name] = spec.array()
+        elif spec.batch_axis:
+            _AXES[name] = spec.batch_axis
 
 
 def constants() -> dict[str, np.ndarray]:
     """The constant inputs params.yaml declares, as arrays."""
-    import numpy as np
-
-    out = {}
-    for name, spec in _LAYOUT.items():
-        if spec.get("value") is not None:
-            value = spec["value"]
-            kind = np.asarray(value).dtype
-            default = "bool" if kind == np.bool_ else "int64" if np.issubdtype(kind, np.integer) else "float32"
-            out[name] = np.asarray(value, dtype=spec.get("dtype") or default)
-    return out
+    return dict(_CONSTANTS)
 
 
 def batch_axes() -> dict[str, int]:
     """Inputs the model takes batched on an axis other than the first: name -> axis."""
-    return {name: spec["batch_axis"] for name, spec in _LAYOUT.items() if spec.get("batch_axis")}
+    return dict(_AXES)
 
 
 def feed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A batch of sample-first arrays as the model takes them: batch axes moved, constants added."""
     import numpy as np
 
-    if not _LAYOUT:
+    if not _CONSTANTS and not _AXES:
         return batch
-    axes = batch_axes()
-    out = {k: np.ascontiguousarray(np.moveaxis(v, 0, axes[k])) if k in axes else v for k, v in batch.items()}
-    return {**out, **constants()}
+    out = {k: np.ascontiguousarray(np.moveaxis(v, 0, _AXES[k])) if k in _AXES else v for k, v in batch.items()}
+    return {**out, **_CONSTANTS}
 
 
 def from_model(value: np.ndarray, fed: dict[str, np.ndarray], samples: int) -> np.ndarray:
@@ -77,7 +76,7 @@ def from_model(value: np.ndarray, fed: dict[str, np.ndarray], samples: int) -> n
     out, like state in), else the first axis when it holds the batch, else the one axis that does."""
     import numpy as np
 
-    for k, axis in batch_axes().items():
+    for k, axis in _AXES.items():
         if k in fed and fed[k].shape == value.shape:
             return np.moveaxis(value, axis, 0)
     if value.ndim == 0 or value.shape[0] == samples:
@@ -120,7 +119,7 @@ def load(path: str | Path, role: str, rows: Sequence[int] | None = None) -> dict
             f"{path}: array {scalar[0]!r} is a scalar; every array needs a first axis of samples. A constant input "
             f"goes in params.yaml instead (data.inputs: {{{scalar[0]}: {{value: ...}}}}), not in the data files."
         )
-    fixed = [k for k in arrays if k in constants()]
+    fixed = [k for k in arrays if k in _CONSTANTS]
     if fixed:
         raise DataError(
             f"{path}: array {fixed[0]!r} is a constant in params.yaml (data.inputs.{fixed[0]}.value); remove it from "
@@ -341,22 +340,22 @@ def as_stored(specs: Sequence) -> list:
     if all(getattr(s, "stored", False) for s in specs):
         return list(specs)
     names = [s.name for s in specs]
-    unknown = [n for n in _LAYOUT if n not in names]
+    unknown = [n for n in [*_CONSTANTS, *_AXES] if n not in names]
     if unknown:
         raise DataError(
             f"params.yaml: data.inputs names {unknown[0]!r}, which is not a model input (inputs: {names}). "
             "Name the model's inputs."
         )
-    out, fixed, axes = [], constants(), batch_axes()
+    out = []
     for spec in specs:
-        if spec.name in fixed:
+        if spec.name in _CONSTANTS:
             continue
         if not list(spec.shape):
             raise DataError(
                 f"model input {spec.name!r} is a scalar: a constant of every run, not data. Set it in params.yaml: "
                 f"data.inputs: {{{spec.name}: {{value: ...}}}}."
             )
-        shape, axis = list(spec.shape), axes.get(spec.name, 0)
+        shape, axis = list(spec.shape), _AXES.get(spec.name, 0)
         if axis and axis >= len(shape):
             raise DataError(
                 f"params.yaml: data.inputs.{spec.name}.batch_axis is {axis}, but the input has {len(shape)} axes "

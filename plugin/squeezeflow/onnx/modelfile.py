@@ -111,21 +111,25 @@ def external_data(model: onnx.ModelProto, path: str | Path) -> dict[str, int]:
     return declared
 
 
-def graphs(graph: onnx.GraphProto):
-    """`graph` and every subgraph of its control-flow nodes (If branches, Loop and Scan bodies), depth first."""
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs a control-flow node holds (If's branches, Loop's and Scan's bodies)."""
     import onnx
 
+    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH] + [
+        g for a in node.attribute for g in a.graphs
+    ]
+
+
+def graphs(graph: onnx.GraphProto):
+    """`graph` and every subgraph of its control-flow nodes, depth first."""
     yield graph
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from graphs(attr.g)
-            for sub in attr.graphs:
-                yield from graphs(sub)
+        for sub in subgraphs(node):
+            yield from graphs(sub)
 
 
 def has_subgraphs(model: onnx.ModelProto) -> bool:
-    return any(True for i, _ in enumerate(graphs(model.graph)) if i)
+    return any(subgraphs(node) for node in model.graph.node)
 
 
 def op_counts(path: str | Path) -> Counter:

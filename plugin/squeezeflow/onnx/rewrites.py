@@ -187,22 +187,14 @@ def _toposort(graph: onnx.GraphProto, outer: set[str]) -> None:
     del graph.node[:]
     graph.node.extend(ordered)
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in modelfile.subgraphs(node):
             _toposort(sub, scope | produced)
-
-
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    import onnx
-
-    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH] + [
-        g for a in node.attribute for g in a.graphs
-    ]
 
 
 def _outer_names(node: onnx.NodeProto) -> set[str]:
     """The names a node's subgraphs read from outside themselves."""
     names: set[str] = set()
-    for sub in _subgraphs(node):
+    for sub in modelfile.subgraphs(node):
         local = (
             {i.name for i in sub.input} | {t.name for t in sub.initializer} | {o for n in sub.node for o in n.output}
         )

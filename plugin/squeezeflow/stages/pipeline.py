@@ -65,7 +65,7 @@ def run(
     out: dict[str, Any] = {}
     for stage in wanted:
         if stage == "pull":
-            out[stage] = pull(params)
+            out[stage] = pull(params, params_file=params_file)
         elif stage == "check-data":
             out[stage] = check_data(params)
         elif stage == "soft-labels":

@@ -25,7 +25,12 @@ from squeezeflow.torch import convert
 EXAMPLE_SAMPLES = 32
 
 
-def pull(params: Params, out_dir: Path = SOURCE_DIR, registered_dir: Path = REGISTERED_DIR) -> dict[str, Any]:
+def pull(
+    params: Params,
+    out_dir: Path = SOURCE_DIR,
+    registered_dir: Path = REGISTERED_DIR,
+    params_file: Path = Path("params.yaml"),
+) -> dict[str, Any]:
     """Download the source model, export it to ONNX when it is PyTorch, and write its manifest.
 
     Outputs are byte-identical when the reference resolves to the same version, so DVC skips
@@ -38,6 +43,7 @@ def pull(params: Params, out_dir: Path = SOURCE_DIR, registered_dir: Path = REGI
         params: the pipeline parameters (`source`, `data.eval`, `recipes`).
         out_dir: the model directory to write.
         registered_dir: where the other registered models go.
+        params_file: the params file promote will judge (reports/release.json, see `release_record`).
 
     Returns:
         The source's manifest.
@@ -45,7 +51,7 @@ def pull(params: Params, out_dir: Path = SOURCE_DIR, registered_dir: Path = REGI
     Raises:
         NotFoundError, RegistryUnreachableError, ModelError, DataError.
     """
-    release_record(params)
+    release_record(params, params_file)
     unchanged = _unchanged(params, out_dir, registered_dir)
     if unchanged is not None:
         return unchanged
@@ -56,14 +62,16 @@ def pull(params: Params, out_dir: Path = SOURCE_DIR, registered_dir: Path = REGI
     return manifest
 
 
-def release_record(params: Params, reports_dir: Path = REPORTS_DIR) -> list[str]:
+def release_record(
+    params: Params, params_file: Path = Path("params.yaml"), reports_dir: Path = REPORTS_DIR
+) -> list[str]:
     """Write reports/release.json: why promotion would be a dry run now (empty: it may ship).
 
     Pull runs on every `dvc repro` and the promote stage depends on this file, so a promote whose
     last run was a dry run (a DVC experiment, a dirty tree) runs again once the experiment is applied
     and committed, and only then; the stages between are not touched.
     """
-    _, held = gitstate.held(params)
+    _, held = gitstate.held(params, params_file)
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "release.json").write_text(json.dumps({"held": held}, indent=2) + "\n")
     return held

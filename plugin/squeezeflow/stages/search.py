@@ -165,7 +165,7 @@ def search(
         _close_parent(parent, summary)
     if not summary["best"]:  # the searched slots become failed rows; the hand-written recipes still go to the gate
         print(
-            f"search: WARNING: {_nothing_passed(summary, search_dir).removeprefix('search: ')} Recipes that take a "
+            f"search: WARNING: {_nothing_passed(summary, search_dir)} Recipes that take a "
             "searched slot are failed candidates; the other recipes go to the gate.",
             file=sys.stderr,
         )
@@ -310,7 +310,7 @@ def _nothing_passed(summary: dict[str, Any], search_dir: Path) -> str:
     rows = [r for r in results.read_trials(search_dir)["trials"] if r["state"] == "complete" and r["metrics"]]
     if not rows:
         return (
-            f"search: none of {summary['trials']} trials completed (all pruned or failed; see "
+            f"none of {summary['trials']} trials completed (all pruned or failed; see "
             "artifacts/search/trials.json for the reasons); widen search.space or relax the budgets."
         )
 
@@ -321,10 +321,10 @@ def _nothing_passed(summary: dict[str, Any], search_dir: Path) -> str:
             closest = min(values) if bound == "max" else max(values)
             if (closest > threshold) if bound == "max" else (closest < threshold):
                 return (
-                    f"search: no trial met budgets.{budget} {threshold:g} (the closest of {len(rows)} trials: "
+                    f"no trial met budgets.{budget} {threshold:g} (the closest of {len(rows)} trials: "
                     f"{metric} {closest:.4g}); relax the budget or widen search.space."
                 )
-    return f"search: no trial met every budget at once ({len(rows)} trials); relax the budgets or widen search.space."
+    return f"no trial met every budget at once ({len(rows)} trials); relax the budgets or widen search.space."
 
 
 def _parent_run(study: Any, params: Params, name: str, raw: Any, objectives: tuple[str, ...]) -> str:

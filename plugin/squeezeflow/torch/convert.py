@@ -79,9 +79,14 @@ def load_torch(model_dir: str | Path) -> Any:
     import mlflow.pytorch
 
     # MLflow reads both switches itself: 3.18 unpickles only when both are true, and refuses a value that is not a
-    # boolean (an empty one included). While it loads, both say what the user consented to.
-    switches = dict.fromkeys((envvars.ALLOW_PICKLE, envvars.ALLOW_CODE), "true" if allowed else "false")
-    before = {name: os.environ.get(name) for name in switches}
+    # boolean (an empty one included). While it loads: with consent both are true; without, pickle is off and the code
+    # switch keeps a boolean the user set (false also refuses a model folder on the Python path) or MLflow's default.
+    switches = {envvars.ALLOW_PICKLE: "true" if allowed else "false"}
+    if allowed:
+        switches[envvars.ALLOW_CODE] = "true"
+    before = {name: os.environ.get(name) for name in (envvars.ALLOW_PICKLE, envvars.ALLOW_CODE)}
+    if not allowed and before[envvars.ALLOW_CODE] is not None and not envvars.is_boolean(before[envvars.ALLOW_CODE]):
+        os.environ.pop(envvars.ALLOW_CODE)
     os.environ.update(switches)
     try:
         model = mlflow.pytorch.load_model(str(model_dir), map_location="cpu")

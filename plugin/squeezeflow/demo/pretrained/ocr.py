@@ -226,7 +226,7 @@ def words(texts: tuple[str, ...]) -> list[str]:
     return found
 
 
-def font(face: str, size: int) -> Any:
+def _font(face: str, size: int) -> Any:
     """Debian's DejaVu face, or matplotlib's copy of it (matplotlib ships the regular, bold and slanted faces, not the
     condensed ones).
     """
@@ -242,14 +242,14 @@ def font(face: str, size: int) -> Any:
     )
 
 
-def _word_image(word: str, face: str, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """One word, dark on light or light on dark, tightly cropped, as easyocr's recognizer sees it: [1, 64, 256] in [-1,
-    1].
+def text_image(word: str, face: str, rng: np.random.Generator, size: tuple[int, int] = WORD) -> np.ndarray:
+    """Text, dark on light or light on dark, tightly cropped, scaled to the height of `size` and padded to its width
+    (as easyocr's recognizer sees a word: [1, 64, 256]; PP-OCR's a line: [1, 48, 320]), in [-1, 1].
     """
     import numpy as np
     from PIL import Image, ImageDraw
 
-    face_font = font(face, int(rng.integers(28, 48)))
+    face_font = _font(face, int(rng.integers(28, 48)))
     ink, paper = (
         (int(rng.integers(0, 70)), int(rng.integers(180, 256)))
         if rng.random() < 0.8
@@ -259,7 +259,7 @@ def _word_image(word: str, face: str, rng: np.random.Generator) -> tuple[np.ndar
     pad = int(rng.integers(2, 8))
     canvas = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), paper)
     ImageDraw.Draw(canvas).text((pad - left, pad - top), word, fill=ink, font=face_font)
-    height, width = WORD
+    height, width = size
     w = min(width, max(1, round(canvas.width * height / canvas.height)))
     x = np.asarray(canvas.resize((w, height), Image.BICUBIC), np.float32)
     x = x + rng.normal(0, 4, x.shape)  # sensor noise
@@ -280,7 +280,7 @@ def _scene(
     draw = ImageDraw.Draw(image)
     y = int(rng.integers(4, 40))
     for _ in range(int(rng.integers(1, 4))):
-        face_font = font(faces[int(rng.integers(len(faces)))], int(rng.integers(18, 40)))
+        face_font = _font(faces[int(rng.integers(len(faces)))], int(rng.integers(18, 40)))
         line = " ".join(vocabulary[int(i)] for i in rng.integers(0, len(vocabulary), int(rng.integers(1, 4))))
         shade = int(rng.integers(0, 40)) if rng.random() < 0.5 else int(rng.integers(215, 256))
         draw.text(
@@ -314,7 +314,7 @@ def write_data(name: str, paths: dict[str, Path], seed: int, counts: dict[str, i
             np.savez(path, image=np.stack([_scene(backgrounds, vocabulary, faces, rng) for _ in range(counts[role])]))
         else:
             chosen = [vocabulary[int(j)] for j in rng.integers(0, len(vocabulary), counts[role])]
-            images = np.stack([_word_image(w, faces[int(rng.integers(len(faces)))], rng) for w in chosen])
+            images = np.stack([text_image(w, faces[int(rng.integers(len(faces)))], rng) for w in chosen])
             np.savez(path, image=images)
             if evaluating:
                 written["fp32_word_accuracy"] = round(

@@ -8,10 +8,14 @@ import itertools
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squeezeflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 VOICES = (
     "en",
@@ -63,15 +67,26 @@ def build(name: str) -> Any:
     return VoiceEncoder(device="cpu", verbose=False).eval()
 
 
+def utterances(role: str, count: int, rng: np.random.Generator, folder: Path) -> Iterator[Path]:
+    """`count` wav files of espeak-ng speech in `folder`: voice x sentence (eval's sentences or the others') in a
+    seeded order, each at a seeded speed. The resemblyzer pipeline and bench/users.py synthesize with it."""
+    if shutil.which("espeak-ng") is None:
+        raise ConfigError("squeezeflow synthesizes its speech with Debian's espeak-ng: apt-get install espeak-ng.")
+    pairs = list(itertools.product(VOICES, EVAL_SENTENCES if role == "eval" else OTHER_SENTENCES))
+    rng.shuffle(pairs)
+    for i, (voice, text) in enumerate(pairs[:count]):
+        wav_file = Path(folder) / f"{role}-{i}.wav"
+        speed = str(int(rng.integers(140, 200)))
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", speed, "-w", str(wav_file), text], check=True, capture_output=True
+        )
+        yield wav_file
+
+
 def write_data(name: str, paths: dict[str, Path], seed: int, counts: dict[str, int]) -> dict[str, int]:
     """Mel spectrograms (N, 160 frames, 40 bands) of espeak-ng speech, voice x sentence, seeded order."""
 
     import numpy as np
-
-    if shutil.which("espeak-ng") is None:
-        raise ConfigError(
-            "the resemblyzer zoo pipeline synthesizes its speech with espeak-ng: apt-get install espeak-ng."
-        )
     from resemblyzer import preprocess_wav, wav_to_mel_spectrogram
     from resemblyzer.hparams import partials_n_frames
 
@@ -80,15 +95,8 @@ def write_data(name: str, paths: dict[str, Path], seed: int, counts: dict[str, i
     written = {}
     with tempfile.TemporaryDirectory(prefix="squeezeflow-speech-") as tmp:
         for role, path in paths.items():
-            pairs = list(itertools.product(VOICES, EVAL_SENTENCES if role == "eval" else OTHER_SENTENCES))
-            rng.shuffle(pairs)
             mels = []
-            for i, (voice, text) in enumerate(pairs[: counts[role]]):
-                wav_file = Path(tmp) / f"{role}-{i}.wav"
-                speed = str(int(rng.integers(140, 200)))
-                subprocess.run(
-                    ["espeak-ng", "-v", voice, "-s", speed, "-w", str(wav_file), text], check=True, capture_output=True
-                )
+            for wav_file in utterances(role, counts[role], rng, Path(tmp)):
                 mel = wav_to_mel_spectrogram(preprocess_wav(wav_file))[:partials_n_frames]
                 mels.append(np.pad(mel, ((0, partials_n_frames - len(mel)), (0, 0))))
             np.savez(path, mels=np.stack(mels).astype(np.float32))

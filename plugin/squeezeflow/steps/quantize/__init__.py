@@ -11,7 +11,7 @@ from pathlib import Path
 
 from squeezeflow.steps import StepContext, StepResult, register_step
 from squeezeflow.steps.quantize.auto import quantize_auto
-from squeezeflow.steps.quantize.common import prepare, upgrade_opset
+from squeezeflow.steps.quantize.common import PER_CHANNEL_OPSET, prepare
 from squeezeflow.steps.quantize.config import QuantizeConfig, check_int8_options
 from squeezeflow.steps.quantize.fp16 import quantize_fp16
 from squeezeflow.steps.quantize.int4 import quantize_int4
@@ -27,9 +27,8 @@ def quantize(model: Path, config: QuantizeConfig, ctx: StepContext) -> StepResul
     check_int8_options(config)
     if config.mode == "int4":  # needs no shape inference: the model is read once and written once
         return quantize_int4(model, config, ctx)
-    prepared = prepare(model, ctx.workdir)
     per_channel = config.mode == "auto" or (config.per_channel and config.mode != "fp16")
-    upgraded = upgrade_opset(prepared) if per_channel else None
+    prepared, upgraded = prepare(model, ctx.workdir, PER_CHANNEL_OPSET if per_channel else 0)
     if config.mode == "auto":
         result = quantize_auto(model, prepared, config, ctx)
     else:

@@ -3,6 +3,7 @@ the model's outputs as its task scores them."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from pathlib import Path
@@ -15,20 +16,30 @@ from squeezeflow.quantization import calibration
 from squeezeflow.steps import StepContext
 from squeezeflow.steps.quantize.config import INT_OPS, WEIGHT_OPS
 
+PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) came with opset 13
 
-def prepare(model: Path, workdir: Path) -> Path:
-    """ORT's pre-processing: symbolic shape inference repairs value_info the dynamo exporter leaves inconsistent.
 
-    A model with external data (a big one) gets symbolic shape inference alone: ORT's graph
-    optimization and ONNX shape inference passes keep earlier copies of the model alive while they
-    load theirs (3 copies at the peak, found with memray), and the quantizers infer shapes again anyway.
+def prepare(model: Path, workdir: Path, min_opset: int = 0) -> tuple[Path, str | None]:
+    """ORT's pre-processing, then what the quantizers need of the graph; returns the prepared model and, when its
+    opset was raised to `min_opset`, "OLD -> NEW" for the manifest.
+
+    Symbolic shape inference repairs value_info the dynamo exporter leaves inconsistent. A model with
+    external data (a big one) gets symbolic shape inference alone: ORT's graph optimization and ONNX
+    shape inference passes keep earlier copies of the model alive while they load theirs (3 copies at
+    the peak, found with memray), and the quantizers infer shapes again anyway. ORT runs in `workdir`:
+    a failed symbolic inference saves `sym_shape_infer_temp.onnx` into the current folder, which is
+    the user's pipeline folder otherwise. Then, in one load and one save: the Constant weights of
+    If/Loop bodies become initializers (ORT quantizes nothing else), and an opset older than
+    `min_opset` is converted (per-channel INT8 needs 13).
+
+    Raises:
+        ModelError: the version converter cannot convert the graph; the message names the fixes.
     """
-
     sessions.ort_tools_without_torch()
     from onnxruntime.quantization import quant_pre_process
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
-    prepared = workdir / "prepared.onnx"
+    model, prepared = Path(model).resolve(), (Path(workdir) / "prepared.onnx").resolve()
     large = side_file(model).is_file()
     external = (
         dict(save_as_external_data=True, all_tensors_to_one_file=True, external_data_location=side_file(prepared).name)
@@ -43,57 +54,43 @@ def prepare(model: Path, workdir: Path) -> Path:
         {"skip_optimization": large, "skip_symbolic_shape": True},
         {"skip_optimization": True, "skip_symbolic_shape": True},
     )
-    for i, options in enumerate(attempts):
-        try:
-            quant_pre_process(str(model), str(prepared), **options, **external)
-            break
-        except Exception:
-            if i == len(attempts) - 1:
-                raise
+    with contextlib.chdir(prepared.parent):
+        for i, options in enumerate(attempts):
+            try:
+                quant_pre_process(str(model), str(prepared), **options, **external)
+                break
+            except Exception:
+                if i == len(attempts) - 1:
+                    raise
     gc.collect()  # symbolic shape inference leaves a copy of the model in a reference cycle (1x the model, memray)
-    if not large:
-        import onnx
-
-        graph = onnx.load(str(prepared))
-        if modelfile.has_subgraphs(graph) and rewrites.lift_constants(graph):  # If/Loop weights ORT can quantize
-            modelfile.save_onnx(graph, prepared)
-    return prepared
+    return prepared, _fit_graph(prepared, min_opset, large)
 
 
-PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) came with opset 13
-
-
-def opset(path: Path) -> int:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def upgrade_opset(prepared: Path, version: int = PER_CHANNEL_OPSET) -> str | None:
-    """Convert `prepared` to opset `version` in place when it is older (ONNX's version converter); returns
-    "OLD -> NEW" for the manifest, or None when nothing changed.
-
-    Raises:
-        ModelError: the converter cannot convert this graph; the message names the fixes.
-    """
+def _fit_graph(prepared: Path, min_opset: int, large: bool) -> str | None:
+    """Lift subgraph Constant weights and raise the opset to `min_opset` in place; "OLD -> NEW" when it did."""
     import onnx
     from onnx import version_converter
 
-    old = opset(prepared)
-    if not old or old >= version:
+    skeleton = onnx.load(str(prepared), load_external_data=False)
+    old = next((o.version for o in skeleton.opset_import if o.domain in ("", "ai.onnx")), 0)
+    upgrade = bool(old) and old < min_opset
+    if not upgrade and (large or not modelfile.has_subgraphs(skeleton)):
         return None
-    try:
-        model = version_converter.convert_version(onnx.load(str(prepared)), version)
-        onnx.checker.check_model(model)
-    except Exception as e:  # noqa: BLE001 - the converter raises RuntimeError, ValidationError, IndexError...
-        raise ModelError(
-            f"the model is at opset {old} and per-channel INT8 needs opset {version}, but ONNX's version converter "
-            f"cannot convert it ({modelfile.first_line(e)}): re-export the model at opset {version} or newer, or set "
-            "per_channel: false."
-        ) from None
-    modelfile.save_onnx(model, prepared)
-    return f"{old} -> {version}"
+    model = onnx.load(str(prepared))
+    changed = not large and rewrites.lift_constants(model) > 0  # If/Loop weights ORT can quantize
+    if upgrade:
+        try:
+            model = version_converter.convert_version(model, min_opset)
+            onnx.checker.check_model(model)
+        except Exception as e:  # noqa: BLE001 - the converter raises RuntimeError, ValidationError, IndexError...
+            raise ModelError(
+                f"the model is at opset {old} and per-channel INT8 needs opset {min_opset}, but ONNX's version "
+                f"converter cannot convert it ({modelfile.first_line(e)}): re-export the model at opset {min_opset} "
+                "or newer, or set per_channel: false."
+            ) from None
+    if changed or upgrade:
+        modelfile.save_onnx(model, prepared)
+    return f"{old} -> {min_opset}" if upgrade else None
 
 
 def nothing_quantized(path: Path, config, mode: str) -> ModelError:
@@ -104,7 +101,12 @@ def nothing_quantized(path: Path, config, mode: str) -> ModelError:
     wanted = set(config.op_types or WEIGHT_OPS)
     main = [n.op_type for n in model.graph.node if n.op_type in wanted]
     inner = [n.op_type for g in list(modelfile.graphs(model.graph))[1:] for n in g.node if n.op_type in wanted]
-    if main:
+    if main and mode == "dynamic" and set(main) == {"Gemm"} and "MatMul" not in wanted:
+        why = (
+            f"ONNX Runtime's dynamic quantizer takes the model's {len(main)} Gemm node(s) as MatMul, and op_types "
+            "leaves MatMul out; add MatMul to op_types, or leave op_types out"
+        )
+    elif main:
         why = (
             f"its {len(main)} {'/'.join(sorted(set(main)))} node(s) were all excluded or take no constant weight "
             "(scope, op_types, fallback)"

@@ -41,7 +41,8 @@ def int8_quantizer(
     float_outputs = mode == "static" and config.matmul_outputs == "float"
     bias_adds = tuple(rewrites.bias_adds(skeleton)) if float_outputs else ()
     # ORT's dynamic quantizer walks If/Loop/Scan bodies when asked; its QDQ quantizer keeps them float
-    subgraphs = {"EnableSubgraph": True} if mode == "dynamic" and modelfile.has_subgraphs(skeleton) else {}
+    control_flow = modelfile.has_subgraphs(skeleton)
+    subgraphs = {"EnableSubgraph": True} if mode == "dynamic" and control_flow else {}
     del skeleton
     if mode == "static":
         require_calibration(ctx)
@@ -91,6 +92,8 @@ def int8_quantizer(
                 extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]} if float_outputs else None,
                 **common,
             )
+        if control_flow:  # ORT's quantizer can leave an If before the producers of what its branches read
+            modelfile.save_onnx(rewrites.toposort(onnx.load(str(out))), out)
         return out
 
     return run, samples
